@@ -1,0 +1,96 @@
+"""Typed settings, read from ``VGLOSS_*`` environment variables and an optional ``.env`` file.
+
+One ``Settings`` object serves the CLI, the server and the workers; ``get_settings()`` caches it
+per process. Tests build their own ``Settings(...)`` instead of mutating the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vgloss"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VGLOSS_", env_file=".env", extra="ignore")
+
+    # Model
+    model: str = Field("ViT-B-32", description="open_clip model name (also hf-hub:/local-dir:)")
+    pretrained: str = Field("openai", description="pretrained tag, checkpoint path, or 'none'")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto = fp16 on CUDA, fp32 on CPU"
+    )
+    cache_dir: Path | None = Field(None, description="where open_clip caches downloaded weights")
+
+    # Store
+    redis_url: str | None = None
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    nltk_data: Path | None = Field(None, description="NLTK data root holding corpora/wordnet")
+
+    # Serving
+    default_class_set: str = "imagenet1k"
+    default_method: str = Field("wordnet", description="method used to build a missing default set")
+    max_batch: int = Field(32, ge=1, le=4096)
+    batch_wait_ms: float = Field(5.0, ge=0)
+    max_queue: int = Field(512, ge=1, description="images waiting for the model before 503")
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_images_per_request: int = Field(32, ge=1)
+    max_labels: int = Field(1000, ge=1)
+    label_cache_size: int = Field(64, ge=1)
+    decode_threads: int = Field(0, ge=0, description="0 = one per CPU core")
+    jpeg_draft: bool = True
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated Bearer keys for /v1/*"
+    )
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated keys for mutating routes"
+    )
+
+    # LLM
+    llm_model: str = "gpt-4o-mini"
+    llm_concurrency: int = Field(8, ge=1)
+    llm_timeout_s: float = Field(60.0, gt=0)
+    llm_max_retries: int = Field(5, ge=0)
+
+    @field_validator("api_keys", "admin_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                import json
+
+                return [str(k) for k in json.loads(value)]
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_precision(self) -> str:
+        if self.precision != "auto":
+            return self.precision
+        return "fp16" if self.resolved_device() == "cuda" else "fp32"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
