@@ -1,0 +1,223 @@
+"""Classifiers: one L2-normalised prototype per class, built from description prompts.
+
+A classifier is keyed by a content hash of (model id, description set id, prompt style, template
+set, format version), so a change of model, descriptions or prompt style can never reuse a stale
+entry. Serialised as safetensors (raw little-endian arrays) with a JSON header — never pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .classsets import ClassSet
+from .descriptions import DescriptionSet, utc_now
+from .prompts import build_prompts
+
+FORMAT_VERSION = 1
+
+
+class ClassifierFormatError(ValueError):
+    """Bytes that are not a vgloss classifier."""
+
+
+def classifier_key(model_id: str, descriptions_id: str, prompt_style: str, template_set: str = "openai") -> str:
+    payload = json.dumps([FORMAT_VERSION, model_id, descriptions_id, prompt_style, template_set])
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Classifier:
+    """Everything needed to score image embeddings against a class set.
+
+    ``prototypes`` (C, D) float32, unit rows. ``evidence`` (N, D) holds the per-description
+    embeddings (unit rows); class ``i`` owns rows ``offsets[i]:offsets[i+1]`` and
+    ``evidence_texts`` names them (the description, or the class name for template prompts).
+    """
+
+    key: str
+    model_id: str
+    class_set: ClassSet
+    descriptions_id: str
+    method: str
+    prompt_style: str
+    template_set: str
+    prototypes: np.ndarray
+    evidence: np.ndarray
+    offsets: np.ndarray
+    evidence_texts: list[str]
+    logit_scale: float
+    logit_bias: float | None = None
+    created_at: str = field(default_factory=utc_now)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.prototypes.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.prototypes.shape[1])
+
+    def header(self) -> dict:
+        return {
+            "format": FORMAT_VERSION,
+            "key": self.key,
+            "model_id": self.model_id,
+            "class_set": self.class_set.to_dict(),
+            "descriptions_id": self.descriptions_id,
+            "method": self.method,
+            "prompt_style": self.prompt_style,
+            "template_set": self.template_set,
+            "evidence_texts": self.evidence_texts,
+            "logit_scale": self.logit_scale,
+            "logit_bias": self.logit_bias,
+            "created_at": self.created_at,
+        }
+
+    def summary(self) -> dict:
+        return {
+            "key": self.key,
+            "model": self.model_id,
+            "class_set": self.class_set.name,
+            "num_classes": self.num_classes,
+            "descriptions": self.descriptions_id,
+            "method": self.method,
+            "prompt_style": self.prompt_style,
+            "created_at": self.created_at,
+        }
+
+    def to_bytes(self) -> bytes:
+        from safetensors.numpy import save
+
+        tensors = {
+            "prototypes": np.ascontiguousarray(self.prototypes, dtype="<f4"),
+            "evidence": np.ascontiguousarray(self.evidence, dtype="<f2"),
+            "offsets": np.ascontiguousarray(self.offsets, dtype="<i8"),
+        }
+        return save(tensors, metadata={"vgloss": json.dumps(self.header(), ensure_ascii=False)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Classifier":
+        from safetensors.numpy import load
+
+        header = read_safetensors_metadata(data).get("vgloss")
+        if header is None:
+            raise ClassifierFormatError("not a vgloss classifier (no 'vgloss' metadata)")
+        meta = json.loads(header)
+        if meta.get("format") != FORMAT_VERSION:
+            raise ClassifierFormatError(f"classifier format {meta.get('format')} is not {FORMAT_VERSION}")
+        arrays = load(data)
+        return cls(
+            key=meta["key"],
+            model_id=meta["model_id"],
+            class_set=ClassSet.from_dict(meta["class_set"]),
+            descriptions_id=meta["descriptions_id"],
+            method=meta["method"],
+            prompt_style=meta["prompt_style"],
+            template_set=meta["template_set"],
+            prototypes=arrays["prototypes"].astype(np.float32),
+            evidence=arrays["evidence"].astype(np.float32),
+            offsets=arrays["offsets"].astype(np.int64),
+            evidence_texts=list(meta["evidence_texts"]),
+            logit_scale=float(meta["logit_scale"]),
+            logit_bias=meta.get("logit_bias"),
+            created_at=meta.get("created_at", ""),
+        )
+
+
+def read_safetensors_metadata(data: bytes) -> dict:
+    if len(data) < 8:
+        raise ClassifierFormatError("too short to be safetensors")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > len(data) - 8 or length > 100 * 1024 * 1024:
+        raise ClassifierFormatError("bad safetensors header length")
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except json.JSONDecodeError as exc:
+        raise ClassifierFormatError(f"bad safetensors header: {exc}") from None
+    return header.get("__metadata__") or {}
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def build_classifier(
+    model,
+    description_set: DescriptionSet,
+    template_set: str = "openai",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Classifier:
+    """Embed every prompt of a description set and average them into class prototypes.
+
+    Prototype = mean of the normalised prompt embeddings of the class, renormalised (the
+    open_clip ``build_zero_shot_classifier`` / CuPL construction). With description prompts each
+    description's embedding is kept as evidence; with templates the prototype stands for the class.
+    """
+    style = description_set.prompt_style
+    class_set = description_set.class_set
+    prompts_per_class: list[list[str]] = []
+    for record in description_set.records:
+        descriptions = record.descriptions if record.ok else []
+        prompts_per_class.append(build_prompts(record.name, descriptions, style, template_set))
+    flat = [p for prompts in prompts_per_class for p in prompts]
+    embeddings = model.encode_text(flat, batch_size=batch_size, progress=progress)
+
+    prototypes = np.zeros((len(class_set), embeddings.shape[1]), dtype=np.float32)
+    evidence_rows: list[np.ndarray] = []
+    evidence_texts: list[str] = []
+    offsets = [0]
+    start = 0
+    for i, (record, prompts) in enumerate(zip(description_set.records, prompts_per_class)):
+        block = embeddings[start : start + len(prompts)]
+        start += len(prompts)
+        prototypes[i] = block.mean(axis=0)
+        uses_descriptions = style != "templates" and record.ok and record.descriptions
+        if uses_descriptions:
+            evidence_rows.append(block)
+            evidence_texts.extend(record.descriptions)
+        else:
+            evidence_rows.append(normalize_rows(block.mean(axis=0, keepdims=True)))
+            evidence_texts.append(record.name)
+        offsets.append(len(evidence_texts))
+    prototypes = normalize_rows(prototypes).astype(np.float32)
+    return Classifier(
+        key=classifier_key(model.id, description_set.id, style, template_set),
+        model_id=model.id,
+        class_set=class_set,
+        descriptions_id=description_set.id,
+        method=description_set.method,
+        prompt_style=style,
+        template_set=template_set,
+        prototypes=prototypes,
+        evidence=np.concatenate(evidence_rows).astype(np.float32),
+        offsets=np.asarray(offsets, dtype=np.int64),
+        evidence_texts=evidence_texts,
+        logit_scale=model.logit_scale,
+        logit_bias=model.logit_bias,
+    )
+
+
+def ad_hoc_class_set(labels: Sequence[str]) -> ClassSet:
+    """A class set for request-time labels: no WordNet, ids are slugs, order kept."""
+    from .classsets import ClassSpec, slugify
+
+    seen: set[str] = set()
+    classes = []
+    for label in labels:
+        base = slugify(label)
+        cid, n = base, 2
+        while cid in seen:
+            cid = f"{base}-{n}"
+            n += 1
+        seen.add(cid)
+        classes.append(ClassSpec(id=cid, name=label.strip()))
+    digest = hashlib.sha256(json.dumps([c.name for c in classes]).encode()).hexdigest()[:12]
+    return ClassSet(name=f"labels-{digest}", classes=classes)

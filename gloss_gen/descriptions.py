@@ -1,0 +1,443 @@
+"""Description sets: per class, a list of short texts plus provenance.
+
+The on-disk form is JSON Lines, one line per class (see DESIGN.md)::
+
+    {"class_id", "name", "synset", "method", "descriptions": [...], "provenance": {...}}
+
+or the same keys with ``"error"`` and no descriptions for a class that failed. Lines also carry
+``class_set`` and ``index`` (the class's position) so a file can be embedded in class-set order
+whatever order the job finished in.
+
+This module holds the offline methods (``classname``, ``wordnet``, ``import``); the LLM-backed
+``vgloss`` method lives in :mod:`gloss_gen.llm` and :mod:`gloss_gen.describe`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .classsets import ClassSet, ClassSpec
+
+log = logging.getLogger(__name__)
+
+METHODS = ("classname", "wordnet", "vgloss", "import")
+# The prompt style each method's descriptions are embedded with (see gloss_gen.prompts).
+DEFAULT_PROMPT_STYLE = {"classname": "templates", "wordnet": "gloss", "vgloss": "dclip"}
+
+
+class DescriptionError(ValueError):
+    """Bad description input (unknown method, unreadable file); the message says why."""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class DescriptionRecord:
+    class_id: str
+    name: str
+    synset: str | None
+    method: str
+    descriptions: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
+    error: str | None = None
+    class_set: str | None = None
+    index: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict:
+        data = {
+            "class_id": self.class_id,
+            "name": self.name,
+            "synset": self.synset,
+            "method": self.method,
+        }
+        if self.error is None:
+            data["descriptions"] = list(self.descriptions)
+        data["provenance"] = dict(self.provenance)
+        if self.error is not None:
+            data["error"] = self.error
+        if self.class_set is not None:
+            data["class_set"] = self.class_set
+        if self.index is not None:
+            data["index"] = self.index
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DescriptionRecord":
+        missing = [k for k in ("class_id", "name", "method") if k not in data]
+        if missing:
+            raise DescriptionError(f"description line lacks {', '.join(missing)}")
+        descriptions = data.get("descriptions") or []
+        if not isinstance(descriptions, list) or not all(isinstance(d, str) for d in descriptions):
+            raise DescriptionError(f"class {data['class_id']}: 'descriptions' must be a list of strings")
+        return cls(
+            class_id=str(data["class_id"]),
+            name=str(data["name"]),
+            synset=data.get("synset"),
+            method=str(data["method"]),
+            descriptions=list(descriptions),
+            provenance=dict(data.get("provenance") or {}),
+            error=data.get("error"),
+            class_set=data.get("class_set"),
+            index=data.get("index"),
+        )
+
+    @classmethod
+    def for_class(cls, spec: ClassSpec, class_set: ClassSet, index: int, method: str) -> "DescriptionRecord":
+        return cls(
+            class_id=spec.id,
+            name=spec.name,
+            synset=spec.synset,
+            method=method,
+            class_set=class_set.name,
+            index=index,
+        )
+
+
+@dataclass
+class DescriptionSet:
+    """Descriptions for every class of a class set, in class-set order."""
+
+    class_set: ClassSet
+    method: str
+    records: list[DescriptionRecord]
+    prompt_style: str
+
+    def __post_init__(self):
+        if len(self.records) != len(self.class_set):
+            raise DescriptionError(
+                f"{len(self.records)} description records for {len(self.class_set)} classes"
+            )
+
+    @property
+    def id(self) -> str:
+        """Content hash: classes, method, prompt style and every description text."""
+        payload = json.dumps(
+            [self.class_set.content_hash(), self.method, self.prompt_style]
+            + [[r.class_id, r.descriptions] for r in self.records],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def failed(self) -> list[DescriptionRecord]:
+        return [r for r in self.records if not r.ok]
+
+    def texts(self) -> list[list[str]]:
+        return [r.descriptions if r.ok else [] for r in self.records]
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+def read_jsonl(path: Path) -> list[DescriptionRecord]:
+    path = Path(path)
+    if not path.is_file():
+        raise DescriptionError(f"description file {path} does not exist")
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                # A crash mid-write leaves at most a torn last line; resume redoes that class.
+                log.warning("%s:%d: skipping a line that is not JSON", path, lineno)
+                continue
+            records.append(DescriptionRecord.from_json(data))
+    return records
+
+
+class JsonlWriter:
+    """Appends one record per line and flushes + fsyncs it, so a crash loses at most the line
+    being written (which :func:`read_jsonl` skips)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_torn_tail()
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def _repair_torn_tail(self) -> None:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with self.path.open("rb+") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+
+    def write(self, record: DescriptionRecord) -> None:
+        self._fh.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_jsonl(path: Path, records: Iterable[DescriptionRecord]) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def latest_by_class(records: Iterable[DescriptionRecord]) -> dict[str, DescriptionRecord]:
+    """The last line per class wins (a re-run appends a success after an earlier error)."""
+    latest: dict[str, DescriptionRecord] = {}
+    for record in records:
+        latest[record.class_id] = record
+    return latest
+
+
+def assemble(class_set: ClassSet, records: Iterable[DescriptionRecord], method: str | None = None,
+             prompt_style: str | None = None) -> DescriptionSet:
+    """Order records by the class set; classes with no record become error records."""
+    by_id = latest_by_class(records)
+    ordered = []
+    for index, spec in enumerate(class_set.classes):
+        record = by_id.get(spec.id)
+        if record is None:
+            record = DescriptionRecord.for_class(spec, class_set, index, method or "unknown")
+            record.error = "no description line for this class"
+        ordered.append(record)
+    methods = {r.method for r in ordered if r.ok}
+    method = method or (methods.pop() if len(methods) == 1 else "mixed")
+    styles = {r.provenance.get("prompt_style") for r in ordered if r.ok} - {None}
+    if prompt_style is None:
+        prompt_style = styles.pop() if len(styles) == 1 else DEFAULT_PROMPT_STYLE.get(method, "dclip")
+    return DescriptionSet(class_set=class_set, method=method, records=ordered, prompt_style=prompt_style)
+
+
+def class_set_from_records(records: list[DescriptionRecord]) -> ClassSet:
+    """Rebuild the class set a description file was made for (built-in sets by name)."""
+    from .classsets import BUILTIN_CLASS_SETS, builtin_class_set
+
+    names = {r.class_set for r in records if r.class_set}
+    if len(names) == 1:
+        name = names.pop()
+        if name in BUILTIN_CLASS_SETS:
+            builtin = builtin_class_set(name)
+            if {r.class_id for r in records} <= set(builtin.ids):
+                return builtin
+    else:
+        name = "custom"
+    unique = latest_by_class(records).values()
+    ordered = sorted(unique, key=lambda r: (r.index is None, r.index if r.index is not None else 0))
+    return ClassSet(
+        name=name or "custom",
+        classes=[ClassSpec(id=r.class_id, name=r.name, synset=r.synset) for r in ordered],
+    )
+
+
+def load_description_set(path: Path, class_set: ClassSet | None = None) -> DescriptionSet:
+    records = read_jsonl(path)
+    if not records:
+        raise DescriptionError(f"{path} holds no description lines")
+    class_set = class_set or class_set_from_records(records)
+    return assemble(class_set, records)
+
+
+# --------------------------------------------------------------------------- offline methods
+
+
+def _provenance(method: str, **extra) -> dict:
+    return {"method": method, "created_at": utc_now(), **extra}
+
+
+def describe_classname(class_set: ClassSet) -> DescriptionSet:
+    """No descriptions: the class name goes through the prompt templates (the CLIP baseline)."""
+    records = []
+    for index, spec in enumerate(class_set.classes):
+        record = DescriptionRecord.for_class(spec, class_set, index, "classname")
+        record.provenance = _provenance("classname", prompt_style="templates")
+        records.append(record)
+    return DescriptionSet(class_set, "classname", records, "templates")
+
+
+def describe_wordnet(class_set: ClassSet) -> DescriptionSet:
+    """The synset's WordNet definition (the "WN gloss" baseline); no synset → class-name prompts."""
+    from . import wordnet
+
+    records = []
+    for index, spec in enumerate(class_set.classes):
+        record = DescriptionRecord.for_class(spec, class_set, index, "wordnet")
+        extra = {"prompt_style": "gloss", "wordnet": "3.0"}
+        if spec.synset:
+            record.descriptions = [wordnet.get_synset(spec.synset).definition()]
+        else:
+            extra["fallback"] = "templates (WordNet does not know this label)"
+        record.provenance = _provenance("wordnet", **extra)
+        records.append(record)
+    return DescriptionSet(class_set, "wordnet", records, "gloss")
+
+
+def _norm_key(text: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", text.strip().lower())
+
+
+@dataclass
+class ImportReport:
+    matched: int = 0
+    collisions: dict[str, list[str]] = field(default_factory=dict)  # file key -> class ids
+    unmatched_keys: list[str] = field(default_factory=list)
+    classes_without: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"imported descriptions for {self.matched} classes"]
+        for key, ids in self.collisions.items():
+            out.append(
+                f"name collision: file key {key!r} matches {len(ids)} classes ({', '.join(ids)}); "
+                "none of them receives it"
+            )
+        if self.unmatched_keys:
+            out.append(f"{len(self.unmatched_keys)} file keys match no class: "
+                       + ", ".join(map(repr, self.unmatched_keys[:10]))
+                       + (" ..." if len(self.unmatched_keys) > 10 else ""))
+        if self.classes_without:
+            out.append(f"{len(self.classes_without)} classes have no imported descriptions "
+                       "and fall back to class-name prompts: " + ", ".join(self.classes_without[:10])
+                       + (" ..." if len(self.classes_without) > 10 else ""))
+        return out
+
+
+def detect_import_format(data: dict, path: Path | None = None) -> str:
+    """``cupl`` for full sentences, ``dclip`` for descriptor phrases."""
+    stem = path.name.lower() if path else ""
+    if "cupl" in stem:
+        return "cupl"
+    if "dclip" in stem or "descriptor" in stem:
+        return "dclip"
+    texts = [t for v in list(data.values())[:50] for t in v[:5] if isinstance(t, str)]
+    if not texts:
+        return "dclip"
+    sentence_like = sum(1 for t in texts if t[:1].isupper() and t.rstrip().endswith("."))
+    return "cupl" if sentence_like > len(texts) / 2 else "dclip"
+
+
+def read_import_file(path: Path) -> dict[str, list[str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise DescriptionError(f"import file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DescriptionError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and all(isinstance(t, str) for t in v) for v in data.values()
+    ):
+        raise DescriptionError(f"{path}: expected {{class name: [text, ...]}} (CuPL or DCLIP JSON)")
+    return data
+
+
+def match_import_keys(class_set: ClassSet, data: dict[str, list[str]]) -> tuple[dict[str, str], ImportReport]:
+    """Map file keys to class ids. A key that names several classes goes to none of them.
+
+    Matching, first hit wins per key: class id, exact name, normalised name, then (only when
+    unique) a lemma of the class's synset.
+    """
+    report = ImportReport()
+    by_id = {c.id: c for c in class_set.classes}
+    by_name: dict[str, list[str]] = {}
+    by_norm: dict[str, list[str]] = {}
+    for c in class_set.classes:
+        by_name.setdefault(c.name, []).append(c.id)
+        by_norm.setdefault(_norm_key(c.name), []).append(c.id)
+    by_lemma: dict[str, list[str]] | None = None
+
+    assignment: dict[str, str] = {}  # class id -> file key
+    for key in data:
+        candidates: list[str] = []
+        if key in by_id:
+            candidates = [key]
+        elif key in by_name:
+            candidates = by_name[key]
+        elif _norm_key(key) in by_norm:
+            candidates = by_norm[_norm_key(key)]
+        else:
+            if by_lemma is None:
+                by_lemma = _lemma_index(class_set)
+            candidates = by_lemma.get(_norm_key(key), [])
+        if len(candidates) == 1 and candidates[0] not in assignment:
+            assignment[candidates[0]] = key
+        elif len(candidates) > 1:
+            report.collisions[key] = candidates
+        elif candidates:
+            report.collisions[key] = [candidates[0], f"(already given key {assignment[candidates[0]]!r})"]
+        else:
+            report.unmatched_keys.append(key)
+    report.matched = len(assignment)
+    report.classes_without = [c.id for c in class_set.classes if c.id not in assignment]
+    return assignment, report
+
+
+def _lemma_index(class_set: ClassSet) -> dict[str, list[str]]:
+    from . import wordnet
+
+    index: dict[str, list[str]] = {}
+    for c in class_set.classes:
+        if not c.synset:
+            continue
+        try:
+            synset = wordnet.get_synset(c.synset)
+        except (KeyError, wordnet.WordNetMissingError):
+            continue
+        for lemma in synset.lemma_names():
+            index.setdefault(_norm_key(lemma), []).append(c.id)
+    return index
+
+
+def describe_import(class_set: ClassSet, path: Path, fmt: str = "auto") -> tuple[DescriptionSet, ImportReport]:
+    """Import a CuPL (sentences) or DCLIP (descriptor phrases) JSON file onto a class set."""
+    path = Path(path)
+    data = read_import_file(path)
+    if fmt == "auto":
+        fmt = detect_import_format(data, path)
+    if fmt not in ("cupl", "dclip"):
+        raise DescriptionError(f"unknown import format {fmt!r}; use cupl, dclip or auto")
+    style = "sentence" if fmt == "cupl" else "dclip"
+    assignment, report = match_import_keys(class_set, data)
+    records = []
+    for index, spec in enumerate(class_set.classes):
+        record = DescriptionRecord.for_class(spec, class_set, index, "import")
+        extra = {"prompt_style": style, "import_format": fmt, "source": path.name}
+        key = assignment.get(spec.id)
+        if key is not None:
+            texts = [t.strip() for t in data[key] if t.strip()]
+            record.descriptions = list(dict.fromkeys(texts))
+            extra["source_key"] = key
+        else:
+            collided = [k for k, ids in report.collisions.items() if spec.id in ids]
+            extra["fallback"] = "templates (" + (
+                f"name collision on {collided[0]!r}" if collided else "no matching key in the file"
+            ) + ")"
+        record.provenance = _provenance("import", **extra)
+        records.append(record)
+    return DescriptionSet(class_set, "import", records, style), report
+
+
+def iter_records(description_set: DescriptionSet) -> Iterator[DescriptionRecord]:
+    yield from description_set.records

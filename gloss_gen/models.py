@@ -1,0 +1,187 @@
+"""Loading open_clip models and encoding text and images with them.
+
+``load_clip`` is the one factory the CLI, the server and the evaluation harness share, so the
+same settings always give the same model. Model names follow open_clip: a built-in architecture
+(``ViT-B-32``) with a ``pretrained`` tag or checkpoint path, or a schema-prefixed name
+(``hf-hub:org/repo``, ``local-dir:/path``) that carries its own weights. ``pretrained='none'``
+builds the architecture with random weights from a fixed seed, so two processes given the same
+settings get the same model (tests and offline smoke checks rely on this).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+RANDOM_INIT_SEED = 0
+_NONE_TAGS = {"none", "", "random"}
+_configs_registered = False
+_register_lock = threading.Lock()
+
+
+def register_model_configs() -> None:
+    """Add vgloss's own model configs (``vgloss-tiny``, a small CLIP for tests) to open_clip."""
+    global _configs_registered
+    if _configs_registered:
+        return
+    with _register_lock:
+        if not _configs_registered:
+            import open_clip
+
+            open_clip.add_model_config(Path(str(resources.files("gloss_gen") / "model_configs")))
+            _configs_registered = True
+
+
+def model_id(model_name: str, pretrained: str | None) -> str:
+    """The identifier a classifier is keyed by: ``ViT-B-32/openai``, ``hf-hub:org/repo``, ..."""
+    if model_name.startswith(("hf-hub:", "local-dir:")):
+        return model_name
+    tag = (pretrained or "none").strip()
+    if tag.lower() in _NONE_TAGS:
+        tag = "none"
+    elif Path(tag).is_file():
+        tag = f"file:{Path(tag).name}"
+    return f"{model_name}/{tag}"
+
+
+@dataclass
+class ClipModel:
+    """An open_clip model with its tokenizer and validation transform, ready for inference."""
+
+    model: torch.nn.Module
+    tokenizer: Callable
+    preprocess: Callable
+    model_name: str
+    pretrained: str
+    device: torch.device
+    precision: str
+
+    @property
+    def id(self) -> str:
+        return model_id(self.model_name, self.pretrained)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().float().exp().item())
+
+    @property
+    def logit_bias(self) -> float | None:
+        bias = getattr(self.model, "logit_bias", None)
+        return None if bias is None else float(bias.detach().float().item())
+
+    @property
+    def embed_dim(self) -> int:
+        proj = getattr(self.model, "text_projection", None)
+        if isinstance(proj, torch.Tensor):
+            return int(proj.shape[-1])
+        return int(self.encode_text(["x"]).shape[-1])
+
+    @property
+    def preprocess_cfg(self) -> dict:
+        import open_clip
+
+        return dict(open_clip.get_model_preprocess_cfg(self.model))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 text embeddings, shape (len(texts), dim)."""
+        out = []
+        starts = range(0, len(texts), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="encoding text", unit="batch")
+        for start in starts:
+            tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
+            emb = self.model.encode_text(tokens, normalize=True)
+            out.append(emb.float().cpu())
+        if not out:
+            return np.zeros((0, 0), dtype=np.float32)
+        return torch.cat(out).numpy()
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 image embeddings (on the CPU) for a preprocessed batch."""
+        non_blocking = self.device.type == "cuda"
+        if non_blocking and not pixels.is_pinned():
+            pixels = pixels.pin_memory()
+        pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=non_blocking)
+        emb = self.model.encode_image(pixels, normalize=True)
+        return emb.float().cpu()
+
+
+def load_clip(
+    model_name: str = "ViT-B-32",
+    pretrained: str | None = "openai",
+    device: str = "cpu",
+    precision: str = "fp32",
+    cache_dir: str | Path | None = None,
+) -> ClipModel:
+    """Create an open_clip model for inference.
+
+    Args:
+        model_name: an open_clip architecture (``ViT-B-32``, ``ViT-L-14``, ``vgloss-tiny``...) or a
+            schema-prefixed name (``hf-hub:org/repo``, ``local-dir:/path``).
+        pretrained: a pretrained tag (``openai``, ``laion2b_s34b_b79k``...), a checkpoint file, or
+            ``none`` for deterministic random weights. Ignored for schema-prefixed names.
+        device: ``cpu`` or ``cuda`` (``auto`` picks CUDA when available).
+        precision: ``fp32``, ``fp16`` or ``bf16`` (``auto``: fp16 on CUDA, fp32 on CPU).
+        cache_dir: where downloaded weights are cached (defaults to open_clip's / HF's cache).
+    """
+    import open_clip
+
+    register_model_configs()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if precision == "auto":
+        precision = "fp16" if device == "cuda" else "fp32"
+    if device == "cpu" and precision == "fp16":
+        log.warning("fp16 is slow or unsupported on the CPU; using fp32")
+        precision = "fp32"
+    tag = None if (pretrained or "none").strip().lower() in _NONE_TAGS else pretrained
+    if model_name.startswith(("hf-hub:", "local-dir:")):
+        tag = None
+    kwargs = dict(precision=precision, device=device, cache_dir=str(cache_dir) if cache_dir else None)
+    if tag is None and not model_name.startswith(("hf-hub:", "local-dir:")):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None, **kwargs)
+    else:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag, **kwargs)
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(model_name, cache_dir=kwargs["cache_dir"])
+    return ClipModel(
+        model=model,
+        tokenizer=tokenizer,
+        preprocess=preprocess,
+        model_name=model_name,
+        pretrained=pretrained or "none",
+        device=torch.device(device),
+        precision=precision,
+    )
+
+
+def load_clip_from_settings(settings=None) -> ClipModel:
+    from .config import get_settings
+
+    s = settings or get_settings()
+    return load_clip(
+        s.model,
+        s.pretrained,
+        device=s.resolved_device(),
+        precision=s.resolved_precision(),
+        cache_dir=s.cache_dir,
+    )

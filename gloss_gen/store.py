@@ -1,0 +1,282 @@
+"""The store: Redis when ``VGLOSS_REDIS_URL`` is set, an embedded directory otherwise.
+
+Both backends implement the same small key-value interface over bytes (:class:`KVBackend`);
+:class:`Store` adds the typed operations on top. Keys are namespaced ``vgloss:v1:`` (the
+version is the layout version). Values are JSON or safetensors bytes — never pickle.
+
+Layout (``{ns}`` = ``vgloss:v1`` by default):
+
+- ``{ns}:classifier:{key}`` — safetensors classifier (see :mod:`gloss_gen.classifier`)
+- ``{ns}:active:{model_id}:{class_set}`` — the classifier key serving that class set
+- ``{ns}:classset:{name}`` — class set JSON
+- ``{ns}:descriptions:{id}`` — description set JSONL bytes
+- ``{ns}:job:{id}`` — job state JSON
+- ``{ns}:array:{kind}:{key}`` — cached arrays (safetensors), e.g. image embeddings for eval
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import urllib.parse
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .classifier import Classifier
+from .classsets import ClassSet
+
+LAYOUT_VERSION = "v1"
+DEFAULT_NAMESPACE = f"vgloss:{LAYOUT_VERSION}"
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or holds something unreadable; the message says which."""
+
+
+class KVBackend(ABC):
+    @abstractmethod
+    def get(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    def set(self, key: str, value: bytes) -> None: ...
+
+    @abstractmethod
+    def set_if_absent(self, key: str, value: bytes) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def keys(self, prefix: str) -> Iterator[str]: ...
+
+    def ping(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class RedisBackend(KVBackend):
+    def __init__(self, url: str, client=None):
+        import redis
+
+        self.url = url
+        self.client = client or redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+
+    def _call(self, fn, *args):
+        import redis
+
+        try:
+            return fn(*args)
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis at {self.describe()} is unavailable: {exc}") from exc
+
+    def get(self, key):
+        return self._call(self.client.get, key)
+
+    def set(self, key, value):
+        self._call(self.client.set, key, value)
+
+    def set_if_absent(self, key, value):
+        return bool(self._call(lambda: self.client.set(key, value, nx=True)))
+
+    def delete(self, key):
+        self._call(self.client.delete, key)
+
+    def keys(self, prefix):
+        for key in self._call(lambda: list(self.client.scan_iter(match=_redis_glob(prefix) + "*", count=500))):
+            yield key.decode() if isinstance(key, bytes) else key
+
+    def ping(self):
+        try:
+            return bool(self.client.ping())
+        except Exception:
+            return False
+
+    def describe(self):
+        parsed = urllib.parse.urlsplit(self.url)
+        host = parsed.hostname or "localhost"
+        return f"redis://{host}:{parsed.port or 6379}{parsed.path or ''}"  # no password in messages
+
+
+def _redis_glob(prefix: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", prefix)
+
+
+class DirectoryBackend(KVBackend):
+    """One file per key under ``root``; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        parts = [urllib.parse.quote(p, safe="-_.") for p in key.split(":")]
+        return self.root.joinpath(*parts)
+
+    def get(self, key):
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def set(self, key, value):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(value)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def set_if_absent(self, key, value):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(value)
+        return True
+
+    def delete(self, key):
+        self._path(key).unlink(missing_ok=True)
+
+    def keys(self, prefix):
+        base = self._path(prefix.rstrip(":")) if prefix.endswith(":") else self._path(prefix).parent
+        if not base.exists():
+            return
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                rel = path.relative_to(self.root)
+                key = ":".join(urllib.parse.unquote(p) for p in rel.parts)
+                if key.startswith(prefix):
+                    yield key
+
+    def describe(self):
+        return str(self.root)
+
+
+class Store:
+    """Typed operations over a :class:`KVBackend`."""
+
+    def __init__(self, backend: KVBackend, namespace: str = DEFAULT_NAMESPACE):
+        self.backend = backend
+        self.ns = namespace
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.ns, *parts))
+
+    # json helpers
+    def get_json(self, *parts: str):
+        raw = self.backend.get(self._k(*parts))
+        return None if raw is None else json.loads(raw)
+
+    def set_json(self, value, *parts: str) -> None:
+        self.backend.set(self._k(*parts), json.dumps(value, ensure_ascii=False).encode())
+
+    # classifiers
+    def put_classifier(self, clf: Classifier, activate: bool = True) -> None:
+        self.backend.set(self._k("classifier", clf.key), clf.to_bytes())
+        self.put_class_set(clf.class_set)
+        if activate:
+            self.set_active(clf.model_id, clf.class_set.name, clf.key)
+
+    def get_classifier(self, key: str) -> Classifier | None:
+        raw = self.backend.get(self._k("classifier", key))
+        return None if raw is None else Classifier.from_bytes(raw)
+
+    def has_classifier(self, key: str) -> bool:
+        return self.backend.get(self._k("classifier", key)) is not None
+
+    def set_active(self, model_id: str, class_set: str, key: str) -> None:
+        self.set_json({"key": key}, "active", model_id, class_set)
+
+    def get_active_key(self, model_id: str, class_set: str) -> str | None:
+        value = self.get_json("active", model_id, class_set)
+        return value["key"] if value else None
+
+    def get_active_classifier(self, model_id: str, class_set: str) -> Classifier | None:
+        key = self.get_active_key(model_id, class_set)
+        return self.get_classifier(key) if key else None
+
+    def active_class_sets(self, model_id: str) -> dict[str, str]:
+        prefix = self._k("active", model_id) + ":"
+        out = {}
+        for key in self.backend.keys(prefix):
+            name = key[len(prefix):]
+            value = self.get_json("active", model_id, name)
+            if value:
+                out[name] = value["key"]
+        return out
+
+    # class sets and descriptions
+    def put_class_set(self, class_set: ClassSet) -> None:
+        self.set_json(class_set.to_dict(), "classset", class_set.name)
+
+    def get_class_set(self, name: str) -> ClassSet | None:
+        data = self.get_json("classset", name)
+        return None if data is None else ClassSet.from_dict(data)
+
+    def class_set_names(self) -> list[str]:
+        prefix = self._k("classset") + ":"
+        return sorted(k[len(prefix):] for k in self.backend.keys(prefix))
+
+    def put_descriptions(self, description_set) -> None:
+        lines = [json.dumps(r.to_json(), ensure_ascii=False) for r in description_set.records]
+        self.backend.set(self._k("descriptions", description_set.id), ("\n".join(lines) + "\n").encode())
+
+    def get_description_records(self, descriptions_id: str):
+        from .descriptions import DescriptionRecord
+
+        raw = self.backend.get(self._k("descriptions", descriptions_id))
+        if raw is None:
+            return None
+        return [DescriptionRecord.from_json(json.loads(l)) for l in raw.decode().splitlines() if l.strip()]
+
+    # jobs
+    def put_job(self, job_id: str, state: dict) -> None:
+        self.set_json(state, "job", job_id)
+
+    def get_job(self, job_id: str) -> dict | None:
+        return self.get_json("job", job_id)
+
+    # arrays
+    def put_array(self, kind: str, key: str, array: np.ndarray, meta: dict | None = None) -> None:
+        from safetensors.numpy import save
+
+        data = save({"array": np.ascontiguousarray(array)}, metadata={"meta": json.dumps(meta or {})})
+        self.backend.set(self._k("array", kind, key), data)
+
+    def get_array(self, kind: str, key: str) -> tuple[np.ndarray, dict] | None:
+        from safetensors.numpy import load
+
+        from .classifier import read_safetensors_metadata
+
+        raw = self.backend.get(self._k("array", kind, key))
+        if raw is None:
+            return None
+        meta = json.loads(read_safetensors_metadata(raw).get("meta", "{}"))
+        return load(raw)["array"], meta
+
+    def describe(self) -> str:
+        return self.backend.describe()
+
+
+def open_store(settings=None, namespace: str = DEFAULT_NAMESPACE) -> Store:
+    """The store the settings name: Redis if ``redis_url`` is set, else ``data_dir/store``."""
+    from .config import get_settings
+
+    s = settings or get_settings()
+    if s.redis_url:
+        return Store(RedisBackend(s.redis_url), namespace)
+    return Store(DirectoryBackend(Path(s.data_dir) / "store"), namespace)
