@@ -1,0 +1,75 @@
+"""The ``vgloss`` command line: one console script, one module per verb.
+
+Each verb lives in ``gloss_gen/commands/<verb>.py`` and defines ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Modules import heavy libraries (torch,
+open_clip) inside ``run`` so ``vgloss --help`` stays fast. A bad input raises a
+:class:`UserError` (or one of the known error types) and exits 2 with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+VERBS = ("describe", "embed", "serve", "classify", "eval", "export", "worker")
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def _known_user_errors() -> tuple[type[BaseException], ...]:
+    from .classsets import ClassSetError
+    from .descriptions import DescriptionError
+    from .store import StoreError
+    from .wordnet import WordNetMissingError
+
+    return (UserError, ClassSetError, DescriptionError, StoreError, WordNetMissingError, FileNotFoundError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vgloss",
+        description="Zero-shot image classification with V-GLOSS descriptions and CLIP. "
+        "Settings come from VGLOSS_* environment variables or a .env file.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for verb in VERBS:
+        module = importlib.import_module(f"gloss_gen.commands.{verb}")
+        p = sub.add_parser(
+            verb,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "open_clip", "root", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+    try:
+        return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _known_user_errors() as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        print(f"vgloss {args.verb}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
