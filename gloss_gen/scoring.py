@@ -1,0 +1,126 @@
+"""Scoring image embeddings against a classifier: the one implementation the server, ``vgloss
+classify`` and ``vgloss eval`` share.
+
+Scores are ``softmax(logit_scale · cos)`` over the class set, or ``sigmoid(logit_scale · cos +
+logit_bias)`` for models that carry a bias (SigLIP). ``similarity`` is the cosine itself.
+Evidence is the description of a predicted class most similar to the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .classifier import Classifier
+
+SCORING_MODES = ("prototype", "mean-description")
+
+
+@dataclass
+class Prediction:
+    class_id: str
+    label: str
+    score: float
+    similarity: float
+    evidence: str | None = None
+
+    def to_dict(self, explain: bool = False) -> dict:
+        data = {
+            "class_id": self.class_id,
+            "label": self.label,
+            "score": self.score,
+            "similarity": self.similarity,
+        }
+        if explain:
+            data["evidence"] = self.evidence
+        return data
+
+
+class ScoringHead:
+    """A classifier's arrays as tensors on a device, with batched scoring.
+
+    ``mode='prototype'`` scores each class by its prototype (CuPL / CLIP_benchmark); ``mode=
+    'mean-description'`` averages the per-description similarities of each class (DCLIP).
+    """
+
+    def __init__(self, classifier: Classifier, device: str | torch.device = "cpu"):
+        self.classifier = classifier
+        self.device = torch.device(device)
+        self.prototypes = torch.from_numpy(np.ascontiguousarray(classifier.prototypes)).to(self.device)
+        self.evidence = torch.from_numpy(np.ascontiguousarray(classifier.evidence, dtype=np.float32)).to(self.device)
+        offsets = torch.from_numpy(classifier.offsets.astype(np.int64))
+        counts = offsets[1:] - offsets[:-1]
+        # evidence row -> class index, for per-class max / mean over descriptions
+        self.row_class = torch.repeat_interleave(torch.arange(len(counts)), counts).to(self.device)
+        self.counts = counts.to(self.device)
+        self.ids = classifier.class_set.ids
+        self.names = classifier.class_set.names
+        self.logit_scale = float(classifier.logit_scale)
+        self.logit_bias = classifier.logit_bias
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.ids)
+
+    def similarities(self, image_emb: torch.Tensor, mode: str = "prototype") -> torch.Tensor:
+        """Cosine similarity (B, C) of unit image embeddings to each class."""
+        image_emb = image_emb.to(self.device, dtype=torch.float32)
+        if mode == "prototype":
+            return image_emb @ self.prototypes.T
+        if mode == "mean-description":
+            per_row = image_emb @ self.evidence.T  # (B, N)
+            sums = torch.zeros(image_emb.shape[0], self.num_classes, device=self.device)
+            sums.index_add_(1, self.row_class, per_row)
+            return sums / self.counts.clamp(min=1).to(sums.dtype)
+        raise ValueError(f"unknown scoring mode {mode!r}; choose from {', '.join(SCORING_MODES)}")
+
+    def probabilities(self, cosine: torch.Tensor) -> torch.Tensor:
+        logits = self.logit_scale * cosine
+        if self.logit_bias is not None:
+            return torch.sigmoid(logits + self.logit_bias)
+        return torch.softmax(logits, dim=-1)
+
+    def predict(
+        self,
+        image_emb: torch.Tensor,
+        top_k: int = 5,
+        explain: bool = False,
+        mode: str = "prototype",
+    ) -> list[list[Prediction]]:
+        """Top-k predictions for each image of a batch of unit embeddings (B, D)."""
+        cosine = self.similarities(image_emb, mode)
+        probs = self.probabilities(cosine)
+        k = max(1, min(int(top_k), self.num_classes))
+        top_p, top_i = probs.topk(k, dim=-1)
+        top_cos = cosine.gather(1, top_i)
+        best_rows = None
+        if explain:
+            best_rows = self._best_evidence_rows(image_emb, top_i)
+        top_p, top_i, top_cos = top_p.cpu().tolist(), top_i.cpu().tolist(), top_cos.cpu().tolist()
+        results = []
+        for b in range(len(top_i)):
+            preds = []
+            for j, cls in enumerate(top_i[b]):
+                evidence = None
+                if best_rows is not None:
+                    evidence = self.classifier.evidence_texts[best_rows[b][j]]
+                preds.append(
+                    Prediction(
+                        class_id=self.ids[cls],
+                        label=self.names[cls],
+                        score=float(top_p[b][j]),
+                        similarity=float(top_cos[b][j]),
+                        evidence=evidence,
+                    )
+                )
+            results.append(preds)
+        return results
+
+    def _best_evidence_rows(self, image_emb: torch.Tensor, top_i: torch.Tensor) -> list[list[int]]:
+        per_row = image_emb.to(self.device, dtype=torch.float32) @ self.evidence.T  # (B, N)
+        # rows outside the predicted class are masked, then the best remaining row is taken
+        wanted = self.row_class.unsqueeze(0).unsqueeze(0) == top_i.unsqueeze(-1)  # (B, k, N)
+        masked = per_row.unsqueeze(1).masked_fill(~wanted, float("-inf"))
+        return masked.argmax(dim=-1).cpu().tolist()
