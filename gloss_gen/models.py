@@ -123,6 +123,15 @@ class ClipModel:
         return emb.float().cpu()
 
 
+class _quiet_root_logger:
+    def __enter__(self):
+        self.level = logging.root.level
+        logging.root.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        logging.root.setLevel(self.level)
+
+
 def load_clip(
     model_name: str = "ViT-B-32",
     pretrained: str | None = "openai",
@@ -156,7 +165,8 @@ def load_clip(
         tag = None
     kwargs = dict(precision=precision, device=device, cache_dir=str(cache_dir) if cache_dir else None)
     if tag is None and not model_name.startswith(("hf-hub:", "local-dir:")):
-        with torch.random.fork_rng(devices=[]):
+        # Random weights are asked for here, so open_clip's "no pretrained weights" warning is noise.
+        with torch.random.fork_rng(devices=[]), _quiet_root_logger():
             torch.manual_seed(RANDOM_INIT_SEED)
             model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None, **kwargs)
     else:

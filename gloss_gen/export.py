@@ -1,0 +1,104 @@
+"""The silver dataset: descriptions flattened to one row per (class, description)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .descriptions import DescriptionError, read_jsonl, latest_by_class
+
+SILVER_FEATURES = {
+    "class_id": "string",
+    "label": "string",
+    "synset": "string",
+    "definition": "string",
+    "text": "string",
+    "method": "string",
+    "llm_model": "string",
+    "prompt_version": "string",
+    "created_at": "string",
+}
+
+
+def silver_rows(path: Path, include_failed: bool = False) -> Iterator[dict]:
+    from . import wordnet
+
+    records = list(latest_by_class(read_jsonl(path)).values())
+    if not records:
+        raise DescriptionError(f"{path} holds no description lines")
+    records.sort(key=lambda r: (r.index is None, r.index or 0))
+    for record in records:
+        definition = None
+        if record.synset:
+            try:
+                definition = wordnet.get_synset(record.synset).definition()
+            except KeyError:
+                definition = None
+        base = {
+            "class_id": record.class_id,
+            "label": record.name,
+            "synset": record.synset,
+            "definition": definition,
+            "method": record.method,
+            "llm_model": record.provenance.get("llm_model"),
+            "prompt_version": record.provenance.get("prompt_version"),
+            "created_at": record.provenance.get("created_at"),
+        }
+        texts = record.descriptions if record.ok else []
+        if not texts and include_failed:
+            yield {**base, "text": None}
+        for text in texts:
+            yield {**base, "text": text}
+
+
+def _write_rows(rows: Iterator[dict], out: Path) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    count = 0
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps({k: row[k] for k in SILVER_FEATURES}, ensure_ascii=False) + "\n")
+            count += 1
+    os.replace(tmp, out)
+    return count
+
+
+def export_jsonl(path: Path, out: Path, include_failed: bool = False) -> int:
+    return _write_rows(silver_rows(Path(path), include_failed), Path(out))
+
+
+def export_hf(path: Path, out_dir: Path, include_failed: bool = False) -> int:
+    """A folder ``datasets.load_dataset(out_dir)`` reads: data/train.jsonl and a dataset card."""
+    out_dir = Path(out_dir)
+    count = _write_rows(silver_rows(Path(path), include_failed), out_dir / "data" / "train.jsonl")
+    features = "\n".join(
+        f"  - name: {name}\n    dtype: {dtype}" for name, dtype in SILVER_FEATURES.items()
+    )
+    card = f"""---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train.jsonl
+dataset_info:
+  features:
+{features}
+  splits:
+  - name: train
+    num_examples: {count}
+task_categories:
+- zero-shot-image-classification
+- text-generation
+---
+
+# Silver class descriptions from vgloss
+
+Visual class descriptions exported by `vgloss export` from `{Path(path).name}`: one row per
+(class, description), with the class's WordNet 3.0 synset and definition and the provenance of the
+text (method, LLM model, prompt version, time). Machine-written ("silver") data: review before
+using it as ground truth.
+"""
+    (out_dir / "README.md").write_text(card, encoding="utf-8")
+    return count
