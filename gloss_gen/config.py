@@ -35,6 +35,9 @@ class Settings(BaseSettings):
 
     # Store
     redis_url: str | None = None
+    redis_namespace: str | None = Field(
+        None, description="key prefix in the store (default vgloss:v1); one per deployment or test"
+    )
     data_dir: Path = Field(default_factory=_default_data_dir)
     nltk_data: Path | None = Field(None, description="NLTK data root holding corpora/wordnet")
 
@@ -63,6 +66,12 @@ class Settings(BaseSettings):
     llm_concurrency: int = Field(8, ge=1)
     llm_timeout_s: float = Field(60.0, gt=0)
     llm_max_retries: int = Field(5, ge=0)
+
+    # Queue (`vgloss describe --queue`, `vgloss worker`)
+    queue_name: str = Field("vgloss:queue", description="Redis queue the describe tasks go through")
+    queue_lease_s: float = Field(
+        10.0, gt=0, description="a worker's claim on a running task; a dead worker's task reruns after it"
+    )
 
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod

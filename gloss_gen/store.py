@@ -272,11 +272,15 @@ class Store:
         return self.backend.describe()
 
 
-def open_store(settings=None, namespace: str = DEFAULT_NAMESPACE) -> Store:
-    """The store the settings name: Redis if ``redis_url`` is set, else ``data_dir/store``."""
+def open_store(settings=None, namespace: str | None = None) -> Store:
+    """The store the settings name: Redis if ``redis_url`` is set, else ``data_dir/store``.
+
+    Keys go under ``namespace``, else the settings' ``redis_namespace``, else ``vgloss:v1``.
+    """
     from .config import get_settings
 
     s = settings or get_settings()
+    namespace = namespace or s.redis_namespace or DEFAULT_NAMESPACE
     if s.redis_url:
         return Store(RedisBackend(s.redis_url), namespace)
     return Store(DirectoryBackend(Path(s.data_dir) / "store"), namespace)
