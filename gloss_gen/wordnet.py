@@ -166,14 +166,22 @@ def get_synset(ref: str):
     wn = get_wordnet()
     ref = ref.strip()
     match = _OFFSET_RE.match(ref)
+    found = None
     try:
         if match:
-            pos = "n" if match.group(1) == "n" else match.group(1)
-            return wn.synset_from_pos_and_offset(pos, int(match.group(2)))
-        if _NAME_RE.match(ref):
-            return wn.synset(ref)
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # nltk warns, then returns None, for a bad offset
+                found = wn.synset_from_pos_and_offset(match.group(1), int(match.group(2)))
+        elif _NAME_RE.match(ref):
+            found = wn.synset(ref)
     except Exception as exc:  # nltk raises WordNetError / ValueError for unknown ids
         raise KeyError(f"unknown WordNet synset {ref!r}") from exc
+    if found is not None:
+        return found
+    if match or _NAME_RE.match(ref):
+        raise KeyError(f"unknown WordNet synset {ref!r}")
     raise KeyError(f"{ref!r} is neither a wnid like n01440764 nor a synset name like tench.n.01")
 
 

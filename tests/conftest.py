@@ -1,0 +1,98 @@
+"""Fixtures shared by the whole suite: paths to ../shared, real Redis, tiny random CLIP models."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
+REDIS_URL = os.environ.get("VGLOSS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED_DIR / "data").is_dir():
+        if IN_CI:
+            pytest.fail(f"{SHARED_DIR}/data is missing: CI must run with ../shared beside the checkout")
+        pytest.skip(f"{SHARED_DIR}/data is not beside the checkout")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def data_dir(shared_dir: Path) -> Path:
+    return shared_dir / "data"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        if IN_CI:
+            pytest.fail(f"Redis at {REDIS_URL} is not answering in CI: {exc}")
+        pytest.skip(f"SKIPPED: no Redis at {REDIS_URL} ({exc}); start one to run these tests")
+    return REDIS_URL
+
+
+@pytest.fixture()
+def redis_namespace(redis_url: str):
+    """A unique key namespace, deleted after the test."""
+    import redis
+
+    namespace = f"vgloss-test-{uuid.uuid4().hex[:10]}:v1"
+    yield namespace
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture()
+def redis_store(redis_url: str, redis_namespace: str):
+    from gloss_gen.store import RedisBackend, Store
+
+    return Store(RedisBackend(redis_url), redis_namespace)
+
+
+@pytest.fixture()
+def dir_store(tmp_path: Path):
+    from gloss_gen.store import DirectoryBackend, Store
+
+    return Store(DirectoryBackend(tmp_path / "store"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The registered 64-d ``vgloss-tiny`` CLIP with deterministic random weights."""
+    from gloss_gen.models import load_clip
+
+    return load_clip("vgloss-tiny", "none")
+
+
+@pytest.fixture()
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Environment for subprocesses and settings: tiny model, private data dir, no Redis, no .env."""
+    from gloss_gen.config import get_settings
+
+    env = {
+        "VGLOSS_MODEL": "vgloss-tiny",
+        "VGLOSS_PRETRAINED": "none",
+        "VGLOSS_DATA_DIR": str(tmp_path / "vgloss-data"),
+        "VGLOSS_DEVICE": "cpu",
+    }
+    for key in list(os.environ):
+        if key.startswith("VGLOSS_") and key not in env:
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
