@@ -1,0 +1,51 @@
+"""``/v1/class-sets``: list, inspect and (admin) create class sets."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import AdminKey, ApiKey, RuntimeDep
+from app.api.schemas import (
+    ClassSetDetail,
+    ClassSetSummary,
+    CreateClassSetRequest,
+    ErrorResponse,
+    JobCreated,
+)
+
+router = APIRouter(prefix="/v1/class-sets", tags=["class sets"])
+
+
+@router.get("", response_model=list[ClassSetSummary], dependencies=[ApiKey])
+async def list_class_sets(runtime: RuntimeDep) -> JSONResponse:
+    runtime.readiness.require()
+    return JSONResponse(await runtime.catalog.list())
+
+
+@router.get(
+    "/{name}",
+    response_model=ClassSetDetail,
+    responses={404: {"model": ErrorResponse}},
+    dependencies=[ApiKey],
+)
+async def get_class_set(name: str, runtime: RuntimeDep) -> JSONResponse:
+    runtime.readiness.require()
+    return JSONResponse(await runtime.catalog.detail(name))
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobCreated,
+    responses={403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    dependencies=[AdminKey],
+    summary="Create or rebuild a class set (describe + embed in the background)",
+)
+async def create_class_set(body: CreateClassSetRequest, runtime: RuntimeDep) -> JSONResponse:
+    runtime.readiness.require()
+    classes = None
+    if body.classes is not None:
+        classes = [c if isinstance(c, str) else c.model_dump(exclude_none=True) for c in body.classes]
+    job_id = await runtime.catalog.create(body.name, classes, body.method, body.description)
+    return JSONResponse({"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})

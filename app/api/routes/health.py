@@ -1,0 +1,42 @@
+"""Liveness, readiness and metrics: no API key, as load balancers and scrapers expect."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from app.api.deps import RuntimeDep
+from app.errors import error_body
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The model and the default classifier are loaded")
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    readiness = runtime.readiness
+    if not readiness.ready:
+        return JSONResponse(
+            error_body("not_ready", f"Not ready: {readiness.detail}."),
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return JSONResponse(
+        {
+            "status": "ready",
+            "model": runtime.model.model_id,
+            "default_class_set": runtime.settings.default_class_set,
+            "class_sets_loaded": runtime.registry.loaded_names(),
+        }
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(runtime: RuntimeDep) -> Response:
+    runtime.metrics.queue_depth.set(runtime.batcher.queued)
+    body, content_type = runtime.metrics.render()
+    return Response(body, media_type=content_type)

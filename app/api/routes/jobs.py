@@ -1,0 +1,38 @@
+"""``GET /v1/jobs/{job_id}``: the progress of a class-set job, from the store (any replica)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ApiKey, RuntimeDep
+from app.api.schemas import ErrorResponse, JobState
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_API_STATES = {"queued", "running", "done", "failed"}
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobState,
+    responses={404: {"model": ErrorResponse}},
+    dependencies=[ApiKey],
+)
+async def get_job(job_id: str, runtime: RuntimeDep) -> JSONResponse:
+    state = await runtime.jobs.get(job_id)
+    errors = list(state.get("errors") or [])
+    if state.get("error"):
+        errors.append({"error": state["error"]})
+    stored_state = state.get("state", "queued")
+    body = {
+        **state,
+        "job_id": job_id,
+        # queue workers also report an "embedding" phase; the API's states are the four above
+        "state": stored_state if stored_state in _API_STATES else "running",
+        "done": int(state.get("done", 0)),
+        "total": int(state.get("total", 0)),
+        "errors": errors,
+    }
+    body.pop("id", None)
+    return JSONResponse(body)

@@ -1,0 +1,112 @@
+"""Request and response bodies of the v1 API, as pydantic models (they also document ``/docs``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TOP_K_MIN, TOP_K_MAX, TOP_K_DEFAULT = 1, 100, 5
+MAX_LABEL_CHARS = 300
+MAX_CLASSES_PER_SET = 10_000
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["class_set_not_found"])
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ClassifyJsonRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[str] = Field(
+        description="Base64-encoded image files; a 'data:image/...;base64,' prefix is accepted."
+    )
+    class_set: str | None = Field(None, description="Class set name (default: the server's default).")
+    labels: list[str] | None = Field(None, description="Ad-hoc labels instead of a class set.")
+    top_k: int = Field(TOP_K_DEFAULT, ge=TOP_K_MIN, le=TOP_K_MAX)
+    explain: bool = Field(False, description="Add the best-matching description to each prediction.")
+
+
+class Prediction(BaseModel):
+    class_id: str
+    label: str
+    score: float = Field(description="Probability (softmax over the class set, or sigmoid).")
+    similarity: float = Field(description="Cosine similarity of the image and the class.")
+    evidence: str | None = Field(None, description="Best-matching description (with explain).")
+
+
+class ImageResult(BaseModel):
+    index: int
+    filename: str | None = None
+    predictions: list[Prediction] | None = None
+    error: ErrorDetail | None = None
+
+
+class ClassifyResponse(BaseModel):
+    model: str = Field(examples=["ViT-B-32/openai"])
+    class_set: str = Field(examples=["imagenet1k"])
+    descriptions: str = Field(description="Id (content hash) of the description set used.")
+    results: list[ImageResult]
+
+
+class ClassSetSummary(BaseModel):
+    name: str
+    num_classes: int
+    descriptions: str | None = Field(description="Id of the description set in use, if ready.")
+    method: str | None = None
+    model: str
+    ready: bool = Field(description="A classifier for this server's model is active.")
+    builtin: bool
+
+
+class ClassInfo(BaseModel):
+    id: str
+    name: str
+    synset: str | None = None
+    descriptions: list[str]
+
+
+class ClassSetDetail(ClassSetSummary):
+    classes: list[ClassInfo]
+
+
+class ClassEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
+    synset: str | None = Field(None, description="WordNet 3.0 synset, 'n01440764' or 'tench.n.01'.")
+    id: str | None = None
+
+
+class CreateClassSetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(examples=["pets"])
+    classes: list[str | ClassEntry] | None = Field(
+        None,
+        max_length=MAX_CLASSES_PER_SET,
+        description="Labels or {name, synset?, id?}; omit to rebuild a built-in set.",
+    )
+    method: Literal["classname", "wordnet", "vgloss"] | None = Field(
+        None, description="How to describe the classes (default: the server's default method)."
+    )
+    description: str = ""
+
+
+class JobCreated(BaseModel):
+    job_id: str
+
+
+class JobState(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str
+    state: Literal["queued", "running", "done", "failed"]
+    done: int
+    total: int
+    errors: list[dict]

@@ -1,0 +1,70 @@
+"""The FastAPI application: ``create_app(settings)`` for tests and ``uvicorn --factory``, ``app`` for
+``uvicorn app.main:app``. Routes live in :mod:`app.api.routes`, the work in :mod:`app.services`."""
+
+from __future__ import annotations
+
+import math
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.routes import class_sets, classify, health, jobs
+from app.errors import install_exception_handlers
+from app.middleware import RequestContextMiddleware
+from app.services.runtime import ServerRuntime
+from gloss_gen.config import Settings, get_settings
+from gloss_gen.store import Store
+
+FORM_OVERHEAD_BYTES = 1024 * 1024  # boundaries, part headers and the text fields of a form
+
+
+def body_limits(settings: Settings):
+    """The largest request body by media type: every allowed image at the byte limit, plus room for
+    base64 (4/3) in JSON and for the form around the files in multipart."""
+    images = settings.max_images_per_request * settings.max_image_bytes
+
+    def limit(media_type: str) -> int:
+        if media_type == "application/json" or media_type.endswith("+json"):
+            return 4 * math.ceil(images / 3) + FORM_OVERHEAD_BYTES
+        return images + FORM_OVERHEAD_BYTES
+
+    return limit
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """A server for ``settings`` (default: the process's ``VGLOSS_*`` settings).
+
+    ``store`` replaces the one the settings name (tests use a private Redis namespace).
+    """
+    settings = settings or get_settings()
+    runtime = ServerRuntime(settings, store=store)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="vgloss",
+        version="1",
+        summary="Zero-shot image classification with V-GLOSS descriptions and CLIP.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_exception_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics, body_limit=body_limits(settings))
+    for module in (health, classify, class_sets, jobs):
+        app.include_router(module.router)
+    return app
+
+
+def __getattr__(name: str):
+    # ``app`` is built on first access, so importing this module has no side effects
+    if name == "app":
+        value = create_app()
+        globals()["app"] = value
+        return value
+    raise AttributeError(name)

@@ -1,0 +1,139 @@
+"""Class sets as the API lists them: built-ins, every set in the store, and what is in memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from gloss_gen.classifier import Classifier
+from gloss_gen.classsets import (
+    BUILTIN_CLASS_SETS,
+    ClassSet,
+    ClassSetError,
+    build_class_set,
+    builtin_class_set,
+    validate_class_set_name,
+)
+from gloss_gen.store import Store, StoreError
+
+from .errors import ClassSetNotFound, ServiceError, StoreUnavailable
+from .jobs import JobRunner
+from .registry import ClassifierRegistry, is_ad_hoc_name
+
+
+class InvalidClassSet(ServiceError):
+    def __init__(self, message: str) -> None:
+        super().__init__("validation_error", 422, message)
+
+
+class ClassSetCatalog:
+    def __init__(self, store: Store, registry: ClassifierRegistry, jobs: JobRunner, default_method: str) -> None:
+        self.store = store
+        self.registry = registry
+        self.jobs = jobs
+        self.default_method = default_method
+
+    @property
+    def model_id(self) -> str:
+        return self.registry.model.model_id
+
+    async def list(self) -> list[dict]:
+        return await self._blocking(self._list)
+
+    async def detail(self, name: str) -> dict:
+        return await self._blocking(self._detail, name)
+
+    async def create(self, name: str, classes: Sequence[str | dict] | None, method: str | None,
+                     description: str = "") -> str:
+        """Validate the set (WordNet resolution included) and start its job; the job id."""
+        try:
+            validate_class_set_name(name)
+        except ClassSetError as exc:
+            raise InvalidClassSet(str(exc)) from None
+        if is_ad_hoc_name(name):
+            raise InvalidClassSet(f"Names like {name!r} are reserved for ad-hoc label sets.")
+        if name in BUILTIN_CLASS_SETS:
+            if classes:
+                raise InvalidClassSet(f"{name!r} is a built-in class set; omit 'classes' to rebuild it.")
+            class_set = builtin_class_set(name)
+        else:
+            if not classes:
+                raise InvalidClassSet("Give the classes of the new set in 'classes'.")
+            try:
+                class_set = await asyncio.to_thread(build_class_set, name, list(classes), description)
+            except ClassSetError as exc:
+                raise InvalidClassSet(str(exc)) from None
+        return await self.jobs.submit(class_set, method or self.default_method)
+
+    async def _blocking(self, fn, *args):
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def _list(self) -> list[dict]:
+        stored = [n for n in self.store.class_set_names() if not is_ad_hoc_name(n)]
+        names = set(BUILTIN_CLASS_SETS) | set(stored) | set(self.registry.loaded_names())
+        active = self.store.active_class_sets(self.model_id)
+        summaries = []
+        for name in sorted(names):
+            classifier = self._classifier(name, active.get(name))
+            class_set = classifier.class_set if classifier else self._class_set(name)
+            if class_set is not None:
+                summaries.append(self._summary(name, class_set, classifier))
+        return summaries
+
+    def _detail(self, name: str) -> dict:
+        if is_ad_hoc_name(name):
+            raise ClassSetNotFound(name)
+        classifier = self._classifier(name, self.store.get_active_key(self.model_id, name))
+        class_set = classifier.class_set if classifier else self._class_set(name)
+        if class_set is None:
+            raise ClassSetNotFound(name)
+        texts = self._descriptions(classifier) if classifier else {}
+        summary = self._summary(name, class_set, classifier)
+        summary["classes"] = [
+            {"id": c.id, "name": c.name, "synset": c.synset, "descriptions": texts.get(c.id, [])}
+            for c in class_set.classes
+        ]
+        return summary
+
+    def _classifier(self, name: str, active_key: str | None) -> Classifier | None:
+        loaded = self.registry.loaded(name)
+        if loaded is not None and (active_key is None or loaded.classifier.key == active_key):
+            return loaded.classifier
+        return self.store.get_classifier(active_key) if active_key else None
+
+    def _class_set(self, name: str) -> ClassSet | None:
+        try:
+            validate_class_set_name(name)
+        except ClassSetError:
+            return None
+        class_set = self.store.get_class_set(name)
+        if class_set is None and name in BUILTIN_CLASS_SETS:
+            class_set = builtin_class_set(name)
+        return class_set
+
+    def _summary(self, name: str, class_set: ClassSet, classifier: Classifier | None) -> dict:
+        return {
+            "name": name,
+            "num_classes": len(class_set),
+            "descriptions": classifier.descriptions_id if classifier else None,
+            "method": classifier.method if classifier else None,
+            "model": self.model_id,
+            "ready": classifier is not None,
+            "builtin": name in BUILTIN_CLASS_SETS,
+        }
+
+    def _descriptions(self, classifier: Classifier) -> dict[str, list[str]]:
+        """Class id -> descriptions, from the store's records, else from the classifier's evidence."""
+        records = self.store.get_description_records(classifier.descriptions_id)
+        if records is not None:
+            return {r.class_id: list(r.descriptions) for r in records if r.ok}
+        if classifier.prompt_style == "templates":
+            return {}
+        offsets = classifier.offsets
+        return {
+            class_id: classifier.evidence_texts[offsets[i] : offsets[i + 1]]
+            for i, class_id in enumerate(classifier.class_set.ids)
+        }

@@ -1,0 +1,109 @@
+"""The model holder: loads the CLIP model once and owns every call into it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from app.imaging import ImageLimits, Preprocessor
+from app.metrics import Metrics
+from gloss_gen.config import Settings
+from gloss_gen.models import ClipModel, load_clip_from_settings
+
+log = logging.getLogger(__name__)
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class CountingTextEncoder:
+    """What :func:`gloss_gen.classifier.build_classifier` needs from a model, counting prompts."""
+
+    def __init__(self, clip: ClipModel, metrics: Metrics) -> None:
+        self._clip = clip
+        self._metrics = metrics
+        self.id = clip.id
+        self.logit_scale = clip.logit_scale
+        self.logit_bias = clip.logit_bias
+
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        self._metrics.text_prompts_encoded.inc(len(texts))
+        return self._clip.encode_text(texts, batch_size=batch_size, progress=progress)
+
+
+class ModelHolder:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.limits = ImageLimits(
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            jpeg_draft=settings.jpeg_draft,
+        )
+        self._clip: ClipModel | None = None
+        self._preprocessor: Preprocessor | None = None
+        self._text_encoder: CountingTextEncoder | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._clip is not None
+
+    @property
+    def clip(self) -> ClipModel:
+        if self._clip is None:
+            raise RuntimeError("the model is not loaded yet")
+        return self._clip
+
+    @property
+    def model_id(self) -> str:
+        return self.clip.id
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.device
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        if self._preprocessor is None:
+            raise RuntimeError("the model is not loaded yet")
+        return self._preprocessor
+
+    @property
+    def text_encoder(self) -> CountingTextEncoder:
+        if self._text_encoder is None:
+            raise RuntimeError("the model is not loaded yet")
+        return self._text_encoder
+
+    def load(self) -> None:
+        """Blocking: load the configured model, build its preprocessor and warm it up."""
+        if self.settings.resolved_device() == "cpu":
+            # intra-op threads = cores: the one inference thread gets the whole machine while
+            # decoding threads mostly wait on PIL, which releases the GIL
+            torch.set_num_threads(available_cores())
+        started = time.perf_counter()
+        clip = load_clip_from_settings(self.settings)
+        preprocessor = Preprocessor.from_open_clip(clip.model)
+        height, width = preprocessor.image_size
+        clip.encode_images(torch.zeros(1, 3, height, width))  # first call allocates; keep it off a request
+        self._preprocessor = preprocessor
+        self._text_encoder = CountingTextEncoder(clip, self.metrics)
+        self._clip = clip
+        log.info(
+            "loaded model %s on %s (%s) in %.1fs",
+            clip.id,
+            clip.device,
+            clip.precision,
+            time.perf_counter() - started,
+        )
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_images(pixels)

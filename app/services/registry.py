@@ -1,0 +1,243 @@
+"""The classifiers in use, held in memory so that a store outage never stops classification.
+
+- Named class sets are loaded from the store on first use and kept; every ``refresh_s`` a
+  background check picks up a newer active classifier written by a job on any replica (a failed
+  check keeps the one in memory). A built-in set with no classifier for this model yet is built on
+  demand with ``Settings.default_method`` and written to the store.
+- Ad-hoc label sets are embedded with class-name templates on first use, written to the store and
+  kept in a bounded LRU (``Settings.label_cache_size``); with the store down they are still built,
+  just not shared.
+
+Concurrent first requests for the same set share one load (single flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from app.metrics import Metrics
+from gloss_gen.classifier import Classifier, ad_hoc_class_set, build_classifier
+from gloss_gen.classsets import (
+    BUILTIN_CLASS_SETS,
+    ClassSet,
+    ClassSetError,
+    builtin_class_set,
+    validate_class_set_name,
+)
+from gloss_gen.config import Settings
+from gloss_gen.descriptions import DescriptionSet, describe_classname
+from gloss_gen.scoring import ScoringHead
+from gloss_gen.store import Store, StoreError
+
+from .describing import describe
+from .errors import ClassSetNotFound, ClassSetNotReady, StoreUnavailable
+from .model import ModelHolder
+
+log = logging.getLogger(__name__)
+
+AD_HOC_NAME = re.compile(r"^labels-[0-9a-f]{12}$")
+"""Names :func:`gloss_gen.classifier.ad_hoc_class_set` gives label sets; hidden from listings."""
+
+
+def is_ad_hoc_name(name: str) -> bool:
+    return bool(AD_HOC_NAME.match(name))
+
+
+@dataclass(frozen=True)
+class LoadedClassifier:
+    classifier: Classifier
+    head: ScoringHead
+
+    @property
+    def name(self) -> str:
+        return self.classifier.class_set.name
+
+
+@dataclass
+class _Slot:
+    loaded: LoadedClassifier
+    checked_at: float
+
+
+class ClassifierRegistry:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        model: ModelHolder,
+        metrics: Metrics,
+        text_executor: ThreadPoolExecutor,
+        refresh_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.model = model
+        self.metrics = metrics
+        self.refresh_s = refresh_s
+        self._text_executor = text_executor
+        self._named: dict[str, _Slot] = {}
+        self._labels: OrderedDict[str, LoadedClassifier] = OrderedDict()
+        self._in_flight: dict[tuple[str, str], asyncio.Task] = {}
+        self._refreshing: set[str] = set()
+        self._background: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ lookups
+
+    def loaded(self, name: str) -> LoadedClassifier | None:
+        slot = self._named.get(name)
+        return slot.loaded if slot else None
+
+    def loaded_names(self) -> list[str]:
+        return sorted(self._named)
+
+    async def get_named(self, name: str) -> LoadedClassifier:
+        slot = self._named.get(name)
+        if slot is not None:
+            if time.monotonic() - slot.checked_at >= self.refresh_s and name not in self._refreshing:
+                self._refreshing.add(name)
+                self._spawn(self._refresh(name))
+            return slot.loaded
+        try:
+            validate_class_set_name(name)
+        except ClassSetError:
+            raise ClassSetNotFound(name) from None
+        if is_ad_hoc_name(name):
+            raise ClassSetNotFound(name)
+        return await self._single_flight(("set", name), lambda: self._load_named(name))
+
+    async def get_for_labels(self, labels: list[str]) -> LoadedClassifier:
+        class_set = ad_hoc_class_set(labels)
+        cached = self._labels.get(class_set.name)
+        if cached is not None:
+            self._labels.move_to_end(class_set.name)
+            self.metrics.label_classifiers.labels(source="memory").inc()
+            return cached
+        return await self._single_flight(("labels", class_set.name), lambda: self._load_labels(class_set))
+
+    # ------------------------------------------------------------------ installing
+
+    def install(self, classifier: Classifier) -> LoadedClassifier:
+        """Serve ``classifier`` for its class set from now on (a finished job calls this)."""
+        loaded = LoadedClassifier(classifier, ScoringHead(classifier, self.model.device))
+        self._named[classifier.class_set.name] = _Slot(loaded, time.monotonic())
+        return loaded
+
+    async def embed(self, description_set: DescriptionSet) -> Classifier:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._text_executor, build_classifier, self.model.text_encoder, description_set
+        )
+
+    def persist(self, description_set: DescriptionSet, classifier: Classifier) -> None:
+        """Blocking: write the descriptions and the classifier, and make it the active one."""
+        self.store.put_descriptions(description_set)
+        self.store.put_classifier(classifier)
+
+    # ------------------------------------------------------------------ loading
+
+    async def _single_flight(
+        self, key: tuple[str, str], load: Callable[[], Awaitable[LoadedClassifier]]
+    ) -> LoadedClassifier:
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(load())
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        # shielded: a client that goes away must not cancel a load other requests wait for
+        return await asyncio.shield(task)
+
+    async def _load_named(self, name: str) -> LoadedClassifier:
+        model_id = self.model.model_id
+        try:
+            classifier = await asyncio.to_thread(self.store.get_active_classifier, model_id, name)
+            if classifier is None and name not in BUILTIN_CLASS_SETS:
+                if await asyncio.to_thread(self.store.get_class_set, name) is not None:
+                    raise ClassSetNotReady(name, model_id)
+                raise ClassSetNotFound(name)
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if classifier is None:
+            classifier = await self._build_builtin(name)
+        log.info("serving class set %s (%d classes, descriptions %s)", name, classifier.num_classes,
+                 classifier.descriptions_id)
+        return self.install(classifier)
+
+    async def _build_builtin(self, name: str) -> Classifier:
+        method = self.settings.default_method
+        log.info("no classifier for built-in %s with %s; building one with the %s method",
+                 name, self.model.model_id, method)
+        class_set = builtin_class_set(name)
+        description_set = await describe(class_set, method, self.settings)
+        classifier = await self.embed(description_set)
+        try:
+            await asyncio.to_thread(self.persist, description_set, classifier)
+        except StoreError:
+            log.warning("built %s but could not write it to the store; serving it from memory",
+                        name, exc_info=True)
+        return classifier
+
+    async def _load_labels(self, class_set: ClassSet) -> LoadedClassifier:
+        model_id = self.model.model_id
+        store_up = True
+        try:
+            classifier = await asyncio.to_thread(self.store.get_active_classifier, model_id, class_set.name)
+        except StoreError:
+            log.warning("store unavailable; embedding labels %s without it", class_set.name)
+            classifier, store_up = None, False
+        if classifier is not None and classifier.class_set.names == class_set.names:
+            source = "store"
+        else:
+            classifier = await self.embed(describe_classname(class_set))
+            source = "built"
+            if store_up:
+                try:
+                    await asyncio.to_thread(self.store.put_classifier, classifier)
+                except StoreError:
+                    log.warning("could not cache labels %s in the store", class_set.name)
+        self.metrics.label_classifiers.labels(source=source).inc()
+        loaded = LoadedClassifier(classifier, ScoringHead(classifier, self.model.device))
+        self._labels[class_set.name] = loaded
+        while len(self._labels) > self.settings.label_cache_size:
+            self._labels.popitem(last=False)
+        return loaded
+
+    async def _refresh(self, name: str) -> None:
+        """Pick up a newer active classifier for ``name``; keep the current one on any failure."""
+        try:
+            slot = self._named.get(name)
+            if slot is None:
+                return
+            key = await asyncio.to_thread(self.store.get_active_key, self.model.model_id, name)
+            if key is not None and key != slot.loaded.classifier.key:
+                classifier = await asyncio.to_thread(self.store.get_classifier, key)
+                if classifier is not None:
+                    self.install(classifier)
+                    log.info("class set %s now served by classifier %s", name, key)
+                    return
+            slot.checked_at = time.monotonic()
+        except StoreError as exc:
+            log.warning("could not check the store for a newer %s classifier: %s", name, exc)
+            slot = self._named.get(name)
+            if slot is not None:
+                slot.checked_at = time.monotonic()
+        except Exception:
+            log.exception("refreshing class set %s failed", name)
+        finally:
+            self._refreshing.discard(name)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for task in list(self._background) + list(self._in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self._background, *self._in_flight.values(), return_exceptions=True)

@@ -1,0 +1,107 @@
+"""Everything one server process holds, wired together, with start-up and shutdown.
+
+Start-up runs in the background so ``/healthz`` answers at once: load the model, then the default
+class set's classifier (from the store, or built with ``Settings.default_method`` when missing).
+``/readyz`` turns 200 only once both are in memory. A store that cannot be reached at start-up is
+retried with back-off; anything else that fails leaves the server alive and ``/readyz`` saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from app.metrics import Metrics
+from gloss_gen.config import Settings
+from gloss_gen.store import Store, open_store
+
+from .batcher import InferenceBatcher
+from .catalog import ClassSetCatalog
+from .classify import ClassifyService
+from .decoding import ImageDecoder
+from .errors import StoreUnavailable
+from .jobs import JobRunner
+from .model import ModelHolder, available_cores
+from .readiness import Readiness
+from .registry import ClassifierRegistry
+
+log = logging.getLogger(__name__)
+
+STORE_RETRY_MAX_S = 30.0
+
+
+class ServerRuntime:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.readiness = Readiness()
+        self.store = store if store is not None else open_store(settings)
+        self.model = ModelHolder(settings, self.metrics)
+        # the model is only ever called from these two threads: images on one, text on the other
+        self._inference_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-inference")
+        self._text_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-text")
+        self.decoder = ImageDecoder(settings.decode_threads or available_cores())
+        self.registry = ClassifierRegistry(settings, self.store, self.model, self.metrics, self._text_executor)
+        self.batcher = InferenceBatcher(
+            self.model.encode_images,
+            max_batch=settings.max_batch,
+            wait_s=settings.batch_wait_ms / 1000.0,
+            max_queue=settings.max_queue,
+            metrics=self.metrics,
+            executor=self._inference_executor,
+        )
+        self.classifier_service = ClassifyService(
+            settings, self.readiness, self.model, self.registry, self.decoder, self.batcher, self.metrics
+        )
+        self.jobs = JobRunner(settings, self.store, self.registry)
+        self.catalog = ClassSetCatalog(self.store, self.registry, self.jobs, settings.default_method)
+        self._startup: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.batcher.start()
+        self._startup = asyncio.create_task(self._load(), name="vgloss-startup")
+
+    async def wait_ready(self, timeout_s: float | None = None) -> bool:
+        """For tests and tools: wait for start-up to finish; whether the server is ready."""
+        if self._startup is not None:
+            await asyncio.wait_for(asyncio.shield(self._startup), timeout_s)
+        return self.readiness.ready
+
+    async def _load(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.readiness.set("loading_model", f"loading model {self.settings.model}")
+            await loop.run_in_executor(self._inference_executor, self.model.load)
+            name = self.settings.default_class_set
+            self.readiness.set("loading_classifier", f"loading the classifier for class set {name}")
+            delay = 1.0
+            while True:
+                try:
+                    await self.registry.get_named(name)
+                    break
+                except StoreUnavailable as exc:
+                    self.readiness.set("loading_classifier", f"waiting for the store to load {name}")
+                    log.warning("%s; retrying in %.0fs", exc.message, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, STORE_RETRY_MAX_S)
+            self.readiness.set("ready", "ready")
+            log.info("ready: %s serving %s", self.model.model_id, name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            detail = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            self.readiness.set("failed", f"start-up failed: {detail}")
+            log.exception("start-up failed; /readyz will answer 503")
+
+    async def stop(self) -> None:
+        """Finish queued work, then release threads. uvicorn has already drained open requests."""
+        if self._startup is not None and not self._startup.done():
+            self._startup.cancel()
+            await asyncio.gather(self._startup, return_exceptions=True)
+        await self.jobs.close()
+        await self.batcher.close()
+        await self.registry.close()
+        self.decoder.shutdown()
+        self._inference_executor.shutdown(wait=True)
+        self._text_executor.shutdown(wait=True)
