@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # a verb whose module is not part of this build
         p = sub.add_parser(
             verb,
-            help=module.HELP,
+            help=module.HELP.replace("%", "%%"),  # argparse %-formats help strings
             description=getattr(module, "DESCRIPTION", module.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -77,4 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module so `python -m gloss_gen.cli` and the verbs share one
+    # UserError class (as __main__ this file would define a second one).
+    from gloss_gen.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything vgloss needs into the current Python environment (activate a venv first
+# if you want one): WordNet 3.0, the pinned PyTorch, the package with its test extras, and the
+# NLTK layout of WordNet. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+wordnet_ready() { [ -f /usr/share/wordnet/data.noun ] && [ -f /usr/share/wordnet/index.sense ]; }
+
+if ! wordnet_ready; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+    echo "installing WordNet 3.0 (Debian packages wordnet-base, wordnet-sense-index)"
+    $SUDO apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null; } \
+      || echo "warning: could not install WordNet with apt-get; falling back to nltk.download below"
+  fi
+fi
+
+"$PYTHON" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+"$PYTHON" -m pip install -q -e ".[dev]"
+
+NLTK_ROOT=${VGLOSS_NLTK_DATA:-$HOME/nltk_data}
+if wordnet_ready; then
+  "$PYTHON" -m gloss_gen.wordnet --setup "$NLTK_ROOT" >/dev/null
+else
+  "$PYTHON" -m nltk.downloader -q -d "$NLTK_ROOT" wordnet
+fi
+"$PYTHON" -c "from gloss_gen.wordnet import get_synset; assert get_synset('n01440764').name() == 'tench.n.01'"
+echo "vgloss installed: $(command -v vgloss || echo "$PYTHON -m gloss_gen.cli")"

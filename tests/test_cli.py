@@ -1,0 +1,126 @@
+"""The embed / classify / export verbs as a user runs them (real subprocesses, real stores)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gloss_gen.classsets import load_class_set
+from gloss_gen.descriptions import describe_import, write_jsonl
+
+
+def vgloss(*args: str, env: dict, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")} | env
+    proc = subprocess.run([sys.executable, "-m", "gloss_gen.cli", *args], env=full_env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vgloss {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture()
+def cupl_file(tmp_path: Path, data_dir: Path) -> Path:
+    ds, _ = describe_import(load_class_set("cifar10"), data_dir / "descriptions" / "cupl_cifar10.json")
+    path = tmp_path / "cifar10.import.jsonl"
+    write_jsonl(path, ds.records)
+    return path
+
+
+def test_every_verb_has_help(isolated_env, tmp_path):
+    out = vgloss("--help", env=isolated_env, cwd=tmp_path).stdout
+    from gloss_gen.cli import VERBS
+
+    for verb in VERBS:
+        assert verb in out
+        assert "usage: vgloss " + verb in vgloss(verb, "--help", env=isolated_env, cwd=tmp_path).stdout
+
+
+def test_embed_writes_to_the_data_dir_without_redis(isolated_env, tmp_path, cupl_file):
+    proc = vgloss("embed", str(cupl_file), env=isolated_env, cwd=tmp_path)
+    assert "10 classes of cifar10" in proc.stdout and "store" in proc.stdout
+    from gloss_gen.config import Settings
+    from gloss_gen.store import open_store
+
+    store = open_store(Settings())
+    clf = store.get_active_classifier("vgloss-tiny/none", "cifar10")
+    assert clf is not None and clf.method == "import" and clf.prompt_style == "sentence"
+    assert (Path(isolated_env["VGLOSS_DATA_DIR"]) / "store").is_dir()
+
+
+def test_embed_writes_to_redis_when_url_set(isolated_env, tmp_path, cupl_file, redis_url, redis_namespace):
+    env = isolated_env | {"VGLOSS_REDIS_URL": redis_url, "VGLOSS_REDIS_NAMESPACE": redis_namespace}
+    vgloss("embed", str(cupl_file), env=env, cwd=tmp_path)
+    from gloss_gen.store import RedisBackend, Store
+
+    store = Store(RedisBackend(redis_url), redis_namespace)
+    assert store.get_active_classifier("vgloss-tiny/none", "cifar10").method == "import"
+    assert not (Path(isolated_env["VGLOSS_DATA_DIR"]) / "store").exists()
+
+
+def test_embed_refuses_failed_classes_unless_allowed(isolated_env, tmp_path, cupl_file):
+    lines = cupl_file.read_text().splitlines()
+    first = json.loads(lines[0])
+    first.pop("descriptions")
+    first["error"] = "rate limited"
+    cupl_file.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    proc = vgloss("embed", str(cupl_file), env=isolated_env, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "1 of 10 classes have no descriptions (airplane)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    vgloss("embed", str(cupl_file), "--allow-missing", env=isolated_env, cwd=tmp_path)
+
+
+def test_classify_local_images_with_explain(isolated_env, tmp_path, cupl_file, data_dir):
+    vgloss("embed", str(cupl_file), env=isolated_env, cwd=tmp_path)
+    images = sorted((data_dir / "cifar10-sample" / "cat").glob("*.jpg"))[:2]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    proc = vgloss("classify", *map(str, images), str(bad), "--class-set", "cifar10", "--top-k", "3",
+                  "--explain", "--json", env=isolated_env, cwd=tmp_path, check=False)
+    assert proc.returncode == 1  # one image failed
+    result = json.loads(proc.stdout)
+    assert result["model"] == "vgloss-tiny/none" and result["class_set"] == "cifar10"
+    good, failed = result["results"][:2], result["results"][2]
+    for item in good:
+        assert len(item["predictions"]) == 3
+        assert all(p["evidence"] for p in item["predictions"])
+        assert sum(p["score"] for p in item["predictions"]) <= 1.0 + 1e-6
+    assert failed["error"]["code"] == "invalid_image"
+
+
+def test_classify_builds_a_missing_default_with_wordnet(isolated_env, tmp_path, data_dir):
+    env = isolated_env | {"VGLOSS_DEFAULT_CLASS_SET": "stl10"}
+    image = next((data_dir / "cifar10-sample" / "ship").glob("*.jpg"))
+    proc = vgloss("classify", str(image), "--json", env=env, cwd=tmp_path)
+    assert json.loads(proc.stdout)["class_set"] == "stl10"
+    from gloss_gen.config import Settings
+    from gloss_gen.store import open_store
+
+    assert open_store(Settings()).get_active_classifier("vgloss-tiny/none", "stl10").method == "wordnet"
+
+
+def test_export_jsonl_and_hf(isolated_env, tmp_path, cupl_file):
+    vgloss("export", str(cupl_file), "--format", "jsonl", "--out", "silver.jsonl", env=isolated_env, cwd=tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "silver.jsonl").read_text().splitlines()]
+    source = [json.loads(line) for line in cupl_file.read_text().splitlines()]
+    assert len(rows) == sum(len(r["descriptions"]) for r in source)
+    assert rows[0]["definition"].startswith("an aircraft") and rows[0]["synset"] == "n02691156"
+    vgloss("export", str(cupl_file), "--format", "hf", "--out", "hf", env=isolated_env, cwd=tmp_path)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "path: data/train.jsonl" in card and f"num_examples: {len(rows)}" in card
+    assert (tmp_path / "hf" / "data" / "train.jsonl").read_text().count("\n") == len(rows)
+
+
+def test_bad_input_exits_2_with_one_line(isolated_env, tmp_path):
+    for args, message in [
+        (("embed", "missing.jsonl"), "is not a description file"),
+        (("embed", "imagenet22k", "--method", "wordnet"), "unknown class set 'imagenet22k'"),
+        (("classify", "x.jpg", "--top-k", "0"), "--top-k must be between 1 and 100"),
+        (("export", "missing.jsonl", "--format", "jsonl"), "does not exist"),
+    ]:
+        proc = vgloss(*args, env=isolated_env, cwd=tmp_path, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
