@@ -32,7 +32,8 @@ As a process (prints ``LLM stub listening on URL`` once ready)::
     python -m gloss_gen.testing.llm_stub --port 0 --latency-ms 200 --mode normal --log requests.jsonl
 
 ``--log`` appends one JSON line per request as it arrives (``class``, ``attempt``, ``mode``,
-``time``), so another process can assert which classes were requested.
+``time``), so another process can assert which classes were requested. ``GET /_stub/stats``
+returns ``{requests, in_flight, max_in_flight}``; ``POST /_stub/reset`` clears them.
 """
 
 from __future__ import annotations
@@ -45,13 +46,20 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 MODES = ("normal", "429", "500", "timeout", "malformed", "truncated", "chatty", "empty")
 DEFAULT_MODEL = "stub-model"
+# For a stub in another process: GET the counters, POST to reset them.
+STATS_PATH = "/_stub/stats"
+RESET_PATH = "/_stub/reset"
 
 _CLASS_RE = re.compile(r"^Class:\s*(.+?)\s*$", re.MULTILINE)
 _DEFINITION_RE = re.compile(r"^Definition:\s*(.+?)\s*$", re.MULTILINE)
@@ -216,6 +224,11 @@ class LLMStub:
     def requests_for(self, class_name: str) -> list[StubRequest]:
         return [r for r in self.requests if (r.class_name or "").lower() == class_name.lower()]
 
+    def stats(self) -> dict:
+        with self._lock:
+            return {"requests": len(self._requests), "in_flight": self._in_flight,
+                    "max_in_flight": self._max_in_flight}
+
     @property
     def max_in_flight(self) -> int:
         return self._max_in_flight
@@ -226,10 +239,11 @@ class LLMStub:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "LLMStub":
+    def start(self) -> LLMStub:
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._server.serve_forever, name="llm-stub", daemon=True
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                name="llm-stub", daemon=True,
             )
             self._thread.start()
         return self
@@ -249,8 +263,9 @@ class LLMStub:
                 self._log.close()
                 self._log = None
 
-    def __enter__(self) -> "LLMStub":
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -358,8 +373,11 @@ def _completion(model: str, content: str, finish_reason: str) -> dict:
 def _make_handler(stub: LLMStub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as real endpoints do
+        # Without TCP_NODELAY, Nagle's algorithm and the client's delayed ACK add ~40 ms to
+        # every keep-alive response.
+        disable_nagle_algorithm = True
 
-        def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        def log_message(self, format, *args):
             pass
 
         def _send(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
@@ -370,31 +388,40 @@ def _make_handler(stub: LLMStub) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", str(len(payload)))
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(payload)
+                self._headers_buffer.append(b"\r\n")
+                self._headers_buffer.append(payload)  # headers and body in one send
+                self.flush_headers()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (its timeout); nothing to tell it
 
-        def do_GET(self):  # noqa: N802 - the stdlib's naming
-            if self.path.rstrip("/") in ("/v1/models", "/models"):
+        def do_GET(self):
+            path = self.path.rstrip("/")
+            if path in ("/v1/models", "/models"):
                 self._send(200, {"object": "list", "data": [
                     {"id": stub.model_name, "object": "model", "created": 0, "owned_by": "vgloss"}
                 ]})
+            elif path == STATS_PATH:
+                self._send(200, stub.stats())
             else:
                 self._send(404, _error(f"no route {self.path}", "not_found"))
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if self.path.rstrip("/") == RESET_PATH:
+                stub.reset()
+                self._send(200, stub.stats())
+                return
             if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
                 self._send(404, _error(f"no route {self.path}", "not_found"))
                 return
             try:
                 body = json.loads(raw or b"null")
-                if not isinstance(body, dict):
-                    raise ValueError("the body must be a JSON object")
             except ValueError as exc:
                 self._send(400, _error(f"invalid request body: {exc}", "invalid_request_error"))
+                return
+            if not isinstance(body, dict):
+                self._send(400, _error("the body must be a JSON object", "invalid_request_error"))
                 return
             record = stub._begin(body)
             status = 0

@@ -1,0 +1,130 @@
+"""``vgloss describe``: the batch description job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "write descriptions for every class of a class set (one JSON line per class, resumable)"
+DESCRIPTION = """\
+Write descriptions for every class of a class set: one JSON line per class, written as each
+class finishes. Re-running the same command skips finished classes (resume after a crash or
+Ctrl-C) and retries the classes that failed. Exit status 1 when any class failed.
+
+Methods:
+  classname  no descriptions; the class name in prompt templates (the CLIP baseline)
+  wordnet    the synset's WordNet definition
+  vgloss     an LLM writes short visual descriptions grounded in WordNet that tell each class
+             apart from its most confusable classes in the same set
+  import     a CuPL ({class: [sentences]}) or DCLIP ({class: [descriptors]}) JSON file
+
+The vgloss method talks to any OpenAI-compatible endpoint: OPENAI_API_KEY and OPENAI_BASE_URL
+as for the openai client (a local endpoint needs no key). Defaults for --llm-model and
+--concurrency come from VGLOSS_LLM_MODEL and VGLOSS_LLM_CONCURRENCY.
+
+Examples:
+  vgloss describe cifar10 --method wordnet
+  OPENAI_BASE_URL=http://127.0.0.1:8000/v1 vgloss describe imagenet1k --method vgloss \\
+      --llm-model meta-llama/Llama-3.1-8B-Instruct --concurrency 32
+  vgloss describe imagenet1k --method import --import cupl_imagenet.json --out cupl.jsonl
+  vgloss describe labels.txt --method vgloss --queue
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("class_set", metavar="CLASS_SET",
+                        help="imagenet1k, cifar10, stl10, or a .txt/.json/.yaml class file")
+    parser.add_argument("--method", required=True, choices=("classname", "wordnet", "vgloss", "import"))
+    parser.add_argument("--import", dest="import_file", metavar="FILE",
+                        help="CuPL or DCLIP JSON file (with --method import)")
+    parser.add_argument("--import-format", choices=("auto", "cupl", "dclip"), default="auto",
+                        help="cupl: full sentences; dclip: descriptor phrases (default: auto)")
+    parser.add_argument("--llm-model", metavar="M", help="chat model (default: VGLOSS_LLM_MODEL)")
+    parser.add_argument("--concurrency", type=int, metavar="N",
+                        help="LLM requests in flight (default: VGLOSS_LLM_CONCURRENCY, 8)")
+    parser.add_argument("--descriptions", type=int, default=5, metavar="N",
+                        help="descriptions to ask for per class (default: 5)")
+    parser.add_argument("--confusables", type=int, default=5, metavar="K",
+                        help="confusable classes named in each prompt (default: 5)")
+    parser.add_argument("--timeout", type=float, metavar="S",
+                        help="seconds per LLM request (default: VGLOSS_LLM_TIMEOUT_S, 60)")
+    parser.add_argument("--max-retries", type=int, metavar="N",
+                        help="retries per class on 429/5xx/timeouts (default: VGLOSS_LLM_MAX_RETRIES, 5)")
+    parser.add_argument("--out", metavar="FILE.jsonl",
+                        help="output file (default: <class_set>.<method>.jsonl in the current directory)")
+    parser.add_argument("--queue", action="store_true",
+                        help="run the job on the worker queue (vgloss worker) and wait for it")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _options(args: argparse.Namespace, settings):
+    from gloss_gen.describe import DescribeOptions
+
+    return DescribeOptions.from_settings(
+        args.method,
+        settings,
+        llm_model=args.llm_model,
+        concurrency=args.concurrency,
+        n_descriptions=args.descriptions,
+        k_confusables=args.confusables,
+        import_file=args.import_file,
+        import_format=args.import_format,
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+    )
+
+
+def _run_queued(args: argparse.Namespace, class_set, options, settings) -> int:
+    from gloss_gen.cli import UserError
+
+    try:
+        from gloss_gen import queue
+    except ImportError as exc:
+        raise UserError(f"the queue is not available: {exc}") from None
+    extra = options.to_dict()
+    extra.pop("method")
+    job_id = queue.enqueue_describe_job(class_set, args.method, settings=settings, out=args.out, **extra)
+    print(f"queued job {job_id}", file=sys.stderr)
+    state = queue.wait_for_job(job_id, settings, progress=not args.no_progress)
+    failed = int(state.get("failed") or 0)
+    print(f"job {job_id}: {state.get('state')}, {state.get('done')}/{state.get('total')} classes done, "
+          f"{failed} failed")
+    for error in state.get("errors") or []:
+        print(f"  failed: {error.get('name')} ({error.get('class_id')}): {error.get('error')}")
+    return 0 if state.get("state") == "done" and not failed else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from gloss_gen.classsets import load_class_set
+    from gloss_gen.cli import UserError
+    from gloss_gen.config import get_settings
+    from gloss_gen.describe import run_describe_job
+
+    if args.method == "import" and not args.import_file:
+        raise UserError("--method import needs --import FILE")
+    if args.import_file and args.method != "import":
+        raise UserError(f"--import is only read by --method import, not --method {args.method}")
+    settings = get_settings()
+    options = _options(args, settings)
+    class_set = load_class_set(args.class_set)
+    if args.queue:
+        return _run_queued(args, class_set, options, settings)
+
+    out = Path(args.out) if args.out else Path(f"{class_set.name}.{args.method}.jsonl")
+    if out.exists() and not out.is_file():
+        raise UserError(f"--out {out} is not a file")
+    try:
+        summary = asyncio.run(run_describe_job(class_set, options, out, progress=not args.no_progress))
+    except KeyboardInterrupt:
+        print(f"interrupted; finished classes are in {out}; re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+    if summary.import_report is not None:
+        for line in summary.import_report.lines():
+            print(line)
+    for line in summary.lines():
+        print(line)
+    return summary.exit_code
