@@ -19,6 +19,7 @@ from app.metrics import Metrics
 from app.observability import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
 access_log = logging.getLogger("app.access")
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: debug level
 
 
 def body_too_large(limit: int) -> ApiError:
@@ -67,7 +68,8 @@ class RequestContextMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(route=route, method=method, status=str(status)).inc()
             self.metrics.latency.labels(route=route, method=method).observe(elapsed)
-            access_log.info(
+            access_log.log(
+                logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO,
                 "%s %s %d %.1fms",
                 method,
                 scope["path"],

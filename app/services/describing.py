@@ -38,6 +38,6 @@ async def describe(
     if method == "vgloss":
         from gloss_gen.describe import DescribeOptions, generate_descriptions
 
-        options = DescribeOptions(method="vgloss", llm_model=settings.llm_model)
+        options = DescribeOptions.from_settings("vgloss", settings)
         return await generate_descriptions(class_set, options, on_record=on_record)
     raise ValueError(f"method {method!r} cannot be used here; choose from {', '.join(SERVER_METHODS)}")

@@ -117,8 +117,8 @@ class JobRunner:
         await self._write(job_id, state, quiet=True)
 
     @staticmethod
-    def _update(state: dict, **changes) -> None:
-        state.update(changes, updated_at=utc_now())
+    def _update(job: dict, **changes) -> None:
+        job.update(changes, updated_at=utc_now())
 
     def _write_soon(self, job_id: str, state: dict) -> None:
         snapshot = dict(state, errors=list(state["errors"]), updated_at=utc_now())

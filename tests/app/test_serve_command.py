@@ -1,0 +1,75 @@
+"""``vgloss serve`` as a user runs it: a subprocess on a loopback port, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from api_helpers import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_vgloss_serve_starts_classifies_and_stops_cleanly(tmp_path, imagenet_files):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
+    env.update(
+        VGLOSS_MODEL="vgloss-tiny",
+        VGLOSS_PRETRAINED="none",
+        VGLOSS_DEVICE="cpu",
+        VGLOSS_DATA_DIR=str(tmp_path / "data"),
+        VGLOSS_DEFAULT_CLASS_SET="cifar10",
+        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gloss_gen.cli", "serve", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        image = imagenet_files[0]
+        response = httpx.post(
+            f"{base}/v1/classify",
+            files={"images": (image.name, image.read_bytes(), "image/jpeg")},
+            headers={"X-Request-ID": "serve-test-1"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["class_set"] == "cifar10"
+        assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        exit_code = server.wait(60)
+    # uvicorn re-raises the signal once it has shut down gracefully
+    assert exit_code in (0, -signal.SIGTERM), log_path.read_text()
+    assert "Application shutdown complete." in log_path.read_text()
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    access = [r for r in records if r["logger"] == "app.access" and r["path"] == "/v1/classify"]
+    assert access and access[0]["request_id"] == "serve-test-1" and access[0]["status"] == 200
+
+
+def test_vgloss_serve_rejects_a_bad_port():
+    result = subprocess.run(
+        [sys.executable, "-m", "gloss_gen.cli", "serve", "--port", "70000"],
+        check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--port" in result.stderr
