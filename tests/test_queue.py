@@ -1,0 +1,380 @@
+"""The describe queue end to end: real Redis, real `vgloss worker` processes, the LLM stub over HTTP.
+
+Each test uses its own store namespace and queue name and deletes its keys afterwards. Without
+Redis at VGLOSS_TEST_REDIS_URL (default redis://127.0.0.1:6379/0) the tests skip, except under
+CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+
+from gloss_gen.classsets import ClassSet, builtin_class_set
+from gloss_gen.config import Settings
+from gloss_gen.descriptions import DescriptionRecord, read_jsonl, write_jsonl
+from gloss_gen.store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = os.environ.get("VGLOSS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+TINY_MODEL_ID = "vgloss-tiny/none"
+# arq's log lines for a task starting and finishing: "→ {task id}:{function}" / "← ..."
+TASK_LOG = re.compile(r"([→←]) (\S+):(describe_class|embed_job)\b")
+
+
+def _redis_or_skip() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but no Redis at {REDIS_URL}: {exc}")
+        pytest.skip(f"no Redis at {REDIS_URL} ({exc}); start one to run the queue tests")
+    return client
+
+
+@dataclass
+class QueueEnv:
+    """One test's namespace, queue, settings and the processes it started."""
+
+    tmp: Path
+    client: redis.Redis
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+    openai_base_url: str = "http://127.0.0.1:9/v1"  # unreachable unless a test starts a stub
+
+    @property
+    def namespace(self) -> str:
+        return f"vgloss:test-{self.tag}:v1"
+
+    @property
+    def queue(self) -> str:
+        return f"vgloss:test-{self.tag}:queue"
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(
+            redis_url=REDIS_URL, redis_namespace=self.namespace, queue_name=self.queue,
+            queue_lease_s=4, model="vgloss-tiny", pretrained="none", device="cpu",
+            llm_model="stub-model", llm_max_retries=1, data_dir=self.tmp / "data",
+        )
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VGLOSS_", "OPENAI_"))}
+        env.update(
+            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+            VGLOSS_REDIS_URL=REDIS_URL, VGLOSS_REDIS_NAMESPACE=self.namespace,
+            VGLOSS_QUEUE_NAME=self.queue, VGLOSS_QUEUE_LEASE_S="4",
+            VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu",
+            VGLOSS_LLM_MAX_RETRIES="1", VGLOSS_DATA_DIR=str(self.tmp / "data"),
+            OPENAI_BASE_URL=self.openai_base_url, OPENAI_API_KEY="test-key",
+        )
+        return env
+
+    def start_stub(self, latency_ms: int) -> Path:
+        log_path = self.tmp / "stub-requests.jsonl"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gloss_gen.testing.llm_stub", "--port", "0",
+             "--latency-ms", str(latency_ms), "--mode", "normal", "--log", str(log_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env(), cwd=self.tmp,
+        )
+        self.procs.append(proc)
+        seen = ""
+        while not (match := re.search(r"listening on (\S+)", seen)):
+            line = proc.stdout.readline()
+            assert line, f"the LLM stub did not start: {seen!r}"
+            seen += line
+        self.openai_base_url = match.group(1)
+        return log_path
+
+    def start_worker(self, name: str, *args: str) -> tuple[subprocess.Popen, Path]:
+        log_path = self.tmp / f"{name}.log"
+        with log_path.open("w") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gloss_gen.cli", "worker", *args],
+                stdout=fh, stderr=subprocess.STDOUT, env=self.env(), cwd=self.tmp,
+            )
+        self.procs.append(proc)
+        return proc, log_path
+
+    def wait_ready(self, workers: list[tuple[subprocess.Popen, Path]], timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        for proc, log_path in workers:
+            while "vgloss worker ready" not in log_path.read_text():
+                assert proc.poll() is None, f"worker exited early:\n{log_path.read_text()}"
+                assert time.monotonic() < deadline, f"worker not ready:\n{log_path.read_text()}"
+                time.sleep(0.05)
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+        patterns = [f"vgloss:test-{self.tag}:*"] + [f"arq:*:{job_id}:*" for job_id in self.job_ids]
+        for pattern in patterns:
+            keys = list(self.client.scan_iter(match=pattern, count=1000))
+            if keys:
+                self.client.delete(*keys)
+
+
+@pytest.fixture
+def qenv(tmp_path):
+    client = _redis_or_skip()
+    env = QueueEnv(tmp=tmp_path, client=client)
+    try:
+        yield env
+    finally:
+        env.cleanup()
+        client.close()
+
+
+def _enqueue(qenv: QueueEnv, class_set: ClassSet, method: str, **kwargs) -> str:
+    from gloss_gen.queue import enqueue_describe_job
+
+    job_id = enqueue_describe_job(class_set, method, settings=qenv.settings, **kwargs)
+    qenv.job_ids.append(job_id)
+    return job_id
+
+
+def _task_events(log_path: Path, function: str) -> list[tuple[str, str]]:
+    """(arrow, task id) for each start/finish line of ``function`` in a worker log."""
+    return [(m.group(1), m.group(2)) for m in TASK_LOG.finditer(log_path.read_text())
+            if m.group(3) == function]
+
+
+def _stub_requests(log_path: Path) -> list[dict]:
+    if not log_path.exists():
+        return []
+    return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+
+
+def test_three_workers_one_killed_every_class_described_once(qenv):
+    imagenet = builtin_class_set("imagenet1k")
+    class_set = ClassSet(name=f"qtest-{qenv.tag}", classes=imagenet.classes[:100])
+    by_name = {c.name.lower(): c.id for c in class_set.classes}
+    stub_log = qenv.start_stub(latency_ms=300)
+    workers = [qenv.start_worker(f"worker{i}", "--concurrency", "4") for i in range(3)]
+    qenv.wait_ready(workers)
+    out = qenv.tmp / "out.jsonl"
+    job_id = _enqueue(qenv, class_set, "vgloss", out=out)
+    store = open_store(qenv.settings)
+    records_key = f"{qenv.namespace}:qjob:{job_id}:records"
+
+    first_seen: dict[str, float] = {}  # class id -> first time the test saw its record
+
+    def watch_records() -> None:
+        now = time.time()
+        for raw in qenv.client.hkeys(records_key):
+            first_seen.setdefault(raw.decode(), now)
+
+    victim, victim_log = workers[0]
+
+    def victim_in_flight() -> set[str]:
+        """Classes whose task the victim started and has not finished, per arq's log lines."""
+        events = _task_events(victim_log, "describe_class")
+        started = {task for arrow, task in events if arrow == "→"}
+        finished = {task for arrow, task in events if arrow == "←"}
+        return {task.split(":", 1)[1] for task in started - finished}
+
+    # Progress is readable mid-run. Once a fifth of the classes are recorded, kill one worker
+    # while it has tasks running.
+    mid_run = None
+    deadline = time.monotonic() + 60
+    while True:
+        watch_records()
+        state = store.get_job(job_id)
+        if state["done"] >= 20:
+            mid_run = mid_run or state
+            if victim_in_flight():
+                break
+        assert time.monotonic() < deadline and state["done"] < 90, f"no kill window: {state}"
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = time.time()
+    watch_records()
+    in_flight_at_kill = victim_in_flight()
+    assert in_flight_at_kill
+    assert mid_run["state"] == "running" and 20 <= mid_run["done"] < 100, mid_run
+    assert mid_run["total"] == 100 and mid_run["failed"] == 0
+
+    deadline = time.monotonic() + 60
+    while (state := store.get_job(job_id))["state"] not in ("done", "failed"):
+        watch_records()
+        assert time.monotonic() < deadline, f"job did not finish: {state}"
+        time.sleep(0.02)
+    watch_records()
+
+    # Every class described exactly once in the result, in class-set order.
+    assert state["state"] == "done", state
+    assert (state["done"], state["failed"], state["errors"]) == (100, 0, [])
+    records = {k.decode(): json.loads(v) for k, v in qenv.client.hgetall(records_key).items()}
+    assert sorted(records) == sorted(class_set.ids)
+    assert all(r["descriptions"] and "error" not in r for r in records.values())
+    stored = store.get_description_records(state["descriptions"])
+    assert [r.class_id for r in stored] == class_set.ids
+    assert [r.class_id for r in read_jsonl(out)] == class_set.ids
+
+    # The stub saw each class once, except classes the victim had in flight; nothing was asked
+    # again once its record was stored.
+    requests = _stub_requests(stub_log)
+    per_class = Counter(by_name[r["class"].lower()] for r in requests)
+    assert set(per_class) == set(class_set.ids)
+    duplicated = {cid for cid, n in per_class.items() if n > 1}
+    assert duplicated <= in_flight_at_kill, (duplicated, in_flight_at_kill)
+    assert all(n <= 2 for n in per_class.values()), per_class.most_common(3)
+    for request in requests:
+        cid = by_name[request["class"].lower()]
+        assert request["time"] < first_seen[cid], f"{cid} requested after its record was stored"
+    asked_before_kill = {by_name[r["class"].lower()] for r in requests if r["time"] < killed_at}
+    asked_again = {by_name[r["class"].lower()] for r in requests if r["time"] > killed_at} & asked_before_kill
+    assert asked_again == duplicated, "a duplicate request came before the kill"
+
+    # Another worker re-ran each task the victim had running, as the task's second try.
+    survivors_log = "".join(path.read_text() for _, path in workers[1:])
+    for cid in in_flight_at_kill:
+        retry = re.search(rf"→ {job_id}:{cid}:describe_class\(.*\) try=2", survivors_log)
+        assert retry, f"the victim's task for {cid} was not run again"
+
+    # The embed step ran once and its classifier serves the class set.
+    embeds = [e for _, path in workers for e in _task_events(path, "embed_job") if e[0] == "→"]
+    assert len(embeds) == 1, embeds
+    assert state["embed_runs"] == 1
+    assert store.get_active_key(TINY_MODEL_ID, class_set.name) == state["classifier"]
+    classifier = store.get_classifier(state["classifier"])
+    assert classifier.num_classes == 100 and classifier.class_set.ids == class_set.ids
+
+    # The survivors keep serving; SIGTERM stops them cleanly.
+    for proc, log_path in workers[1:]:
+        assert proc.poll() is None, log_path.read_text()
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0, log_path.read_text()
+
+
+def test_describe_queue_cli_burst_worker_and_a_class_that_kept_killing_workers(qenv):
+    """`vgloss describe --queue` queues, waits and reports; a `--burst` worker runs the job and
+    exits. One task's arq retry counter says workers already died on it MAX_ATTEMPTS times: it
+    is recorded as failed and the job still completes."""
+    from gloss_gen.queue import MAX_ATTEMPTS, describe_task_id
+
+    class_set = builtin_class_set("cifar10")
+    out = qenv.tmp / "cifar10.wordnet.jsonl"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "gloss_gen.cli", "describe", "cifar10", "--method", "wordnet",
+         "--queue", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=qenv.env(), cwd=qenv.tmp,
+    )
+    qenv.procs.append(cli)
+    seen = ""
+    while not (match := re.search(r"queued job (\w+)", seen)):
+        line = cli.stderr.readline()
+        assert line, f"`vgloss describe --queue` queued nothing: {seen}"
+        seen += line
+    job_id = match.group(1)
+    qenv.job_ids.append(job_id)
+    cursed = class_set.ids[3]
+
+    # The queued task is JSON, never pickle.
+    payload = json.loads(qenv.client.get(f"arq:job:{describe_task_id(job_id, cursed)}"))
+    assert payload["f"] == "describe_class" and payload["a"] == [job_id, cursed]
+    qenv.client.set(f"arq:retry:{describe_task_id(job_id, cursed)}", MAX_ATTEMPTS)
+    assert open_store(qenv.settings).get_job(job_id)["state"] == "queued"
+
+    worker, log_path = qenv.start_worker("burst", "--burst", "--concurrency", "3")
+    stdout, stderr = cli.communicate(timeout=120)
+    assert worker.wait(timeout=60) == 0, log_path.read_text()
+    assert cli.returncode == 1, stdout + stderr  # one class failed
+    assert "10/10 classes done, 1 failed" in stdout and cursed in stdout, stdout
+
+    store = open_store(qenv.settings)
+    state = store.get_job(job_id)
+    assert state["state"] == "done", state
+    assert (state["total"], state["done"], state["failed"]) == (10, 10, 1)
+    assert [e["class_id"] for e in state["errors"]] == [cursed]
+    assert f"{MAX_ATTEMPTS} times" in state["errors"][0]["error"]
+    records = store.get_description_records(state["descriptions"])
+    assert [r.class_id for r in records] == class_set.ids
+    assert all(r.ok and r.method == "wordnet" and r.descriptions for r in records if r.class_id != cursed)
+    assert [r.class_id for r in read_jsonl(out)] == class_set.ids
+    assert store.get_active_key(TINY_MODEL_ID, "cifar10") == state["classifier"]
+
+
+def test_recorded_classes_are_not_described_again(qenv):
+    """Classes already in ``out`` (an earlier run) and a class recorded by a worker that died
+    before its task finished are skipped without an LLM request."""
+    from gloss_gen.queue import Keys, _count, _update_job, wait_for_job
+
+    class_set = builtin_class_set("cifar10")
+    stub_log = qenv.start_stub(latency_ms=50)
+    out = qenv.tmp / "cifar10.vgloss.jsonl"
+    earlier = []
+    for index, spec in enumerate(class_set.classes[:3]):
+        record = DescriptionRecord.for_class(spec, class_set, index, "vgloss")
+        record.descriptions = [f"an earlier description of {spec.name}"]
+        earlier.append(record)
+    failed = DescriptionRecord.for_class(class_set.classes[3], class_set, 3, "vgloss")
+    failed.error = "HTTP 500 from the LLM endpoint"
+    write_jsonl(out, [*earlier, failed])
+
+    job_id = _enqueue(qenv, class_set, "vgloss", out=out)
+    assert open_store(qenv.settings).get_job(job_id)["done"] == 3
+
+    # A worker recorded class 4 and died before its task finished: the task is still queued.
+    orphan = DescriptionRecord.for_class(class_set.classes[4], class_set, 4, "vgloss")
+    orphan.descriptions = ["recorded by a worker that died"]
+
+    async def record_orphan():
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            return await _update_job(client, Keys(qenv.namespace), job_id, _count(orphan), record=orphan)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(record_orphan())
+    assert qenv.client.zcard(qenv.queue) == 7  # 10 classes less the 3 in ``out``
+
+    proc, log_path = qenv.start_worker("burst", "--burst")
+    state = wait_for_job(job_id, qenv.settings, progress=False, timeout_s=60)
+    assert proc.wait(timeout=30) == 0, log_path.read_text()
+    assert state["state"] == "done" and (state["done"], state["failed"]) == (10, 0), state
+
+    asked = Counter(r["class"] for r in _stub_requests(stub_log))
+    assert sorted(asked) == sorted(c.name for c in class_set.classes[3:4] + class_set.classes[5:])
+    assert set(asked.values()) == {1}
+    lines = read_jsonl(out)
+    assert [r.class_id for r in lines] == class_set.ids
+    assert lines[0].descriptions == earlier[0].descriptions
+    assert lines[4].descriptions == orphan.descriptions
+    assert lines[3].ok and lines[3].descriptions
+
+
+def test_worker_command_needs_redis(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "gloss_gen.cli", "worker", "--burst"],
+        check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "VGLOSS_REDIS_URL" in result.stderr and result.stderr.count("\n") == 1
