@@ -1,0 +1,164 @@
+"""``vgloss eval``: top-1/top-5 accuracy of description methods side by side on labelled images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._common import add_model_arguments, settings_from_args
+
+HELP = "accuracy (top-1/top-5, 95% intervals) of description methods on a labelled image set"
+
+DESCRIPTION = """\
+Measure zero-shot accuracy of several description methods on the same labelled images.
+
+Every image is embedded once and cached in the store per (model, data set), so adding a method
+or changing --scoring re-encodes no image; each method's classifier is cached by its key too.
+Accuracies come with 95% Wilson score intervals.
+
+DATA layouts (auto-detected, or --layout):
+  imagefolder  DATA/<class id or name>/<image>
+  wnid-files   DATA/<wnid>_<anything>.JPEG (flat, as ImageNet samples are named)
+  csv          a labels CSV with header 'filename,class_id' (paths relative to the CSV)
+  stl10        STL-10 binary test_X.bin + test_y.bin (DATA = the folder or test_X.bin)
+  cifar10      CIFAR-10 binary batch (test_batch.bin, data_batch_N.bin); the Python
+               pickle version is refused
+Every label must name a class of --class-set (by id or name); otherwise nothing runs.
+
+Methods (--methods, comma-separated):
+  classname        the class name in prompt templates (the CLIP baseline)
+  wordnet          the WordNet gloss of each class's synset
+  vgloss:FILE      descriptions written by `vgloss describe` (JSONL)
+  import:FILE      a CuPL or DCLIP description JSON
+
+Scoring (--scoring):
+  prototype         (default) cosine to each class's mean prompt embedding, as CuPL and
+                    CLIP_benchmark score
+  mean-description  mean of the cosines to a class's descriptions, as DCLIP scores
+
+Examples:
+  vgloss eval ./imagenet-val --class-set imagenet1k \\
+      --methods classname,wordnet,import:descriptors_imagenet.json --out results/
+  vgloss eval ./stl10_binary --class-set stl10 --model ViT-B-16 --methods classname,wordnet
+  vgloss eval ./val --layout csv --class-set imagenet1k --scoring mean-description \\
+      --methods import:descriptors_imagenet.json --limit 5000
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..evaluation.datasets import LAYOUTS
+    from ..evaluation.runner import DEFAULT_BATCH_SIZE, DEFAULT_SCORING
+    from ..prompts import TEMPLATE_SETS
+    from ..scoring import SCORING_MODES
+
+    parser.add_argument("data", metavar="DATA", type=Path, help="labelled images: a folder or a file (see above)")
+    parser.add_argument(
+        "--class-set", help="built-in class set or a .txt/.json/.yaml file (default: VGLOSS_DEFAULT_CLASS_SET)"
+    )
+    parser.add_argument(
+        "--methods",
+        default="classname,wordnet",
+        help="comma-separated: classname, wordnet, vgloss:FILE, import:FILE (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--scoring",
+        choices=SCORING_MODES,
+        default=DEFAULT_SCORING,
+        help="how classes are scored (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--templates",
+        choices=tuple(TEMPLATE_SETS),
+        default="openai",
+        help="prompt templates for class-name prompts: openai = CLIP's 80 ImageNet templates (default)",
+    )
+    parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="data layout (default: auto)")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per model call (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--limit", type=int, help="evaluate a fixed pseudo-random subset of N images (the same every run)"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="image decoding threads (default: VGLOSS_DECODE_THREADS, 0 = one per core)"
+    )
+    parser.add_argument(
+        "--jpeg-draft",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode large JPEGs at reduced scale as the server does (default: VGLOSS_JPEG_DRAFT); "
+        "--no-jpeg-draft gives open_clip's exact preprocessing",
+    )
+    parser.add_argument(
+        "--top-confusions", type=int, default=20, help="true -> predicted pairs kept in results.json (default: 20)"
+    )
+    parser.add_argument("--out", type=Path, help="write results.json and top1.png into this folder")
+    add_model_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..classsets import load_class_set
+    from ..cli import UserError
+    from ..evaluation.report import format_table, write_outputs
+    from ..evaluation.runner import (
+        EvalConfig,
+        EvalError,
+        ModelSource,
+        default_workers,
+        evaluate,
+        parse_methods,
+    )
+    from ..store import open_store
+
+    settings = settings_from_args(args)
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, not {args.limit}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a folder")
+    try:
+        methods = parse_methods(args.methods)
+    except EvalError as exc:
+        raise UserError(str(exc)) from None
+    class_set = load_class_set(args.class_set or settings.default_class_set)
+
+    device = settings.resolved_device()
+    models = ModelSource(
+        settings.model,
+        settings.pretrained,
+        device=device,
+        precision=settings.resolved_precision(),
+        cache_dir=settings.cache_dir,
+    )
+    config = EvalConfig(
+        data=args.data,
+        class_set=class_set,
+        methods=methods,
+        layout=args.layout,
+        scoring=args.scoring,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        workers=default_workers(args.workers if args.workers is not None else settings.decode_threads),
+        jpeg_draft=settings.jpeg_draft if args.jpeg_draft is None else args.jpeg_draft,
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        template_set=args.templates,
+        max_confusions=max(0, args.top_confusions),
+        scoring_device=device,
+        progress=sys.stderr.isatty(),
+    )
+
+    def notify(message: str) -> None:
+        print(f"vgloss eval: {message}", file=sys.stderr)
+
+    try:
+        result = evaluate(config, models, open_store(settings), notify)
+    except EvalError as exc:
+        raise UserError(str(exc)) from None
+    print(format_table(result))
+    if args.out is not None:
+        json_path, chart_path = write_outputs(result, args.out)
+        notify(f"wrote {json_path} and {chart_path}")
+    return 0
