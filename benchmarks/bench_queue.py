@@ -3,11 +3,12 @@
     python3 benchmarks/bench_queue.py [--classes 160] [--latency-ms 200] [--concurrency 4]
 
 The LLM is the local stub (its own process, a fixed latency per request), so the workers are
-I/O bound the way they are against a real endpoint. For each worker count: start the workers
-and wait until each is ready, queue one `vgloss`-method job over the first N ImageNet classes,
-and time from the enqueue until every class is recorded (the describe phase; the final embed
-step is timed apart, it runs once whatever the worker count). Needs Redis at VGLOSS_REDIS_URL
-(default redis://127.0.0.1:6379/0); uses a throwaway namespace and queue and deletes them.
+I/O bound the way they are against a real endpoint. For each worker count: start the workers and
+wait until each is ready, then queue `--repeats` `vgloss`-method jobs over the first N ImageNet
+classes one after another, timing each from the enqueue until every class is recorded (the
+describe phase; the final embed step is timed apart, it runs once whatever the worker count).
+The table shows medians. Needs Redis at VGLOSS_REDIS_URL (default redis://127.0.0.1:6379/0);
+uses a throwaway namespace and queue and deletes them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,8 +58,9 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
-def run_once(n_workers: int, class_set: ClassSet, args, stub_url: str, tmp: Path) -> tuple[float, float]:
-    """(describe seconds, embed seconds) for one job on ``n_workers`` fresh workers."""
+def run_jobs(n_workers: int, class_set: ClassSet, args, stub_url: str, tmp: Path) -> list[tuple[float, float]]:
+    """(describe seconds, embed seconds) of ``args.repeats`` jobs, one after another, on the same
+    ``n_workers`` workers (started, and ready, before the first job is queued)."""
     tag = uuid.uuid4().hex[:10]
     namespace, queue = f"vgloss:bench-{tag}:v1", f"vgloss:bench-{tag}:queue"
     settings = Settings(redis_url=args.redis_url, redis_namespace=namespace, queue_name=queue,
@@ -72,33 +75,37 @@ def run_once(n_workers: int, class_set: ClassSet, args, stub_url: str, tmp: Path
                 stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp,
             ))
     client = redis.Redis.from_url(args.redis_url)
-    job_id = None
+    job_ids: list[str] = []
+    timings = []
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         for proc, log_path in zip(procs, logs):
             while "vgloss worker ready" not in log_path.read_text():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"worker did not start:\n{log_path.read_text()}")
                 time.sleep(0.05)
         store = open_store(settings)
-        started = time.perf_counter()
-        job_id = enqueue_describe_job(class_set, "vgloss", settings=settings)
-        described = None
-        while True:
-            state = store.get_job(job_id)
-            if described is None and state["done"] >= state["total"]:
-                described = time.perf_counter() - started
-            if state["state"] in ("done", "failed"):
-                break
-            if time.perf_counter() - started > 600:
-                raise SystemExit(f"job did not finish: {state}")
-            time.sleep(0.01)
-        if state["state"] != "done" or state["failed"]:
-            raise SystemExit(f"job failed: {state}")
-        return described, time.perf_counter() - started - described
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            job_id = enqueue_describe_job(class_set, "vgloss", settings=settings)
+            job_ids.append(job_id)
+            described = None
+            while True:
+                state = store.get_job(job_id)
+                if described is None and state["done"] >= state["total"]:
+                    described = time.perf_counter() - started
+                if state["state"] in ("done", "failed"):
+                    break
+                if time.perf_counter() - started > 600:
+                    raise SystemExit(f"job did not finish: {state}")
+                time.sleep(0.01)
+            if state["state"] != "done" or state["failed"]:
+                raise SystemExit(f"job failed: {state}")
+            timings.append((described, time.perf_counter() - started - described))
+        return timings
     finally:
         _stop(procs)
-        patterns = [f"vgloss:bench-{tag}:*"] + ([f"arq:*:{job_id}:*"] if job_id else [])
+        patterns = [f"vgloss:bench-{tag}:*"] + [f"arq:*:{job_id}:*" for job_id in job_ids]
         for pattern in patterns:
             keys = list(client.scan_iter(match=pattern, count=1000))
             if keys:
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4, help="tasks in flight per worker")
     parser.add_argument("--workers", default="1,2,4", help="worker counts to compare")
+    parser.add_argument("--repeats", type=int, default=3, help="jobs per worker count; the median is shown")
     parser.add_argument("--redis-url", default=os.environ.get("VGLOSS_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.workers.split(",")]
@@ -142,13 +150,16 @@ def main(argv: list[str] | None = None) -> int:
                 seen += line
             stub_url = match.group(1)
             print(f"{args.classes} classes, stub latency {args.latency_ms} ms, "
-                  f"{args.concurrency} tasks in flight per worker, {os.cpu_count()} CPU cores")
+                  f"{args.concurrency} tasks in flight per worker, {os.cpu_count()} CPU cores, "
+                  f"median of {args.repeats} jobs")
             ideal = args.classes * args.latency_ms / 1000 / args.concurrency
             print(f"(1 worker's floor: {ideal:.1f} s)\n")
             print(f"{'workers':>7}  {'describe s':>10}  {'classes/s':>9}  {'speed-up':>8}  {'embed s':>7}")
             base = None  # speed-up is over the first worker count given (1 by default)
             for n in counts:
-                described, embedded = run_once(n, class_set, args, stub_url, tmp)
+                timings = run_jobs(n, class_set, args, stub_url, tmp)
+                described = statistics.median(t[0] for t in timings)
+                embedded = statistics.median(t[1] for t in timings)
                 base = base or described
                 print(f"{n:>7}  {described:>10.2f}  {args.classes / described:>9.1f}  "
                       f"{base / described:>7.2f}x  {embedded:>7.2f}", flush=True)
