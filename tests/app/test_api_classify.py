@@ -243,3 +243,19 @@ def test_docs_and_openapi_describe_the_api(client):
     body = spec["paths"]["/v1/classify"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
     assert {"/v1/class-sets", "/v1/class-sets/{name}", "/v1/jobs/{job_id}", "/healthz", "/readyz"} <= set(spec["paths"])
+
+
+def test_metrics_count_requests_images_and_batches(client, jpeg_bytes):
+    client.post("/v1/classify", **multipart(jpeg_bytes[:3]))
+    client.post("/v1/classify", **multipart([b"", jpeg_bytes[0]]))
+    client.post("/v1/classify", **multipart(jpeg_bytes[:1], class_set="missing-set"))
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert metric_value(text, "vgloss_http_requests_total", {"route": "/v1/classify", "status": "200"}) == 2
+    assert metric_value(text, "vgloss_http_requests_total", {"route": "/v1/classify", "status": "404"}) == 1
+    assert metric_value(text, "vgloss_http_request_duration_seconds_count", {"route": "/v1/classify"}) == 3
+    assert metric_value(text, "vgloss_images_classified_total") == 4
+    assert metric_value(text, "vgloss_image_errors_total", {"code": "empty_image"}) == 1
+    assert metric_value(text, "vgloss_inference_batch_size_sum") == 4
+    assert metric_value(text, "vgloss_inference_queue_depth") == 0

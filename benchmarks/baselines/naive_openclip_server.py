@@ -1,0 +1,67 @@
+"""Baseline (b): the endpoint one writes first — open_clip called per request, the class names'
+text re-encoded on every call.
+
+    python benchmarks/baselines/naive_openclip_server.py --port 8101 [--cached-text]
+
+Same architecture and weights as the vgloss server under benchmark (ViT-B-32, deterministic random
+init). Each request: decode with PIL, open_clip's transform, ``encode_image`` for that one image,
+then ``encode_text`` of the 1000 ImageNet class names with ONE template ("a photo of a {}.") —
+with open_clip's 80 templates a request would take minutes on a CPU. A plain ``def`` endpoint, so
+FastAPI runs concurrent requests on its thread pool, each calling the model on its own.
+
+``--cached-text`` encodes the text once at start-up instead (a stronger baseline: no batching, no
+text work per request), to separate what batching buys from what caching buys.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated
+
+import torch
+from common import TOP_K, imagenet_names, parse_port, serve
+from fastapi import FastAPI, File, UploadFile
+from PIL import Image
+
+from gloss_gen.models import load_clip
+
+TEMPLATE = "a photo of a {}."
+
+
+def build_app(cached_text: bool) -> FastAPI:
+    clip = load_clip("ViT-B-32", "none", device="cpu", precision="fp32")
+    names = imagenet_names()
+    prompts = [TEMPLATE.format(name) for name in names]
+
+    def text_features() -> torch.Tensor:
+        with torch.no_grad():
+            return clip.model.encode_text(clip.tokenizer(prompts), normalize=True)
+
+    cached = text_features() if cached_text else None
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/classify")
+    def classify(images: Annotated[list[UploadFile], File()]) -> dict:
+        results = []
+        for upload in images:
+            image = Image.open(io.BytesIO(upload.file.read())).convert("RGB")
+            with torch.no_grad():
+                image_features = clip.model.encode_image(clip.preprocess(image).unsqueeze(0), normalize=True)
+                text = cached if cached is not None else text_features()
+                probs = (clip.logit_scale * image_features @ text.T).softmax(dim=-1)[0]
+            top = probs.topk(TOP_K)
+            results.append([
+                {"label": names[i], "score": float(p)} for p, i in zip(top.values.tolist(), top.indices.tolist())
+            ])
+        return {"results": results}
+
+    return app
+
+
+if __name__ == "__main__":
+    args = parse_port(__doc__.splitlines()[0])
+    serve(build_app(args.cached_text), args.host, args.port)

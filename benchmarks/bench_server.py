@@ -1,0 +1,400 @@
+"""End-to-end throughput of ``vgloss serve`` against the model's raw batched throughput and two
+servers built the usual way.
+
+    python3 benchmarks/bench_server.py [--quick] [--levels 1 4 16 64] [--data-dir DIR]
+
+Everything runs on the CPU with the ViT-B-32 architecture and deterministic random weights, in one
+run, on real JPEGs from ../shared/data/imagenet-sample. Each server is its own process on a
+loopback port; the benchmark starts and stops them. At each concurrency level, that many clients
+(asyncio + httpx) each send one image per request, in a loop, for a fixed number of requests.
+
+- raw: ``ClipModel.encode_images`` on already-preprocessed tensors at the server's ``max_batch``
+  (32), in this process with the servers idle; measured before and after the vgloss run, averaged,
+  since other load on the machine drifts. Targets: vgloss / raw >= 0.85 at 16 clients.
+- vgloss: ``vgloss serve`` (uvicorn, the app factory, default settings) serving imagenet1k with
+  the wordnet method. The classifier is built once into ``--data-dir`` (1000 prompts) and reused.
+- hf-pipeline: baseline (a), the transformers ``zero-shot-image-classification`` pipeline behind a
+  plain FastAPI endpoint, candidate labels = the 1000 ImageNet names (benchmarks/baselines/).
+  Target: vgloss >= 3x its throughput.
+- naive-open_clip: baseline (b), open_clip per request re-encoding the 1000 class names with ONE
+  template each (with the 80 templates a request takes minutes). Target: vgloss >= 2x.
+- naive-cached (full runs only): open_clip per request with the text encoded once; no batching.
+  Not a target; it shows how much of the gain is batching rather than caching.
+
+Both text-encoding baselines need seconds per request on a CPU, so each level of a baseline has a
+time budget: clients stop starting requests when it runs out, and a level that cannot finish its
+requests within budget + grace is marked saturated and ends that server's run (higher
+concurrency cannot help a server whose every request is CPU-bound text encoding). A baseline's
+figure at 16 clients is then its best throughput at any level measured (its capacity) - a bound
+in the baseline's favour. ``--quick`` sends fewer requests, gives baselines 15 s per level and
+skips naive-cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx
+import torch
+
+DATA = REPO.parent / "shared" / "data"
+MODEL, PRETRAINED = "ViT-B-32", "none"
+MAX_BATCH = 32  # the server's default VGLOSS_MAX_BATCH
+TARGET_AT = 16
+TARGETS = {"raw": 0.85, "hf-pipeline": 3.0, "naive-open_clip": 2.0}
+
+FULL_REQUESTS = {1: 16, 4: 8, 16: 4, 64: 2}
+QUICK_REQUESTS = {1: 4, 4: 2, 16: 2, 64: 1}
+
+
+@dataclass
+class LevelResult:
+    server: str
+    clients: int
+    requests: int = 0
+    failed: int = 0
+    wall_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    mean_batch: float | None = None
+    saturated: bool = False
+
+    @property
+    def images_per_s(self) -> float:
+        """Completed images per second; with none completed, the bound 1 / wall time (fewer than one
+        image finished in that time), so ratios against it are lower bounds."""
+        if self.wall_s <= 0:
+            return 0.0
+        return max(self.requests, 1) / self.wall_s
+
+    @property
+    def is_bound(self) -> bool:
+        return self.requests == 0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        if len(self.latencies) == 1:
+            return self.latencies[0]
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(q) - 1]
+
+
+# ------------------------------------------------------------------------------------ servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], ready_path: str, cwd: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.command = [part.replace("{port}", str(self.port)) for part in command]
+        self.env = env
+        self.ready_path = ready_path
+        self.cwd = cwd
+        handle, log_path = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
+        os.close(handle)
+        self.log_path = Path(log_path)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 900) -> float:
+        started = time.perf_counter()
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.name} exited during start-up:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() - started > timeout_s:
+                self.stop()
+                raise SystemExit(f"{self.name} not ready after {timeout_s:.0f}s (log: {self.log_path})")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def python_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+# ------------------------------------------------------------------------------------ load
+
+
+async def run_level(
+    server: str,
+    url: str,
+    images: list[tuple[str, bytes]],
+    clients: int,
+    requests_per_client: int,
+    budget_s: float | None,
+    grace_s: float,
+) -> LevelResult:
+    result = LevelResult(server, clients)
+    limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
+    async with httpx.AsyncClient(limits=limits, timeout=None) as http:
+        started = time.perf_counter()
+        deadline = None if budget_s is None else started + budget_s
+        last_done = started
+
+        async def client(index: int) -> None:
+            nonlocal last_done
+            for number in range(requests_per_client):
+                if deadline is not None and time.perf_counter() > deadline:
+                    result.saturated = True
+                    return
+                name, data = images[(index * requests_per_client + number) % len(images)]
+                sent = time.perf_counter()
+                response = await http.post(url, files={"images": (name, data, "image/jpeg")})
+                last_done = time.perf_counter()
+                if response.status_code == 200:
+                    result.requests += 1
+                    result.latencies.append(last_done - sent)
+                else:
+                    result.failed += 1
+
+        tasks = [asyncio.create_task(client(i)) for i in range(clients)]
+        wait_s = None if budget_s is None else budget_s + grace_s
+        _, pending = await asyncio.wait(tasks, timeout=wait_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            result.saturated = True
+            last_done = time.perf_counter()
+        result.wall_s = last_done - started
+    return result
+
+
+def batch_counters(url: str) -> tuple[float, float]:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    values = {}
+    for line in text.splitlines():
+        for name in ("vgloss_inference_batch_size_sum", "vgloss_inference_batch_size_count"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[1])
+    return values.get("vgloss_inference_batch_size_sum", 0.0), values.get("vgloss_inference_batch_size_count", 0.0)
+
+
+def run_server(
+    server: ServerProcess,
+    path: str,
+    images: list[tuple[str, bytes]],
+    levels: list[int],
+    requests: dict[int, int],
+    budget_s: float | None,
+    grace_s: float,
+    batch_metrics: bool = False,
+) -> list[LevelResult]:
+    print(f"  {server.name}: starting ...", end=" ", flush=True)
+    startup = server.start()
+    print(f"ready in {startup:.0f}s", flush=True)
+    results = []
+    try:
+        # one untimed request per server: lazy initialisation never lands in a measurement
+        httpx.post(server.url + path, files={"images": images[0]}, timeout=None)
+        for clients in levels:
+            before = batch_counters(server.url) if batch_metrics else None
+            result = asyncio.run(
+                run_level(server.name, server.url + path, images, clients, requests[clients], budget_s, grace_s)
+            )
+            if before is not None:
+                after = batch_counters(server.url)
+                batches = after[1] - before[1]
+                result.mean_batch = (after[0] - before[0]) / batches if batches else None
+            results.append(result)
+            print(f"    {clients:>3} clients: {result.requests} images in {result.wall_s:.1f}s"
+                  + (" (saturated)" if result.saturated else ""), flush=True)
+            if result.saturated:
+                break
+    finally:
+        server.stop()
+    return results
+
+
+# ------------------------------------------------------------------------------------ raw model
+
+
+def prepare_model_and_classifier(data_dir: Path):
+    """The model (for the raw measurement) and the imagenet1k classifier in the bench store."""
+    from gloss_gen.classifier import build_classifier
+    from gloss_gen.classsets import builtin_class_set
+    from gloss_gen.config import Settings
+    from gloss_gen.descriptions import describe_wordnet
+    from gloss_gen.models import load_clip
+    from gloss_gen.store import open_store
+
+    model = load_clip(MODEL, PRETRAINED, device="cpu", precision="fp32")
+    store = open_store(Settings(_env_file=None, data_dir=data_dir, redis_url=None))
+    if store.get_active_classifier(model.id, "imagenet1k") is None:
+        print("  building the imagenet1k classifier (wordnet, 1000 prompts) once into", data_dir, flush=True)
+        descriptions = describe_wordnet(builtin_class_set("imagenet1k"))
+        classifier = build_classifier(model, descriptions, progress=True)
+        store.put_descriptions(descriptions)
+        store.put_classifier(classifier)
+    return model
+
+
+def raw_images_per_s(model, images: list[tuple[str, bytes]], seconds: float) -> float:
+    from app.imaging import ImageLimits, Preprocessor, load_tensor
+
+    preprocessor = Preprocessor.from_open_clip(model.model)
+    limits = ImageLimits()
+    batch = torch.stack([load_tensor(data, limits, preprocessor) for _, data in images[:MAX_BATCH]])
+    model.encode_images(batch)  # warm-up
+    done, started = 0, time.perf_counter()
+    while done < 3 * MAX_BATCH or time.perf_counter() - started < seconds:
+        model.encode_images(batch)
+        done += MAX_BATCH
+    return done / (time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def print_table(raw: float, rows: list[LevelResult]) -> None:
+    print(f"\n{'server':<16} {'clients':>7} {'images':>7} {'images/s':>9} {'vs raw':>7} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'mean batch':>10}")
+    for r in rows:
+        batch = f"{r.mean_batch:.1f}" if r.mean_batch is not None else "-"
+        note = "  saturated" if r.saturated else ""
+        rate = f"<{r.images_per_s:.3f}" if r.is_bound else f"{r.images_per_s:.2f}"
+        print(f"{r.server:<16} {r.clients:>7} {r.requests:>7} {rate:>9} {r.images_per_s / raw:>7.2f} "
+              f"{1000 * r.percentile(50):>8.0f} {1000 * r.percentile(99):>8.0f} {batch:>10}{note}")
+
+
+def at_level(rows: list[LevelResult], server: str, clients: int) -> tuple[float, str, bool]:
+    """(images/s, how it was obtained, whether it is only an upper bound) for ``server``."""
+    mine = [r for r in rows if r.server == server]
+    exact = [r for r in mine if r.clients == clients and not r.saturated]
+    if exact:
+        return exact[0].images_per_s, f"at {clients} clients", exact[0].is_bound
+    if not mine:
+        return 0.0, "not run", False
+    best = max(mine, key=lambda r: r.images_per_s)
+    return best.images_per_s, f"best measured, at {best.clients} clients", best.is_bound
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests; baselines 15 s per level")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--requests-per-client", type=int, help="override the per-level request counts")
+    parser.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "vgloss-bench",
+                        help="where the vgloss server's store (the imagenet1k classifier) is kept between runs")
+    parser.add_argument("--batch-wait-ms", type=float, help="VGLOSS_BATCH_WAIT_MS for the vgloss server (default: its default)")
+    parser.add_argument("--skip-baselines", action="store_true")
+    args = parser.parse_args()
+
+    paths = sorted((DATA / "imagenet-sample").glob("*.JPEG"))
+    if not paths:
+        sys.exit(f"no JPEGs under {DATA / 'imagenet-sample'} (../shared beside the checkout)")
+    images = [(p.name, p.read_bytes()) for p in paths]
+    per_client = QUICK_REQUESTS if args.quick else FULL_REQUESTS
+    requests = {c: args.requests_per_client or per_client.get(c, max(1, 64 // c)) for c in args.levels}
+    budget_s, grace_s = (15.0, 60.0) if args.quick else (60.0, 120.0)
+    raw_seconds = 4.0 if args.quick else 10.0
+    bench_started = time.perf_counter()
+
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads); {MODEL} random weights, CPU fp32; {len(images)} JPEGs")
+    model = prepare_model_and_classifier(args.data_dir)
+    raw_before = raw_images_per_s(model, images, raw_seconds)
+    print(f"  raw encode_images at batch {MAX_BATCH}: {raw_before:.2f} images/s", flush=True)
+
+    vgloss_env = {
+        "VGLOSS_MODEL": MODEL, "VGLOSS_PRETRAINED": PRETRAINED, "VGLOSS_DEVICE": "cpu",
+        "VGLOSS_DATA_DIR": str(args.data_dir), "VGLOSS_DEFAULT_CLASS_SET": "imagenet1k",
+    }
+    if args.batch_wait_ms is not None:
+        vgloss_env["VGLOSS_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-server-"))
+    vgloss = ServerProcess(
+        "vgloss",
+        [sys.executable, "-m", "gloss_gen.cli", "serve", "--port", "{port}", "--log-level", "warning", "--plain-logs"],
+        python_env(vgloss_env), "/readyz", workdir,
+    )
+    rows = run_server(vgloss, "/v1/classify", images, args.levels, requests, None, 0.0, batch_metrics=True)
+    raw_after = raw_images_per_s(model, images, raw_seconds)
+    raw = (raw_before + raw_after) / 2
+    print(f"  raw encode_images at batch {MAX_BATCH}: {raw_after:.2f} images/s (mean {raw:.2f})", flush=True)
+    del model
+
+    if not args.skip_baselines:
+        baselines = REPO / "benchmarks" / "baselines"
+        servers = [
+            ("hf-pipeline", [sys.executable, str(baselines / "hf_pipeline_server.py"), "--port", "{port}"]),
+            ("naive-open_clip", [sys.executable, str(baselines / "naive_openclip_server.py"), "--port", "{port}"]),
+        ]
+        if not args.quick:
+            servers.append(("naive-cached", [sys.executable, str(baselines / "naive_openclip_server.py"),
+                                             "--port", "{port}", "--cached-text"]))
+        for name, command in servers:
+            server = ServerProcess(name, command, python_env({}), "/healthz", workdir)
+            rows += run_server(server, "/classify", images, args.levels, requests, budget_s, grace_s)
+
+    print_table(raw, rows)
+    ours, _, _ = at_level(rows, "vgloss", TARGET_AT)
+    print(f"\nraw batched encode_images (batch {MAX_BATCH}): {raw:.2f} images/s "
+          f"(before {raw_before:.2f}, after {raw_after:.2f})")
+    summary = {"raw_images_per_s": raw, "vgloss_at_16": ours}
+    ratio = ours / raw if raw else 0.0
+    print(f"vgloss / raw at {TARGET_AT} clients: {ratio:.2f} (target >= {TARGETS['raw']}) "
+          f"{'OK' if ratio >= TARGETS['raw'] else 'MISSED'}")
+    summary["vgloss_over_raw"] = ratio
+    for name in ("hf-pipeline", "naive-open_clip", "naive-cached"):
+        theirs, how, bound = at_level(rows, name, TARGET_AT)
+        if how == "not run":
+            continue
+        ratio = ours / theirs if theirs else float("inf")
+        target = TARGETS.get(name)
+        verdict = "" if target is None else f" (target >= {target}x) {'OK' if ratio >= target else 'MISSED'}"
+        if bound:
+            how += ", none finished: an upper bound"
+        print(f"vgloss at {TARGET_AT} clients / {name} ({how}: {'<' if bound else ''}{theirs:.3f} images/s): "
+              f"{'>' if bound else ''}{ratio:.1f}x{verdict}")
+        summary[f"vgloss_over_{name}"] = ratio
+    print(f"total time {time.perf_counter() - bench_started:.0f}s")
+    print("json: " + json.dumps({k: round(v, 3) for k, v in summary.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
