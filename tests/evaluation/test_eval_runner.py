@@ -144,6 +144,20 @@ def test_vgloss_description_file_as_a_method(counted_model, dir_store, cifar_sam
     assert any("2 classes have no descriptions" in note and "ship, truck" in note for note in notes)
 
 
+def test_binary_cifar_batch_runs_through_the_same_pipeline(counted_model, dir_store, tmp_path: Path):
+    rng = np.random.default_rng(3)
+    codes = [index % 10 for index in range(20)]
+    with (tmp_path / "test_batch.bin").open("wb") as fh:
+        for code in codes:
+            fh.write(bytes([code]) + rng.integers(0, 256, size=3072, dtype=np.uint8).tobytes())
+    cifar10 = load_class_set("cifar10")
+    simple_templates = config(tmp_path, cifar10, "classname", template_set="simple")
+    result = evaluate(simple_templates, ModelSource.of(counted_model), dir_store)
+    assert (result.layout, result.num_images, result.images_encoded) == ("cifar10", 20, 20)
+    assert counted_model.counter.images == 20
+    assert [row["n"] for row in result.methods[0].scores.per_class] == [2] * 10
+
+
 # --------------------------------------------------------------------------- exact bookkeeping
 
 
