@@ -1,8 +1,7 @@
 """The describe queue end to end: real Redis, real `vgloss worker` processes, the LLM stub over HTTP.
 
 Each test uses its own store namespace and queue name and deletes its keys afterwards. Without
-Redis at VGLOSS_TEST_REDIS_URL (default redis://127.0.0.1:6379/0) the tests skip, except under
-CI=true, where they fail.
+Redis (conftest's ``redis_url``) the tests skip, except in CI, where they fail.
 """
 
 from __future__ import annotations
@@ -30,21 +29,9 @@ from gloss_gen.descriptions import DescriptionRecord, read_jsonl, write_jsonl
 from gloss_gen.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-REDIS_URL = os.environ.get("VGLOSS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TINY_MODEL_ID = "vgloss-tiny/none"
 # arq's log lines for a task starting and finishing: "→ {task id}:{function}" / "← ..."
 TASK_LOG = re.compile(r"([→←]) (\S+):(describe_class|embed_job)\b")
-
-
-def _redis_or_skip() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but no Redis at {REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL} ({exc}); start one to run the queue tests")
-    return client
 
 
 @dataclass
@@ -52,6 +39,7 @@ class QueueEnv:
     """One test's namespace, queue, settings and the processes it started."""
 
     tmp: Path
+    redis_url: str
     client: redis.Redis
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     procs: list[subprocess.Popen] = field(default_factory=list)
@@ -69,7 +57,7 @@ class QueueEnv:
     @property
     def settings(self) -> Settings:
         return Settings(
-            redis_url=REDIS_URL, redis_namespace=self.namespace, queue_name=self.queue,
+            redis_url=self.redis_url, redis_namespace=self.namespace, queue_name=self.queue,
             queue_lease_s=4, model="vgloss-tiny", pretrained="none", device="cpu",
             llm_model="stub-model", llm_max_retries=1, data_dir=self.tmp / "data",
         )
@@ -78,7 +66,7 @@ class QueueEnv:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VGLOSS_", "OPENAI_"))}
         env.update(
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-            VGLOSS_REDIS_URL=REDIS_URL, VGLOSS_REDIS_NAMESPACE=self.namespace,
+            VGLOSS_REDIS_URL=self.redis_url, VGLOSS_REDIS_NAMESPACE=self.namespace,
             VGLOSS_QUEUE_NAME=self.queue, VGLOSS_QUEUE_LEASE_S="4",
             VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu",
             VGLOSS_LLM_MAX_RETRIES="1", VGLOSS_DATA_DIR=str(self.tmp / "data"),
@@ -139,9 +127,9 @@ class QueueEnv:
 
 
 @pytest.fixture
-def qenv(tmp_path):
-    client = _redis_or_skip()
-    env = QueueEnv(tmp=tmp_path, client=client)
+def qenv(tmp_path, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    env = QueueEnv(tmp=tmp_path, redis_url=redis_url, client=client)
     try:
         yield env
     finally:
@@ -345,7 +333,7 @@ def test_recorded_classes_are_not_described_again(qenv):
     orphan.descriptions = ["recorded by a worker that died"]
 
     async def record_orphan():
-        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        client = redis.asyncio.Redis.from_url(qenv.redis_url)
         try:
             return await _update_job(client, Keys(qenv.namespace), job_id, _count(orphan), record=orphan)
         finally:
