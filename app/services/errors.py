@@ -60,7 +60,7 @@ class ClassSetNotReady(ServiceError):
         super().__init__(
             "class_set_not_ready",
             409,
-            f"Class set {name!r} has no classifier for {model_id} yet; wait for its job to finish.",
+            f"Class set {name!r} has no classifier for {model_id} yet: its job is still running, or failed.",
         )
 
 
