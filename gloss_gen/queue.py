@@ -517,7 +517,9 @@ def _embed(ctx: dict, spec: dict, records: list[DescriptionRecord]) -> dict:
     class_set = ClassSet.from_dict(spec["class_set"])
     description_set = assemble(class_set, records, method=spec["method"])
     if spec.get("out"):
-        write_jsonl(Path(spec["out"]), description_set.records)
+        out = Path(spec["out"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out, description_set.records)
     if len(description_set.failed) == len(description_set.records):
         return {"error": "every class failed to be described; no classifier was built"}
     model = _model(ctx, spec["model"], spec["pretrained"])

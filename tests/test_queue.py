@@ -45,6 +45,7 @@ class QueueEnv:
     procs: list[subprocess.Popen] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
     openai_base_url: str = "http://127.0.0.1:9/v1"  # unreachable unless a test starts a stub
+    lease_s: float = 4.0
 
     @property
     def namespace(self) -> str:
@@ -58,7 +59,7 @@ class QueueEnv:
     def settings(self) -> Settings:
         return Settings(
             redis_url=self.redis_url, redis_namespace=self.namespace, queue_name=self.queue,
-            queue_lease_s=4, model="vgloss-tiny", pretrained="none", device="cpu",
+            queue_lease_s=self.lease_s, model="vgloss-tiny", pretrained="none", device="cpu",
             llm_model="stub-model", llm_max_retries=1, data_dir=self.tmp / "data",
         )
 
@@ -67,7 +68,7 @@ class QueueEnv:
         env.update(
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
             VGLOSS_REDIS_URL=self.redis_url, VGLOSS_REDIS_NAMESPACE=self.namespace,
-            VGLOSS_QUEUE_NAME=self.queue, VGLOSS_QUEUE_LEASE_S="4",
+            VGLOSS_QUEUE_NAME=self.queue, VGLOSS_QUEUE_LEASE_S=str(self.lease_s),
             VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu",
             VGLOSS_LLM_MAX_RETRIES="1", VGLOSS_DATA_DIR=str(self.tmp / "data"),
             OPENAI_BASE_URL=self.openai_base_url, OPENAI_API_KEY="test-key",
@@ -310,11 +311,14 @@ def test_describe_queue_cli_burst_worker_and_a_class_that_kept_killing_workers(q
 
 def test_recorded_classes_are_not_described_again(qenv):
     """Classes already in ``out`` (an earlier run) and a class recorded by a worker that died
-    before its task finished are skipped without an LLM request."""
+    before its task finished are skipped without an LLM request. Each LLM answer takes longer
+    than the worker's claim on its task lasts unrenewed, so a claim that lapsed would show as
+    a second request."""
     from gloss_gen.queue import Keys, _count, _update_job, wait_for_job
 
     class_set = builtin_class_set("cifar10")
-    stub_log = qenv.start_stub(latency_ms=50)
+    qenv.lease_s = 2.0
+    stub_log = qenv.start_stub(latency_ms=5000)
     out = qenv.tmp / "cifar10.vgloss.jsonl"
     earlier = []
     for index, spec in enumerate(class_set.classes[:3]):
