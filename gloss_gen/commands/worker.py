@@ -5,9 +5,9 @@ import logging
 
 HELP = "process describe tasks from the Redis queue (scale out: run several)"
 DESCRIPTION = """\
-Process the describe tasks that `vgloss describe ... --queue` and `POST /v1/class-sets` put on the
-Redis queue: one task per class, then a final embed step that builds the classifier and makes it
-active in the store. Run as many workers as you like, on as many hosts as reach the same Redis
+Process the describe tasks that `vgloss describe ... --queue` puts on the Redis queue: one task
+per class, then a final embed step that builds the classifier and makes it active in the store
+(where every `vgloss serve` replica on that Redis picks it up). Run as many workers as you like, on as many hosts as reach the same Redis
 (VGLOSS_REDIS_URL); each class is described once. A worker that dies mid-task loses nothing:
 another one re-runs its tasks after VGLOSS_QUEUE_LEASE_S seconds. SIGTERM/Ctrl-C hands running
 tasks back to the queue at once.
