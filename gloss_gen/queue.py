@@ -473,6 +473,8 @@ async def _describe(ctx: dict, loaded: _LoadedJob, class_id: str) -> Description
 
 async def embed_job(ctx: dict, job_id: str) -> str:
     """arq task: assemble the job's records in class-set order, build and activate the classifier."""
+    from arq.worker import Retry
+
     redis, keys = ctx["redis"], ctx["keys"]
     raw_state = await redis.get(keys.job(job_id))
     raw_spec = await redis.get(keys.spec(job_id))
@@ -492,6 +494,9 @@ async def embed_job(ctx: dict, job_id: str) -> str:
     try:
         result = await asyncio.to_thread(_embed, ctx, spec, records)
     except Exception as exc:
+        if isinstance(exc, StoreError) and ctx["job_try"] < MAX_ATTEMPTS:
+            log.warning("embed step of job %s could not write to the store, retrying: %s", job_id, exc)
+            raise Retry(defer=5) from exc
         log.exception("embed step of job %s failed", job_id)
         message = f"embed: {type(exc).__name__}: {exc}"
 
