@@ -34,6 +34,16 @@ TINY_MODEL_ID = "vgloss-tiny/none"
 TASK_LOG = re.compile(r"([→←]) (\S+):(describe_class|embed_job)\b")
 
 
+def _read_until(stream, pattern: str, failure: str) -> str:
+    """Read a child's output until ``pattern`` matches; its first group."""
+    seen = ""
+    while not (match := re.search(pattern, seen)):
+        line = stream.readline()
+        assert line, f"{failure}: {seen!r}"
+        seen += line
+    return match.group(1)
+
+
 @dataclass
 class QueueEnv:
     """One test's namespace, queue, settings and the processes it started."""
@@ -83,12 +93,7 @@ class QueueEnv:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env(), cwd=self.tmp,
         )
         self.procs.append(proc)
-        seen = ""
-        while not (match := re.search(r"listening on (\S+)", seen)):
-            line = proc.stdout.readline()
-            assert line, f"the LLM stub did not start: {seen!r}"
-            seen += line
-        self.openai_base_url = match.group(1)
+        self.openai_base_url = _read_until(proc.stdout, r"listening on (\S+)", "the LLM stub did not start")
         return log_path
 
     def start_worker(self, name: str, *args: str) -> tuple[subprocess.Popen, Path]:
@@ -275,12 +280,7 @@ def test_describe_queue_cli_burst_worker_and_a_class_that_kept_killing_workers(q
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=qenv.env(), cwd=qenv.tmp,
     )
     qenv.procs.append(cli)
-    seen = ""
-    while not (match := re.search(r"queued job (\w+)", seen)):
-        line = cli.stderr.readline()
-        assert line, f"`vgloss describe --queue` queued nothing: {seen}"
-        seen += line
-    job_id = match.group(1)
+    job_id = _read_until(cli.stderr, r"queued job (\w+)", "`vgloss describe --queue` queued nothing")
     qenv.job_ids.append(job_id)
     cursed = class_set.ids[3]
 
