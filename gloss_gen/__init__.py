@@ -1,43 +1,50 @@
-"""vgloss offline side: class sets, WordNet, descriptions, CLIP text embeddings and the store."""
+"""vgloss offline side: class sets, WordNet, descriptions, CLIP text embeddings and the store.
 
-from .classifier import Classifier, build_classifier, classifier_key
-from .classsets import ClassSet, ClassSetError, ClassSpec, build_class_set, load_class_set
-from .config import Settings, get_settings
-from .descriptions import (
-    DescriptionRecord,
-    DescriptionSet,
-    describe_classname,
-    describe_import,
-    describe_wordnet,
-    load_description_set,
-)
-from .models import ClipModel, load_clip, load_clip_from_settings, model_id
-from .store import Store, StoreError, open_store
+The public names below are imported on first use, so ``import gloss_gen`` (and ``vgloss --help``)
+does not pay for torch and open_clip.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Classifier",
-    "ClassSet",
-    "ClassSetError",
-    "ClassSpec",
-    "ClipModel",
-    "DescriptionRecord",
-    "DescriptionSet",
-    "Settings",
-    "Store",
-    "StoreError",
-    "build_class_set",
-    "build_classifier",
-    "classifier_key",
-    "describe_classname",
-    "describe_import",
-    "describe_wordnet",
-    "get_settings",
-    "load_class_set",
-    "load_clip",
-    "load_clip_from_settings",
-    "load_description_set",
-    "model_id",
-    "open_store",
-]
+_EXPORTS = {
+    "Classifier": "classifier",
+    "build_classifier": "classifier",
+    "classifier_key": "classifier",
+    "ClassSet": "classsets",
+    "ClassSetError": "classsets",
+    "ClassSpec": "classsets",
+    "build_class_set": "classsets",
+    "load_class_set": "classsets",
+    "Settings": "config",
+    "get_settings": "config",
+    "DescriptionRecord": "descriptions",
+    "DescriptionSet": "descriptions",
+    "describe_classname": "descriptions",
+    "describe_import": "descriptions",
+    "describe_wordnet": "descriptions",
+    "load_description_set": "descriptions",
+    "ClipModel": "models",
+    "load_clip": "models",
+    "load_clip_from_settings": "models",
+    "model_id": "models",
+    "ScoringHead": "scoring",
+    "Store": "store",
+    "StoreError": "store",
+    "open_store": "store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gloss_gen' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

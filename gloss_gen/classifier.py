@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -102,7 +102,7 @@ class Classifier:
         return save(tensors, metadata={"vgloss": json.dumps(self.header(), ensure_ascii=False)})
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Classifier":
+    def from_bytes(cls, data: bytes) -> Classifier:
         from safetensors.numpy import load
 
         header = read_safetensors_metadata(data).get("vgloss")

@@ -12,10 +12,10 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ClassSet:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ClassSet":
+    def from_dict(cls, data: dict) -> ClassSet:
         return cls(
             name=data["name"],
             description=data.get("description", ""),

@@ -19,10 +19,10 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .classsets import ClassSet, ClassSpec
 
@@ -76,7 +76,7 @@ class DescriptionRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "DescriptionRecord":
+    def from_json(cls, data: dict) -> DescriptionRecord:
         missing = [k for k in ("class_id", "name", "method") if k not in data]
         if missing:
             raise DescriptionError(f"description line lacks {', '.join(missing)}")
@@ -96,7 +96,7 @@ class DescriptionRecord:
         )
 
     @classmethod
-    def for_class(cls, spec: ClassSpec, class_set: ClassSet, index: int, method: str) -> "DescriptionRecord":
+    def for_class(cls, spec: ClassSpec, class_set: ClassSet, index: int, method: str) -> DescriptionRecord:
         return cls(
             class_id=spec.id,
             name=spec.name,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from .descriptions import DescriptionError, read_jsonl, latest_by_class
+from .descriptions import DescriptionError, latest_by_class, read_jsonl
 
 SILVER_FEATURES = {
     "class_id": "string",

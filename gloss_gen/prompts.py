@@ -14,15 +14,11 @@ a stale entry:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
-from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+from collections.abc import Callable, Sequence
 
 PROMPT_STYLES = ("templates", "dclip", "gloss", "sentence")
-TEMPLATE_SETS: dict[str, Sequence[Callable[[str], str]]] = {
-    "openai": OPENAI_IMAGENET_TEMPLATES,
-    "simple": SIMPLE_IMAGENET_TEMPLATES,
-}
+# openai: CLIP's 80 ImageNet templates; simple: open_clip's 7-template subset.
+TEMPLATE_SETS = ("openai", "simple")
 DCLIP_BEFORE_TEXT = "a photo of a "
 DCLIP_BETWEEN_TEXT = ", "
 
@@ -46,13 +42,18 @@ def dclip_prompt(class_name: str, descriptor: str, before_text: str = DCLIP_BEFO
     return f"{before_text}{wordify(class_name)}{DCLIP_BETWEEN_TEXT}{dclip_connective(descriptor)}"
 
 
+def _templates(template_set: str) -> Sequence[Callable[[str], str]]:
+    from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    if template_set == "openai":
+        return OPENAI_IMAGENET_TEMPLATES
+    if template_set == "simple":
+        return SIMPLE_IMAGENET_TEMPLATES
+    raise ValueError(f"unknown template set {template_set!r}; choose from {', '.join(TEMPLATE_SETS)}")
+
+
 def template_prompts(class_name: str, template_set: str = "openai") -> list[str]:
-    try:
-        templates = TEMPLATE_SETS[template_set]
-    except KeyError:
-        raise ValueError(
-            f"unknown template set {template_set!r}; choose from {', '.join(TEMPLATE_SETS)}"
-        ) from None
+    templates = _templates(template_set)
     return [t(class_name) if callable(t) else t.format(class_name) for t in templates]
 
 

@@ -22,8 +22,8 @@ import re
 import tempfile
 import urllib.parse
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -241,7 +241,7 @@ class Store:
         raw = self.backend.get(self._k("descriptions", descriptions_id))
         if raw is None:
             return None
-        return [DescriptionRecord.from_json(json.loads(l)) for l in raw.decode().splitlines() if l.strip()]
+        return [DescriptionRecord.from_json(json.loads(line)) for line in raw.decode().splitlines() if line.strip()]
 
     # jobs
     def put_job(self, job_id: str, state: dict) -> None:

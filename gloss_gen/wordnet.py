@@ -136,9 +136,8 @@ def get_wordnet(nltk_data: Path | None = None):
             if _reader is None:
                 import warnings
 
-                from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
                 import nltk
+                from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
                 corpus = find_wordnet_corpus(nltk_data)
                 data_root = str(corpus.parent.parent)

@@ -124,3 +124,16 @@ def test_bad_input_exits_2_with_one_line(isolated_env, tmp_path):
         proc = vgloss(*args, env=isolated_env, cwd=tmp_path, check=False)
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_eval_scoring_choices_match_the_scoring_head():
+    from gloss_gen.commands.eval import SCORING_CHOICES
+    from gloss_gen.scoring import SCORING_MODES
+
+    assert SCORING_CHOICES == SCORING_MODES
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from gloss_gen.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
