@@ -22,12 +22,11 @@ def imagenet_names() -> list[str]:
     return builtin_class_set("imagenet1k").names
 
 
-def parse_port(description: str) -> argparse.Namespace:
+def server_arguments(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--cached-text", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    return parser
 
 
 def serve(app, host: str, port: int) -> None:

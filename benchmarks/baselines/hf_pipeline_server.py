@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated
 
 import torch
-from common import RANDOM_SEED, TOP_K, imagenet_names, parse_port, serve
+from common import RANDOM_SEED, TOP_K, imagenet_names, serve, server_arguments
 from fastapi import FastAPI, File, UploadFile
 from PIL import Image
 
@@ -94,5 +94,5 @@ def build_app() -> FastAPI:
 
 
 if __name__ == "__main__":
-    args = parse_port(__doc__.splitlines()[0])
+    args = server_arguments(__doc__.splitlines()[0]).parse_args()
     serve(build_app(), args.host, args.port)

@@ -9,8 +9,10 @@ then ``encode_text`` of the 1000 ImageNet class names with ONE template ("a phot
 with open_clip's 80 templates a request would take minutes on a CPU. A plain ``def`` endpoint, so
 FastAPI runs concurrent requests on its thread pool, each calling the model on its own.
 
-``--cached-text`` encodes the text once at start-up instead (a stronger baseline: no batching, no
-text work per request), to separate what batching buys from what caching buys.
+``--classifier-from DATA_DIR`` instead scores against the imagenet1k classifier vgloss stored under
+DATA_DIR (no text work per request at all): the same model and classifier as the vgloss server,
+minus its batching and its decoding pool - a stronger baseline that separates what batching buys
+from what caching text buys.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import io
 from typing import Annotated
 
 import torch
-from common import TOP_K, imagenet_names, parse_port, serve
+from common import TOP_K, imagenet_names, serve, server_arguments
 from fastapi import FastAPI, File, UploadFile
 from PIL import Image
 
@@ -28,7 +30,19 @@ from gloss_gen.models import load_clip
 TEMPLATE = "a photo of a {}."
 
 
-def build_app(cached_text: bool) -> FastAPI:
+def stored_prototypes(data_dir: str, model_id: str) -> torch.Tensor:
+    from gloss_gen.config import Settings
+    from gloss_gen.store import open_store
+
+    classifier = open_store(Settings(_env_file=None, data_dir=data_dir, redis_url=None)).get_active_classifier(
+        model_id, "imagenet1k"
+    )
+    if classifier is None:
+        raise SystemExit(f"no imagenet1k classifier for {model_id} under {data_dir}")
+    return torch.from_numpy(classifier.prototypes)
+
+
+def build_app(classifier_from: str | None) -> FastAPI:
     clip = load_clip("ViT-B-32", "none", device="cpu", precision="fp32")
     names = imagenet_names()
     prompts = [TEMPLATE.format(name) for name in names]
@@ -37,7 +51,7 @@ def build_app(cached_text: bool) -> FastAPI:
         with torch.no_grad():
             return clip.model.encode_text(clip.tokenizer(prompts), normalize=True)
 
-    cached = text_features() if cached_text else None
+    cached = stored_prototypes(classifier_from, clip.id) if classifier_from else None
     app = FastAPI()
 
     @app.get("/healthz")
@@ -63,5 +77,7 @@ def build_app(cached_text: bool) -> FastAPI:
 
 
 if __name__ == "__main__":
-    args = parse_port(__doc__.splitlines()[0])
-    serve(build_app(args.cached_text), args.host, args.port)
+    parser = server_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--classifier-from", metavar="DATA_DIR", help="score against vgloss's stored classifier")
+    args = parser.parse_args()
+    serve(build_app(args.classifier_from), args.host, args.port)
