@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from typing_extensions import Self
@@ -55,7 +55,6 @@ class BatchStats:
     batches: int = 0
     images: int = 0
     largest: int = 0
-    sizes: list[int] = field(default_factory=list)
 
     @property
     def mean_batch_size(self) -> float:

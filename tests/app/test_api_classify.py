@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
+import threading
+import time
 
 import pytest
 from api_helpers import (
@@ -120,7 +123,7 @@ def test_adhoc_labels_are_embedded_once_then_cached(client, jpeg_bytes):
     assert {p["label"] for p in body["results"][0]["predictions"]} == set(labels)
 
     # the same labels again, as one JSON-list field this time: no text is encoded
-    second = client.post("/v1/classify", **multipart(jpeg_bytes[:1], labels=__import__("json").dumps(labels), top_k=3))
+    second = client.post("/v1/classify", **multipart(jpeg_bytes[:1], labels=json.dumps(labels), top_k=3))
     assert second.json() == body
     assert encoded_prompts() == after_first
     text = client.get("/metrics").text
@@ -196,8 +199,6 @@ def test_fresh_server_serves_imagenet1k_by_default(app_factory, tmp_path, jpeg_b
 
 
 def test_healthz_answers_while_loading_and_readyz_tells_the_truth(tmp_path, jpeg_bytes, monkeypatch):
-    import threading
-
     from fastapi.testclient import TestClient
 
     from app.main import create_app
@@ -226,8 +227,6 @@ def test_healthz_answers_while_loading_and_readyz_tells_the_truth(tmp_path, jpeg
 
 def test_failed_start_keeps_the_process_alive_and_says_why(app_factory):
     client = app_factory(ready=False, default_class_set="not-a-set")
-    import time
-
     deadline = time.monotonic() + 60
     while "start-up failed" not in client.get("/readyz").text and time.monotonic() < deadline:
         time.sleep(0.05)
