@@ -48,6 +48,7 @@ from .descriptions import (
     utc_now,
     write_jsonl,
 )
+from .jobstate import FINAL_STATES, count_failure, new_job_state
 from .store import DEFAULT_NAMESPACE, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ log = logging.getLogger(__name__)
 #: Attempts at one class before it is recorded as failed (each one ended by a dying worker).
 MAX_ATTEMPTS = 3
 #: How many error entries the job state lists; ``failed`` keeps the full count.
-MAX_LISTED_ERRORS = 100
-FINAL_STATES = ("done", "failed")
 #: arq's limits per task; a class is bounded more tightly by its LLM options (_class_time_limit_s).
 DESCRIBE_TIMEOUT_S = 4 * 3600
 EMBED_TIMEOUT_S = 3600
@@ -225,20 +224,7 @@ async def submit_describe_job(
         "pretrained": settings.pretrained,
         "out": str(out_path) if out_path else None,
     }
-    now = utc_now()
-    state = {
-        "id": job_id,
-        "kind": "describe",
-        "state": "queued",
-        "class_set": class_set.name,
-        "method": method,
-        "total": len(class_set),
-        "done": len(seeded),
-        "failed": 0,
-        "errors": [],
-        "created_at": now,
-        "updated_at": now,
-    }
+    state = new_job_state(job_id, "describe", class_set, method, done=len(seeded))
     pool = await _arq_pool(settings)
     try:
         # The spec and the state go first: a worker may take the first task at once.
@@ -418,10 +404,7 @@ def _count(record: DescriptionRecord) -> Callable[[dict], None]:
         state["done"] += 1
         if state["state"] == "queued":
             state["state"] = "running"
-        if not record.ok:
-            state["failed"] += 1
-            if len(state["errors"]) < MAX_LISTED_ERRORS:
-                state["errors"].append({"class_id": record.class_id, "name": record.name, "error": record.error})
+        count_failure(state, record)
 
     return change
 

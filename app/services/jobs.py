@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from gloss_gen.classsets import ClassSet
 from gloss_gen.config import Settings
 from gloss_gen.descriptions import DescriptionRecord, utc_now
+from gloss_gen.jobstate import count_failure, new_job_state
 from gloss_gen.store import Store, StoreError
 
 from .describing import describe
@@ -24,8 +25,6 @@ from .registry import ClassifierRegistry
 
 log = logging.getLogger(__name__)
 
-JOB_STATES = ("queued", "running", "done", "failed")
-MAX_LISTED_ERRORS = 50
 PROGRESS_WRITE_INTERVAL_S = 0.5
 
 
@@ -41,21 +40,7 @@ class JobRunner:
 
     async def submit(self, class_set: ClassSet, method: str) -> str:
         job_id = uuid.uuid4().hex
-        now = utc_now()
-        state = {
-            "id": job_id,
-            "kind": "class-set",
-            "state": "queued",
-            "class_set": class_set.name,
-            "method": method,
-            "model": self.registry.model.model_id,
-            "total": len(class_set),
-            "done": 0,
-            "failed": 0,
-            "errors": [],
-            "created_at": now,
-            "updated_at": now,
-        }
+        state = new_job_state(job_id, "class-set", class_set, method, model=self.registry.model.model_id)
         try:
             await asyncio.to_thread(self.store.put_class_set, class_set)
             await asyncio.to_thread(self.store.put_job, job_id, state)
@@ -83,10 +68,7 @@ class JobRunner:
         def on_record(record: DescriptionRecord, done: int, total: int) -> None:
             nonlocal last_write
             state["done"], state["total"] = done, total
-            if not record.ok:
-                state["failed"] += 1
-                if len(state["errors"]) < MAX_LISTED_ERRORS:
-                    state["errors"].append({"class_id": record.class_id, "name": record.name, "error": record.error})
+            count_failure(state, record)
             now = time.monotonic()
             if now - last_write >= PROGRESS_WRITE_INTERVAL_S or done == total:
                 last_write = now
