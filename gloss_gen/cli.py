@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "open_clip", "urllib3"):
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "open_clip", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
     try:
         return int(args._module.run(args) or 0)
