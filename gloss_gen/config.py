@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     queue_lease_s: float = Field(
         10.0, gt=0, description="a worker's claim on a running task; a dead worker's task reruns after it"
     )
+    jobs_on_queue: bool = Field(
+        False,
+        description="POST /v1/class-sets jobs go to the worker queue instead of running in the api "
+        "process (needs VGLOSS_REDIS_URL and running `vgloss worker`s)",
+    )
+
+    @model_validator(mode="after")
+    def _queue_needs_redis(self):
+        if self.jobs_on_queue and not self.redis_url:
+            raise ValueError("VGLOSS_JOBS_ON_QUEUE needs VGLOSS_REDIS_URL: the workers take jobs from Redis")
+        return self
 
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod

@@ -370,3 +370,41 @@ def test_worker_command_needs_redis(tmp_path):
     )
     assert result.returncode == 2
     assert "VGLOSS_REDIS_URL" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_api_class_set_jobs_can_run_on_the_worker_queue(qenv, data_dir):
+    """With VGLOSS_JOBS_ON_QUEUE, POST /v1/class-sets queues the job for `vgloss worker`; the api
+    reports its progress from the store and serves the set once the worker's embed step is done."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    settings = qenv.settings.model_copy(
+        update={"jobs_on_queue": True, "admin_keys": ["admin-key"], "default_class_set": "cifar10"}
+    )
+    image = next((data_dir / "cifar10-sample" / "cat").glob("*.jpg")).read_bytes()
+    with TestClient(create_app(settings)) as api:
+        deadline = time.monotonic() + 120
+        while api.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, api.get("/readyz").text
+            time.sleep(0.1)
+        created = api.post(
+            "/v1/class-sets",
+            headers={"authorization": "Bearer admin-key"},
+            json={"name": "pets", "classes": [{"name": "tabby cat"}, {"name": "beagle"}, {"name": "goldfish"}],
+                  "method": "wordnet"},
+        )
+        assert created.status_code == 202, created.text
+        job_id = created.json()["job_id"]
+        qenv.job_ids.append(job_id)
+        assert api.get(f"/v1/jobs/{job_id}").json()["state"] == "queued"  # nothing runs in the api
+
+        worker, log_path = qenv.start_worker("burst", "--burst")
+        worker.wait(timeout=180)
+        assert worker.returncode == 0, log_path.read_text()
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        assert job["state"] == "done" and job["done"] == job["total"] == 3, job
+
+        result = api.post("/v1/classify", files={"images": ("cat.jpg", image)}, data={"class_set": "pets"})
+        assert result.status_code == 200, result.text
+        assert {p["label"] for p in result.json()["results"][0]["predictions"]} == {"tabby cat", "beagle", "goldfish"}

@@ -40,6 +40,8 @@ class JobRunner:
 
     async def submit(self, class_set: ClassSet, method: str) -> str:
         job_id = uuid.uuid4().hex
+        if self.settings.jobs_on_queue:
+            return await self._submit_to_queue(job_id, class_set, method)
         state = new_job_state(job_id, "class-set", class_set, method, model=self.registry.model.model_id)
         try:
             await asyncio.to_thread(self.store.put_class_set, class_set)
@@ -50,6 +52,22 @@ class JobRunner:
         self._tasks[job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
         log.info("job %s: %s for class set %s (%d classes)", job_id, method, class_set.name, len(class_set))
+        return job_id
+
+    async def _submit_to_queue(self, job_id: str, class_set: ClassSet, method: str) -> str:
+        """Hand the job to ``vgloss worker``s: it survives this replica, and its embed step makes the
+        classifier active in the store, where every replica picks it up."""
+        import redis
+
+        from gloss_gen.queue import submit_describe_job
+
+        try:
+            await asyncio.to_thread(self.store.put_class_set, class_set)
+            await submit_describe_job(class_set, method, settings=self.settings, job_id=job_id)
+        except (StoreError, redis.RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        log.info("job %s: %s for class set %s (%d classes) queued for the workers", job_id, method,
+                 class_set.name, len(class_set))
         return job_id
 
     async def get(self, job_id: str) -> dict:
