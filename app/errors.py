@@ -1,8 +1,9 @@
 """The error envelope ``{"error": {"code", "message"}}`` and the handlers that produce it.
 
-Every error leaves the server in this shape: the services' own errors, image rejections,
-FastAPI's validation errors (422), Starlette's 404/405, store outages (503) and, as a last
-resort, unexpected exceptions (500, with no internals in the message).
+Every error leaves the server in this shape: every :class:`gloss_gen.errors.VglossError` (the
+library's, the services' and the HTTP layer's own, mapped to a status by one table), FastAPI's
+validation errors (422), Starlette's 404/405 and, as a last resort, unexpected exceptions (500,
+with no internals in the message).
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.imaging import ImageError
-from app.services.errors import ServiceError
-from gloss_gen.store import StoreError
+from gloss_gen.errors import (
+    ConfigError,
+    CorruptDataError,
+    InputError,
+    NotFoundError,
+    UnavailableError,
+    VglossError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +41,73 @@ STATUS_CODES = {
     500: "internal_error",
     503: "service_unavailable",
 }
+"""Starlette's own HTTP errors (404 for an unknown path, 405...) get these codes."""
+
+HTTP_STATUS_BY_CODE = {
+    # the request itself
+    "validation_error": 422,
+    "invalid_multipart": 400,
+    "invalid_json": 400,
+    "unsupported_media_type": 415,
+    "request_too_large": 413,
+    "too_many_images": 413,
+    # keys
+    "missing_api_key": 401,
+    "invalid_api_key": 403,
+    "admin_disabled": 403,
+    "invalid_admin_key": 403,
+    # images
+    "empty_image": 400,
+    "invalid_image": 400,
+    "invalid_base64": 400,
+    "image_too_large": 413,
+    "image_too_many_pixels": 413,
+    "unsupported_image": 415,
+    # class sets and jobs
+    "class_set_not_found": 404,
+    "job_not_found": 404,
+    "class_set_not_ready": 409,
+}
+"""The one table from an error code to its HTTP status. Codes not listed fall back on their family."""
+
+FAMILY_STATUS = (
+    (NotFoundError, 404),
+    (InputError, 400),
+    (UnavailableError, 503),
+    (CorruptDataError, 503),
+    (ConfigError, 503),
+)
+DEFAULT_RETRY_AFTER_S = 5
 
 
-class ApiError(ServiceError):
+def status_for(error: VglossError) -> int:
+    """The HTTP status of ``error``: its code's entry in the table, else its family's, else 500."""
+    status = HTTP_STATUS_BY_CODE.get(error.code)
+    if status is not None:
+        return status
+    for family, family_status in FAMILY_STATUS:
+        if isinstance(error, family):
+            return family_status
+    return 500
+
+
+class ApiError(VglossError):
     """An error the HTTP layer raises itself (bad fields, media type, keys)."""
 
     def __init__(
         self,
-        status: int,
         code: str,
         message: str,
         *,
         headers: dict[str, str] | None = None,
         retry_after_s: int | None = None,
     ) -> None:
-        super().__init__(code, status, message, retry_after_s=retry_after_s)
+        super().__init__(message, code=code, retry_after_s=retry_after_s)
         self.headers = headers or {}
 
 
 def validation_error(message: str) -> ApiError:
-    return ApiError(422, "validation_error", message)
+    return ApiError("validation_error", message)
 
 
 def error_body(code: str, message: str) -> dict:
@@ -65,24 +118,22 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
-def _service_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
-    headers = dict(getattr(exc, "headers", {}) or {})
-    if exc.retry_after_s is not None:
-        headers["Retry-After"] = str(exc.retry_after_s)
-    return error_response(exc.status, exc.code, exc.message, headers or None)
+def error_headers(error: VglossError, status: int) -> dict[str, str]:
+    headers = dict(getattr(error, "headers", {}) or {})
+    retry_after = error.retry_after_s
+    if retry_after is None and status == 503:
+        retry_after = DEFAULT_RETRY_AFTER_S
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return headers
 
 
-def _image_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ImageError)
-    return error_response(exc.status, exc.code, exc.message)
-
-
-def _store_error(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("store error: %s", exc)
-    return error_response(
-        503, "store_unavailable", f"The store is unavailable: {exc}", {"Retry-After": "5"}
-    )
+def _vgloss_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, VglossError)
+    status = status_for(exc)
+    if status >= 500:
+        log.warning("%s: %s", exc.code, exc.message)
+    return error_response(status, exc.code, exc.message, error_headers(exc, status) or None)
 
 
 def _http_exception(_: Request, exc: Exception) -> JSONResponse:
@@ -121,9 +172,7 @@ def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 
 def install_exception_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(ImageError, _image_error)
-    app.add_exception_handler(StoreError, _store_error)
+    app.add_exception_handler(VglossError, _vgloss_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(Exception, _unexpected)

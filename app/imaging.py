@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gloss_gen.errors import InputError
+
 __all__ = [
     "DEFAULT_FORMATS",
     "ImageError",
@@ -63,29 +65,18 @@ _WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 
 
-class ImageError(Exception):
-    """A rejected upload: ``code`` (snake_case), ``status`` (HTTP) and a client-safe ``message``.
+class ImageError(InputError):
+    """A rejected image, with a ``code`` per reason and a client-safe ``message``.
 
-    Codes and statuses: ``empty_image`` 400, ``invalid_image`` 400, ``image_too_large`` 413,
-    ``image_too_many_pixels`` 413, ``unsupported_image`` 415 (a format PIL recognises but the
-    limits do not allow, or a colour mode that cannot be converted to RGB).
+    Codes: ``empty_image``, ``invalid_image``, ``invalid_base64``, ``image_too_large``,
+    ``image_too_many_pixels``, ``unsupported_image`` (a format PIL recognises but the limits do not
+    allow, or a colour mode that cannot be converted to RGB).
     """
 
-    code: str
-    status: int
-    message: str
+    code = "invalid_image"
 
-    def __init__(self, code: str, status: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-        self.message = message
-
-    def __reduce__(self) -> tuple[type[ImageError], tuple[str, int, str]]:
-        return type(self), (self.code, self.status, self.message)
-
-    def __repr__(self) -> str:
-        return f"ImageError(code={self.code!r}, status={self.status}, message={self.message!r})"
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True)
@@ -99,32 +90,28 @@ class ImageLimits:
 
 
 def _empty() -> ImageError:
-    return ImageError("empty_image", 400, "The image is empty.")
+    return ImageError("empty_image", "The image is empty.")
 
 
 def _invalid() -> ImageError:
-    return ImageError("invalid_image", 400, "The file could not be decoded as an image.")
+    return ImageError("invalid_image", "The file could not be decoded as an image.")
 
 
 def _too_large(size: int, limit: int) -> ImageError:
-    return ImageError(
-        "image_too_large", 413, f"The image is {size} bytes, over the limit of {limit} bytes."
-    )
+    return ImageError("image_too_large", f"The image is {size} bytes, over the limit of {limit} bytes.")
 
 
 def _too_many_pixels(pixels: int | None, limit: int) -> ImageError:
     what = f"has {pixels} pixels" if pixels is not None else "has too many pixels"
-    return ImageError(
-        "image_too_many_pixels", 413, f"The image {what}, over the limit of {limit} pixels."
-    )
+    return ImageError("image_too_many_pixels", f"The image {what}, over the limit of {limit} pixels.")
 
 
 def _unsupported_format(fmt: str) -> ImageError:
-    return ImageError("unsupported_image", 415, f"{fmt} images are not supported.")
+    return ImageError("unsupported_image", f"{fmt} images are not supported.")
 
 
 def _unsupported_mode(mode: str) -> ImageError:
-    return ImageError("unsupported_image", 415, f"Images in colour mode {mode} are not supported.")
+    return ImageError("unsupported_image", f"Images in colour mode {mode} are not supported.")
 
 
 def _known_format(prefix: bytes) -> str | None:

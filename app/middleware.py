@@ -14,7 +14,7 @@ from collections.abc import Callable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError, error_body
+from app.errors import ApiError, error_body, status_for
 from app.metrics import Metrics
 from app.observability import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
@@ -23,9 +23,7 @@ QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scra
 
 
 def body_too_large(limit: int) -> ApiError:
-    return ApiError(
-        413, "request_too_large", f"The request body is over the limit of {limit} bytes."
-    )
+    return ApiError("request_too_large", f"The request body is over the limit of {limit} bytes.")
 
 
 class RequestContextMiddleware:
@@ -101,7 +99,7 @@ class RequestContextMiddleware:
         await send(
             {
                 "type": "http.response.start",
-                "status": error.status,
+                "status": status_for(error),
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

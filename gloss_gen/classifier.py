@@ -17,13 +17,16 @@ import numpy as np
 
 from .classsets import ClassSet
 from .descriptions import DescriptionSet, utc_now
+from .errors import CorruptDataError, InputError
 from .prompts import build_prompts
 
 FORMAT_VERSION = 1
 
 
-class ClassifierFormatError(ValueError):
-    """Bytes that are not a vgloss classifier."""
+class ClassifierFormatError(CorruptDataError):
+    """Bytes that are not a readable vgloss classifier."""
+
+    code = "classifier_unreadable"
 
 
 def classifier_key(model_id: str, descriptions_id: str, prompt_style: str, template_set: str = "openai") -> str:
@@ -103,15 +106,24 @@ class Classifier:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Classifier:
-        from safetensors.numpy import load
-
+        """Parse stored bytes; anything unreadable raises :class:`ClassifierFormatError`."""
         header = read_safetensors_metadata(data).get("vgloss")
         if header is None:
             raise ClassifierFormatError("not a vgloss classifier (no 'vgloss' metadata)")
-        meta = json.loads(header)
-        if meta.get("format") != FORMAT_VERSION:
-            raise ClassifierFormatError(f"classifier format {meta.get('format')} is not {FORMAT_VERSION}")
-        arrays = load(data)
+        try:
+            meta = json.loads(header)
+        except json.JSONDecodeError as exc:
+            raise ClassifierFormatError(f"the classifier header is not JSON: {exc}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise ClassifierFormatError(f"classifier format {found} is not {FORMAT_VERSION}")
+        try:
+            return cls._from_parts(meta, _load_arrays(data))
+        except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
+            raise ClassifierFormatError(f"the classifier is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_parts(cls, meta: dict, arrays: dict[str, np.ndarray]) -> Classifier:
         return cls(
             key=meta["key"],
             model_id=meta["model_id"],
@@ -130,6 +142,16 @@ class Classifier:
         )
 
 
+def _load_arrays(data: bytes) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        return load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise ClassifierFormatError(f"the classifier's arrays cannot be read: {exc}") from None
+
+
 def read_safetensors_metadata(data: bytes) -> dict:
     if len(data) < 8:
         raise ClassifierFormatError("too short to be safetensors")
@@ -138,9 +160,14 @@ def read_safetensors_metadata(data: bytes) -> dict:
         raise ClassifierFormatError("bad safetensors header length")
     try:
         header = json.loads(data[8 : 8 + length])
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ClassifierFormatError(f"bad safetensors header: {exc}") from None
-    return header.get("__metadata__") or {}
+    if not isinstance(header, dict):
+        raise ClassifierFormatError("bad safetensors header: not a JSON object")
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ClassifierFormatError("bad safetensors header: __metadata__ is not an object")
+    return metadata
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:

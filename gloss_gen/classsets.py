@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .errors import InputError
+
 log = logging.getLogger(__name__)
 
 BUILTIN_CLASS_SETS = ("imagenet1k", "cifar10", "stl10")
@@ -24,8 +26,10 @@ CUSTOM_SUFFIXES = (".txt", ".json", ".yaml", ".yml")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class ClassSetError(ValueError):
+class ClassSetError(InputError):
     """A class set that cannot be found or is malformed; the message says which and why."""
+
+    code = "invalid_class_set"
 
 
 @dataclass

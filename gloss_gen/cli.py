@@ -2,8 +2,8 @@
 
 Each verb lives in ``gloss_gen/commands/<verb>.py`` and defines ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules import heavy libraries (torch,
-open_clip) inside ``run`` so ``vgloss --help`` stays fast. A bad input raises a
-:class:`UserError` (or one of the known error types) and exits 2 with a one-line reason.
+open_clip) inside ``run`` so ``vgloss --help`` stays fast. Any :class:`gloss_gen.errors.VglossError`
+(a bad input, an unreachable store, a corrupt stored entry...) is printed as one line and exits 2.
 """
 
 from __future__ import annotations
@@ -13,20 +13,15 @@ import importlib
 import logging
 import sys
 
+from .errors import InputError, VglossError
+
 VERBS = ("describe", "embed", "serve", "classify", "eval", "export", "worker")
 
 
-class UserError(Exception):
-    """A problem with the user's input: printed as one line, exit status 2."""
+class UserError(InputError):
+    """A problem with the command line itself: printed as one line, exit status 2."""
 
-
-def _known_user_errors() -> tuple[type[BaseException], ...]:
-    from .classsets import ClassSetError
-    from .descriptions import DescriptionError
-    from .store import StoreError
-    from .wordnet import WordNetMissingError
-
-    return (UserError, ClassSetError, DescriptionError, StoreError, WordNetMissingError, FileNotFoundError)
+    code = "usage_error"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except _known_user_errors() as exc:
-        message = exc.args[0] if exc.args else str(exc)
+    except (VglossError, FileNotFoundError) as exc:
+        message = getattr(exc, "message", None) or (exc.args[0] if exc.args else str(exc))
         print(f"vgloss {args.verb}: error: {message}", file=sys.stderr)
         return 2
 

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .classsets import ClassSet, ClassSpec
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ METHODS = ("classname", "wordnet", "vgloss", "import")
 DEFAULT_PROMPT_STYLE = {"classname": "templates", "wordnet": "gloss", "vgloss": "dclip"}
 
 
-class DescriptionError(ValueError):
+class DescriptionError(InputError):
     """Bad description input (unknown method, unreadable file); the message says why."""
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import wordnet
 from .classsets import ClassSet, ClassSpec
-from .descriptions import DescriptionError
+from .errors import ConfigError, VglossError
 from .prompts import dclip_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,12 +58,16 @@ SYSTEM_PROMPT = (
 )
 
 
-class LLMConfigError(DescriptionError):
+class LLMConfigError(ConfigError):
     """The LLM client cannot be set up (no API key, bad endpoint); the message names the fix."""
 
+    code = "llm_not_configured"
 
-class LLMError(Exception):
+
+class LLMError(VglossError):
     """A class the LLM could not describe, after every retry. ``reason`` is one line."""
+
+    code = "llm_failed"
 
     def __init__(self, reason: str, attempts: int):
         super().__init__(reason)

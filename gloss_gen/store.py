@@ -29,13 +29,16 @@ import numpy as np
 
 from .classifier import Classifier
 from .classsets import ClassSet
+from .errors import UnavailableError
 
 LAYOUT_VERSION = "v1"
 DEFAULT_NAMESPACE = f"vgloss:{LAYOUT_VERSION}"
 
 
-class StoreError(RuntimeError):
-    """The store cannot be reached or holds something unreadable; the message says which."""
+class StoreError(UnavailableError):
+    """The store cannot be reached; the message says which store (never its password)."""
+
+    code = "store_unavailable"
 
 
 class KVBackend(ABC):

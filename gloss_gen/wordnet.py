@@ -20,6 +20,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
@@ -49,8 +51,10 @@ MISSING_WORDNET_HELP = (
 )
 
 
-class WordNetMissingError(RuntimeError):
+class WordNetMissingError(ConfigError):
     """WordNet cannot be found anywhere; the message names the fix."""
+
+    code = "wordnet_missing"
 
     def __init__(self, message: str = MISSING_WORDNET_HELP):
         super().__init__(message)

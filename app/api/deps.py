@@ -43,7 +43,6 @@ def _matches_any(token: str, keys: list[str]) -> bool:
 
 def _missing_key(what: str) -> ApiError:
     return ApiError(
-        401,
         "missing_api_key",
         f"This route needs {what} as 'Authorization: Bearer <key>'.",
         headers={"WWW-Authenticate": "Bearer"},
@@ -58,20 +57,18 @@ def require_api_key(request: Request, settings: SettingsDep) -> None:
     if token is None:
         raise _missing_key("an API key")
     if not _matches_any(token, settings.api_keys + settings.admin_keys):
-        raise ApiError(403, "invalid_api_key", "The API key is not valid.")
+        raise ApiError("invalid_api_key", "The API key is not valid.")
 
 
 def require_admin_key(request: Request, settings: SettingsDep) -> None:
     """Mutating routes: a key from ``VGLOSS_ADMIN_KEYS``; refused outright when none is configured."""
     if not settings.admin_keys:
-        raise ApiError(
-            403, "admin_disabled", "Administration is disabled on this server (no VGLOSS_ADMIN_KEYS set)."
-        )
+        raise ApiError("admin_disabled", "Administration is disabled on this server (no VGLOSS_ADMIN_KEYS set).")
     token = _bearer_token(request)
     if token is None:
         raise _missing_key("an admin key")
     if not _matches_any(token, settings.admin_keys):
-        raise ApiError(403, "invalid_admin_key", "The admin key is not valid.")
+        raise ApiError("invalid_admin_key", "The admin key is not valid.")
 
 
 ApiKey = Depends(require_api_key)

@@ -16,14 +16,9 @@ from gloss_gen.classsets import (
 )
 from gloss_gen.store import Store, StoreError
 
-from .errors import ClassSetNotFound, ServiceError, StoreUnavailable
+from .errors import ClassSetNotFound, InvalidClassSet, StoreUnavailable
 from .jobs import JobRunner
 from .registry import ClassifierRegistry, is_ad_hoc_name
-
-
-class InvalidClassSet(ServiceError):
-    def __init__(self, message: str) -> None:
-        super().__init__("validation_error", 422, message)
 
 
 class ClassSetCatalog:

@@ -75,7 +75,7 @@ class ClassifyService:
                     self.metrics.image_errors.labels(code=outcome.code).inc()
             if not good:
                 first = next(o for o in outcomes if isinstance(o, ImageError))
-                raise NoUsableImages(first.code, first.status, first.message, len(uploads))
+                raise NoUsableImages(first, len(uploads))
             predictions = await self.batcher.classify(
                 [outcomes[i] for i in good], loaded.head, query.top_k, query.explain
             )

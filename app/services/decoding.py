@@ -20,7 +20,7 @@ def _decode_one(data: bytes, limits: ImageLimits, preprocessor: Preprocessor) ->
         return exc
     except Exception:  # a decoder bug must never become a 5xx for what is still a bad upload
         log.warning("unexpected error while decoding an upload", exc_info=True)
-        return ImageError("invalid_image", 400, "The file could not be decoded as an image.")
+        return ImageError("invalid_image", "The file could not be decoded as an image.")
 
 
 class ImageDecoder:

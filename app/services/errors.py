@@ -1,80 +1,85 @@
-"""Errors the services raise for the HTTP layer to turn into the error envelope.
+"""Errors the services raise; ``app/errors.py`` turns every one into the error envelope.
 
-Each carries its snake_case ``code``, the HTTP ``status`` it stands for and a one-sentence,
-client-safe ``message`` (the same shape as :class:`app.imaging.ImageError`), so the services stay
-free of any web framework while the mapping stays in one place.
+They are :class:`gloss_gen.errors.VglossError`s like the library's own, so the services stay free
+of any web framework and the code → HTTP status mapping stays in one table.
 """
 
 from __future__ import annotations
 
-
-class ServiceError(Exception):
-    def __init__(
-        self, code: str, status: int, message: str, *, retry_after_s: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-        self.message = message
-        self.retry_after_s = retry_after_s
+from gloss_gen.errors import InputError, NotFoundError, UnavailableError, VglossError
+from gloss_gen.store import StoreError
 
 
-class NotReady(ServiceError):
+class NotReady(UnavailableError):
+    code = "not_ready"
+
     def __init__(self, detail: str) -> None:
-        super().__init__("not_ready", 503, f"The server is not ready: {detail}.", retry_after_s=5)
+        super().__init__(f"The server is not ready: {detail}.", retry_after_s=5)
 
 
-class ShuttingDown(ServiceError):
+class ShuttingDown(UnavailableError):
+    code = "shutting_down"
+
     def __init__(self) -> None:
-        super().__init__("shutting_down", 503, "The server is shutting down.", retry_after_s=1)
+        super().__init__("The server is shutting down.", retry_after_s=1)
 
 
-class QueueFull(ServiceError):
+class QueueFull(UnavailableError):
+    code = "queue_full"
+
     def __init__(self, pending: int, limit: int, retry_after_s: int) -> None:
         super().__init__(
-            "queue_full",
-            503,
             f"{pending} images are already waiting for the model (limit {limit}); retry shortly.",
             retry_after_s=retry_after_s,
         )
 
 
-class StoreUnavailable(ServiceError):
+class StoreUnavailable(StoreError):
+    """The store failed while a request needed it; loaded class sets keep serving."""
+
     def __init__(self, reason: str) -> None:
         super().__init__(
-            "store_unavailable",
-            503,
             f"The store is unavailable, so class sets not already in memory cannot be loaded "
             f"({reason}); loaded class sets keep serving.",
             retry_after_s=5,
         )
 
 
-class ClassSetNotFound(ServiceError):
+class ClassSetNotFound(NotFoundError):
+    code = "class_set_not_found"
+
     def __init__(self, name: str) -> None:
-        super().__init__("class_set_not_found", 404, f"There is no class set named {name!r}.")
+        super().__init__(f"There is no class set named {name!r}.")
 
 
-class ClassSetNotReady(ServiceError):
+class ClassSetNotReady(VglossError):
+    code = "class_set_not_ready"
+
     def __init__(self, name: str, model_id: str) -> None:
         super().__init__(
-            "class_set_not_ready",
-            409,
-            f"Class set {name!r} has no classifier for {model_id} yet: its job is still running, or failed.",
+            f"Class set {name!r} has no classifier for {model_id} yet: its job is still running, or failed."
         )
 
 
-class JobNotFound(ServiceError):
+class InvalidClassSet(InputError):
+    """A class set given over the API that cannot be built as given."""
+
+    code = "validation_error"
+
+
+class JobNotFound(NotFoundError):
+    code = "job_not_found"
+
     def __init__(self, job_id: str) -> None:
-        super().__init__("job_not_found", 404, f"There is no job {job_id!r}.")
+        super().__init__(f"There is no job {job_id!r}.")
 
 
-class NoUsableImages(ServiceError):
-    """Every image of a request was rejected; status and code are those of the first rejection."""
+class NoUsableImages(VglossError):
+    """Every image of a request was rejected; the code is that of the first rejection."""
 
-    def __init__(self, code: str, status: int, first_message: str, count: int) -> None:
+    def __init__(self, first: VglossError, count: int) -> None:
         if count == 1:
-            message = first_message
+            message = first.message
         else:
-            message = f"None of the {count} images could be classified; the first: {first_message}"
-        super().__init__(code, status, message)
+            message = f"None of the {count} images could be classified; the first: {first.message}"
+        super().__init__(message, code=first.code)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..classsets import ClassSet, builtin_class_set
+from ..errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +51,7 @@ _PICKLE_PROTOCOL_OPCODE = 0x80  # first byte of every pickle of protocol >= 2 (C
 _HASH_CHUNK = 8 * 1024 * 1024
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A data folder or file that cannot be evaluated as given; the message says why."""
 
 

@@ -39,6 +39,7 @@ from ..descriptions import (
     load_description_set,
     utc_now,
 )
+from ..errors import InputError
 from ..models import ClipModel, load_clip, model_id
 from ..scoring import SCORING_MODES, ScoringHead
 from ..store import Store
@@ -63,7 +64,7 @@ OFFLINE_METHODS = ("classname", "wordnet")
 FILE_METHODS = ("vgloss", "import")
 
 
-class EvalError(ValueError):
+class EvalError(InputError):
     """Bad evaluation input (methods, data, labels); the message says which and why."""
 
 

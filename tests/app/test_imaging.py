@@ -24,6 +24,7 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image, ImageFile, ImageOps
 
+from app.errors import status_for
 from app.imaging import (
     DEFAULT_FORMATS,
     ImageError,
@@ -117,16 +118,16 @@ def large_jpeg() -> bytes:
 
 
 def test_image_error_carries_code_status_and_message() -> None:
-    err = ImageError("invalid_image", 400, "The file could not be decoded as an image.")
+    err = ImageError("invalid_image", "The file could not be decoded as an image.")
     assert isinstance(err, Exception)
-    assert (err.code, err.status, err.message) == (
+    assert (err.code, status_for(err), err.message) == (
         "invalid_image",
         400,
         "The file could not be decoded as an image.",
     )
     assert str(err) == err.message
     copy = pickle.loads(pickle.dumps(err))
-    assert (copy.code, copy.status, copy.message) == (err.code, err.status, err.message)
+    assert (copy.code, status_for(copy), copy.message) == (err.code, status_for(err), err.message)
 
 
 def test_byte_limit_is_checked_before_any_decoding(
@@ -137,7 +138,7 @@ def test_byte_limit_is_checked_before_any_decoding(
 
     monkeypatch.setattr(Image, "open", must_not_open)
     err = reject(sample_jpeg, ImageLimits(max_bytes=len(sample_jpeg) - 1))
-    assert (err.code, err.status) == ("image_too_large", 413)
+    assert (err.code, status_for(err)) == ("image_too_large", 413)
     assert str(len(sample_jpeg)) in err.message
 
 
@@ -148,7 +149,7 @@ def test_at_byte_limit_is_accepted(sample_jpeg: bytes) -> None:
 @pytest.mark.parametrize("data", [b"", bytearray(), memoryview(b"")])
 def test_zero_bytes_is_empty_image(data: bytes) -> None:
     err = reject(data)
-    assert (err.code, err.status) == ("empty_image", 400)
+    assert (err.code, status_for(err)) == ("empty_image", 400)
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ def test_zero_bytes_is_empty_image(data: bytes) -> None:
 )
 def test_garbage_is_invalid_image(data: bytes) -> None:
     err = reject(data)
-    assert (err.code, err.status) == ("invalid_image", 400)
+    assert (err.code, status_for(err)) == ("invalid_image", 400)
     assert "\n" not in err.message and "/" not in err.message
 
 
@@ -172,7 +173,7 @@ def test_garbage_is_invalid_image(data: bytes) -> None:
 def test_truncated_jpeg_is_invalid_image(path: Path) -> None:
     data = path.read_bytes()
     err = reject(data[: len(data) // 2])
-    assert (err.code, err.status) == ("invalid_image", 400)
+    assert (err.code, status_for(err)) == ("invalid_image", 400)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
@@ -180,7 +181,7 @@ def test_truncated_png_is_invalid_image() -> None:
     noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     data = encode(Image.fromarray(noise), "PNG")
     err = reject(data[: len(data) * 2 // 3])
-    assert (err.code, err.status) == ("invalid_image", 400)
+    assert (err.code, status_for(err)) == ("invalid_image", 400)
 
 
 def test_global_pil_state_is_untouched(sample_jpeg: bytes) -> None:
@@ -214,7 +215,7 @@ def test_pixel_limit_refused_from_header_before_decoding(
     tracemalloc.stop()
     rss_growth_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
 
-    assert (err.code, err.status) == ("image_too_many_pixels", 413)
+    assert (err.code, status_for(err)) == ("image_too_many_pixels", 413)
     assert elapsed < 1.0
     assert peak < 2 * 1024 * 1024
     assert rss_growth_kib < 100 * 1024
@@ -224,18 +225,18 @@ def test_pixel_limit_is_configurable() -> None:
     data = encode(Image.new("RGB", (20, 10)), "PNG")
     assert decode_image(data, ImageLimits(max_pixels=200)).size == (20, 10)
     err = reject(data, ImageLimits(max_pixels=199))
-    assert (err.code, err.status) == ("image_too_many_pixels", 413)
+    assert (err.code, status_for(err)) == ("image_too_many_pixels", 413)
     assert "200 pixels" in err.message and "199" in err.message
 
 
 def test_known_but_disallowed_format_is_unsupported(sample_jpeg: bytes) -> None:
     ppm = encode(Image.new("RGB", (8, 8), (1, 2, 3)), "PPM")
     err = reject(ppm)
-    assert (err.code, err.status) == ("unsupported_image", 415)
+    assert (err.code, status_for(err)) == ("unsupported_image", 415)
     assert "PPM" in err.message
 
     err = reject(sample_jpeg, ImageLimits(formats=frozenset({"PNG"})))
-    assert (err.code, err.status) == ("unsupported_image", 415)
+    assert (err.code, status_for(err)) == ("unsupported_image", 415)
     assert "PPM" not in DEFAULT_FORMATS
 
 

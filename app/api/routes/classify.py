@@ -98,7 +98,6 @@ async def read_classify_request(request: Request, settings: Settings) -> Classif
     if not media_type and not await request.body():
         raise _no_images()
     raise ApiError(
-        415,
         "unsupported_media_type",
         f"Send multipart/form-data or application/json, not {media_type or 'a body without a Content-Type'}.",
     )
@@ -111,9 +110,7 @@ def _no_images() -> ApiError:
 
 
 def _too_many_images(settings: Settings) -> ApiError:
-    return ApiError(
-        413, "too_many_images", f"At most {settings.max_images_per_request} images may be sent in one request."
-    )
+    return ApiError("too_many_images", f"At most {settings.max_images_per_request} images may be sent in one request.")
 
 
 # ---------------------------------------------------------------------------------- multipart
@@ -134,7 +131,7 @@ async def _read_multipart(request: Request, settings: Settings) -> ClassifyQuery
             raise _too_many_images(settings) from None
         if exc.message.startswith("Too many fields"):
             raise validation_error(f"Too many form fields; at most {settings.max_labels} labels are allowed.") from None
-        raise ApiError(400, "invalid_multipart", f"The multipart body could not be parsed: {exc.message}") from None
+        raise ApiError("invalid_multipart", f"The multipart body could not be parsed: {exc.message}") from None
     try:
         images: list[ImageUpload] = []
         for key, value in form.multi_items():
@@ -146,7 +143,7 @@ async def _read_multipart(request: Request, settings: Settings) -> ClassifyQuery
                 images.append(
                     ImageUpload(
                         filename=None,
-                        error=ImageError("invalid_image", 400, "This 'images' part is a text field, not a file."),
+                        error=ImageError("invalid_image", "This 'images' part is a text field, not a file."),
                     )
                 )
         class_set = _single_text(form, "class_set")
@@ -165,11 +162,7 @@ async def _read_upload(upload: UploadFile, settings: Settings) -> ImageUpload:
     if upload.size is not None and upload.size > settings.max_image_bytes:
         return ImageUpload(
             upload.filename,
-            error=ImageError(
-                "image_too_large",
-                413,
-                f"The image is {upload.size} bytes, over the limit of {settings.max_image_bytes} bytes.",
-            ),
+            error=ImageError("image_too_large", f"The image is {upload.size} bytes, over the limit of {settings.max_image_bytes} bytes."),
         )
     return ImageUpload(upload.filename, data=await upload.read())
 
@@ -221,7 +214,7 @@ async def _read_json(request: Request, settings: Settings) -> ClassifyQuery:
     try:
         payload = json.loads(body)
     except ValueError:
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+        raise ApiError("invalid_json", "The request body is not valid JSON.") from None
     try:
         parsed = ClassifyJsonRequest.model_validate(payload)
     except ValidationError as exc:
@@ -236,16 +229,12 @@ def _decode_base64(text: str, settings: Settings) -> ImageUpload:
     data = _WHITESPACE.sub(b"", _DATA_URL_PREFIX.sub("", text, count=1).encode("ascii", "replace"))
     decoded_size = len(data) * 3 // 4 - data[-2:].count(b"=")
     if decoded_size > settings.max_image_bytes:
-        error = ImageError(
-            "image_too_large",
-            413,
-            f"The image is about {decoded_size} bytes, over the limit of {settings.max_image_bytes} bytes.",
-        )
+        error = ImageError("image_too_large", f"The image is about {decoded_size} bytes, over the limit of {settings.max_image_bytes} bytes.")
         return ImageUpload(None, error=error)
     try:
         return ImageUpload(None, data=base64.b64decode(data, validate=True))
     except (binascii.Error, ValueError):
-        return ImageUpload(None, error=ImageError("invalid_base64", 400, "The image is not valid base64."))
+        return ImageUpload(None, error=ImageError("invalid_base64", "The image is not valid base64."))
 
 
 # ---------------------------------------------------------------------------------- both
