@@ -99,16 +99,14 @@ class Settings(BaseSettings):
         return value
 
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
+        from .models import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)
 
     def resolved_precision(self) -> str:
-        if self.precision != "auto":
-            return self.precision
-        return "fp16" if self.resolved_device() == "cuda" else "fp32"
+        from .models import resolve_precision
+
+        return resolve_precision(self.precision, self.device)
 
 
 @lru_cache(maxsize=1)

@@ -32,20 +32,17 @@ from typing import Any
 from .classsets import ClassSet
 from .descriptions import (
     DEFAULT_PROMPT_STYLE,
-    METHODS,
     DescriptionError,
     DescriptionRecord,
     DescriptionSet,
     ImportReport,
     JsonlWriter,
     assemble,
-    describe_classname,
-    describe_import,
-    describe_wordnet,
     latest_by_class,
     read_jsonl,
     utc_now,
 )
+from .methods import describe_offline, get_method
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +76,10 @@ class DescribeOptions:
     retry_max_delay: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise DescriptionError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        if self.method == "import" and not self.import_file:
-            raise DescriptionError("the import method needs an import file (--import FILE)")
-        if self.method != "import" and self.import_file:
+        method = get_method(self.method)
+        if method.needs_file and not self.import_file:
+            raise DescriptionError(f"the {self.method} method needs an import file (--import FILE)")
+        if not method.needs_file and self.import_file:
             raise DescriptionError(f"an import file is only read by --method import, not {self.method}")
         if self.import_format not in IMPORT_FORMATS:
             raise DescriptionError(
@@ -167,27 +163,19 @@ class DescribeContext:
 def prepare(class_set: ClassSet, options: DescribeOptions) -> DescribeContext:
     """Per-class-set work done once: the confusables of every class (``vgloss``, vectorised
     Wu-Palmer, under a second for ImageNet-1k once WordNet is loaded) or the offline set."""
-    method = options.method
-    if method == "vgloss":
+    if get_method(options.method).needs_llm:
         from .llm import find_confusables
 
         return DescribeContext(
             class_set=class_set,
             options=options,
-            prompt_style=DEFAULT_PROMPT_STYLE["vgloss"],
+            prompt_style=DEFAULT_PROMPT_STYLE[options.method],
             confusables=find_confusables(class_set, options.k_confusables),
         )
-    if method == "import":
-        offline, report = describe_import(class_set, Path(str(options.import_file)), options.import_format)
-        return DescribeContext(class_set, options, offline.prompt_style, offline=offline,
-                               import_report=report)
-    if method == "classname":
-        offline = describe_classname(class_set)
-    elif method == "wordnet":
-        offline = describe_wordnet(class_set)
-    else:  # pragma: no cover - DescribeOptions validates the method
-        raise DescriptionError(f"unknown method {method!r}")
-    return DescribeContext(class_set, options, offline.prompt_style, offline=offline)
+    offline, report = describe_offline(
+        class_set, options.method, import_file=options.import_file, import_format=options.import_format
+    )
+    return DescribeContext(class_set, options, offline.prompt_style, offline=offline, import_report=report)
 
 
 def _new_client(options: DescribeOptions):

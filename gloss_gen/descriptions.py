@@ -29,7 +29,6 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-METHODS = ("classname", "wordnet", "vgloss", "import")
 # The prompt style each method's descriptions are embedded with (see gloss_gen.prompts).
 DEFAULT_PROMPT_STYLE = {"classname": "templates", "wordnet": "gloss", "vgloss": "dclip"}
 

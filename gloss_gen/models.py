@@ -1,17 +1,22 @@
 """Loading open_clip models and encoding text and images with them.
 
-``load_clip`` is the one factory the CLI, the server and the evaluation harness share, so the
-same settings always give the same model. Model names follow open_clip: a built-in architecture
-(``ViT-B-32``) with a ``pretrained`` tag or checkpoint path, or a schema-prefixed name
-(``hf-hub:org/repo``, ``local-dir:/path``) that carries its own weights. ``pretrained='none'``
-builds the architecture with random weights from a fixed seed, so two processes given the same
-settings get the same model (tests and offline smoke checks rely on this).
+``load_clip`` is the one factory; :class:`ModelSpec` names what to load (device and precision
+resolved once, here) and :func:`get_model` / :data:`MODEL_CACHE` hold one loaded model per spec,
+shared by the server, the CLI verbs, the evaluation harness and the queue workers, so the same
+settings always give the same model, loaded once per process.
+
+Model names follow open_clip: a built-in architecture (``ViT-B-32``) with a ``pretrained`` tag or
+checkpoint path, or a schema-prefixed name (``hf-hub:org/repo``, ``local-dir:/path``) that
+carries its own weights. ``pretrained='none'`` builds the architecture with random weights from a
+fixed seed, so two processes given the same settings get the same model (tests and offline smoke
+checks rely on this).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 
 RANDOM_INIT_SEED = 0
 _NONE_TAGS = {"none", "", "random"}
+SCHEMA_PREFIXES = ("hf-hub:", "local-dir:")
+"""Model names that carry their own weights (``pretrained`` is ignored for them)."""
 _configs_registered = False
 _register_lock = threading.Lock()
 
@@ -41,16 +48,46 @@ def register_model_configs() -> None:
             _configs_registered = True
 
 
+def has_own_weights(model_name: str) -> bool:
+    return model_name.startswith(SCHEMA_PREFIXES)
+
+
+def pretrained_tag(model_name: str, pretrained: str | None) -> str | None:
+    """The tag or checkpoint open_clip should load, or ``None`` for random init / own weights."""
+    if has_own_weights(model_name):
+        return None
+    tag = (pretrained or "none").strip()
+    return None if tag.lower() in _NONE_TAGS else tag
+
+
 def model_id(model_name: str, pretrained: str | None) -> str:
     """The identifier a classifier is keyed by: ``ViT-B-32/openai``, ``hf-hub:org/repo``, ..."""
-    if model_name.startswith(("hf-hub:", "local-dir:")):
+    if has_own_weights(model_name):
         return model_name
-    tag = (pretrained or "none").strip()
-    if tag.lower() in _NONE_TAGS:
+    tag = pretrained_tag(model_name, pretrained)
+    if tag is None:
         tag = "none"
     elif Path(tag).is_file():
         tag = f"file:{Path(tag).name}"
     return f"{model_name}/{tag}"
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` → fp16 on CUDA, fp32 on the CPU; fp16 on the CPU falls back to fp32 (slow or unsupported)."""
+    device = resolve_device(device)
+    if precision == "auto":
+        return "fp16" if device == "cuda" else "fp32"
+    if device == "cpu" and precision == "fp16":
+        log.warning("fp16 is slow or unsupported on the CPU; using fp32")
+        return "fp32"
+    return precision
 
 
 @dataclass
@@ -139,7 +176,7 @@ def load_clip(
     precision: str = "fp32",
     cache_dir: str | Path | None = None,
 ) -> ClipModel:
-    """Create an open_clip model for inference.
+    """Create an open_clip model for inference (uncached: most callers want :func:`get_model`).
 
     Args:
         model_name: an open_clip architecture (``ViT-B-32``, ``ViT-L-14``, ``vgloss-tiny``...) or a
@@ -153,18 +190,11 @@ def load_clip(
     import open_clip
 
     register_model_configs()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if precision == "auto":
-        precision = "fp16" if device == "cuda" else "fp32"
-    if device == "cpu" and precision == "fp16":
-        log.warning("fp16 is slow or unsupported on the CPU; using fp32")
-        precision = "fp32"
-    tag = None if (pretrained or "none").strip().lower() in _NONE_TAGS else pretrained
-    if model_name.startswith(("hf-hub:", "local-dir:")):
-        tag = None
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    tag = pretrained_tag(model_name, pretrained)
     kwargs = dict(precision=precision, device=device, cache_dir=str(cache_dir) if cache_dir else None)
-    if tag is None and not model_name.startswith(("hf-hub:", "local-dir:")):
+    if tag is None and not has_own_weights(model_name):
         # Random weights are asked for here, so open_clip's "no pretrained weights" warning is noise.
         with torch.random.fork_rng(devices=[]), _quiet_root_logger():
             torch.manual_seed(RANDOM_INIT_SEED)
@@ -184,14 +214,96 @@ def load_clip(
     )
 
 
-def load_clip_from_settings(settings=None) -> ClipModel:
-    from .config import get_settings
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load: the key of the model cache. Device and precision are already resolved."""
 
-    s = settings or get_settings()
-    return load_clip(
-        s.model,
-        s.pretrained,
-        device=s.resolved_device(),
-        precision=s.resolved_precision(),
-        cache_dir=s.cache_dir,
-    )
+    name: str
+    pretrained: str
+    device: str = "cpu"
+    precision: str = "fp32"
+    cache_dir: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        pretrained: str | None,
+        device: str = "auto",
+        precision: str = "auto",
+        cache_dir: str | Path | None = None,
+    ) -> ModelSpec:
+        device = resolve_device(device)
+        return cls(name, pretrained or "none", device, resolve_precision(precision, device),
+                   str(cache_dir) if cache_dir else None)
+
+    @classmethod
+    def from_settings(cls, settings=None, **overrides) -> ModelSpec:
+        """The spec ``Settings`` name (``model``, ``pretrained``, ``device``, ``precision``,
+        ``cache_dir``), with non-``None`` overrides laid over them."""
+        from .config import get_settings
+
+        s = settings or get_settings()
+        values = {"name": s.model, "pretrained": s.pretrained, "device": s.device,
+                  "precision": s.precision, "cache_dir": s.cache_dir}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.create(**values)
+
+    @property
+    def id(self) -> str:
+        return model_id(self.name, self.pretrained)
+
+
+class ModelCache:
+    """One loaded model per :class:`ModelSpec`, loaded on first use, safe across threads.
+
+    Concurrent first requests for the same spec load it once; different specs load in parallel.
+    """
+
+    def __init__(self, loader: Callable[[ModelSpec], ClipModel] | None = None) -> None:
+        self._loader = loader or _load_spec
+        self._models: dict[ModelSpec, ClipModel] = {}
+        self._locks: dict[ModelSpec, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, spec: ModelSpec) -> ClipModel:
+        model = self._models.get(spec)
+        if model is not None:
+            return model
+        with self._guard:
+            lock = self._locks.setdefault(spec, threading.Lock())
+        with lock:
+            model = self._models.get(spec)
+            if model is None:
+                started = time.perf_counter()
+                model = self._loader(spec)
+                self._models[spec] = model
+                log.info("loaded model %s on %s (%s) in %.1fs", model.id, model.device, model.precision,
+                         time.perf_counter() - started)
+            return model
+
+    def loaded(self, spec: ModelSpec) -> bool:
+        return spec in self._models
+
+    def clear(self) -> None:
+        with self._guard:
+            self._models.clear()
+            self._locks.clear()
+
+
+def _load_spec(spec: ModelSpec) -> ClipModel:
+    return load_clip(spec.name, spec.pretrained, spec.device, spec.precision, spec.cache_dir)
+
+
+MODEL_CACHE = ModelCache()
+"""The process's models: every caller that loads by settings goes through it."""
+
+
+def get_model(settings=None, **overrides) -> ClipModel:
+    """The model the settings name (see :meth:`ModelSpec.from_settings`), loaded once per process."""
+    return MODEL_CACHE.get(ModelSpec.from_settings(settings, **overrides))
+
+
+def load_clip_from_settings(settings=None) -> ClipModel:
+    """Deprecated name of :func:`get_model` (the queue worker still calls it)."""
+    return get_model(settings)

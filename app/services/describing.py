@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 from gloss_gen.classsets import ClassSet
 from gloss_gen.config import Settings
-from gloss_gen.descriptions import DescriptionRecord, DescriptionSet
+from gloss_gen.descriptions import DescriptionError, DescriptionRecord, DescriptionSet
+from gloss_gen.methods import METHODS
 
-SERVER_METHODS = ("classname", "wordnet", "vgloss")
+SERVER_METHODS = tuple(name for name, method in METHODS.items() if not method.needs_file)
 """Methods a class set can be built with over HTTP (``import`` needs a file on the server)."""
 
 ProgressCallback = Callable[[DescriptionRecord, int, int], None]
@@ -23,6 +24,6 @@ async def describe(
     from gloss_gen.describe import DescribeOptions, generate_descriptions
 
     if method not in SERVER_METHODS:
-        raise ValueError(f"method {method!r} cannot be used here; choose from {', '.join(SERVER_METHODS)}")
+        raise DescriptionError(f"method {method!r} cannot be used here; choose from {', '.join(SERVER_METHODS)}")
     options = DescribeOptions.from_settings(method, settings)
     return await generate_descriptions(class_set, options, on_record=on_record)

@@ -80,7 +80,6 @@ class JobRunner:
         return state
 
     async def _run(self, job_id: str, state: dict, class_set: ClassSet, method: str) -> None:
-        loop = asyncio.get_running_loop()
         last_write = 0.0
 
         def on_record(record: DescriptionRecord, done: int, total: int) -> None:
@@ -100,8 +99,7 @@ class JobRunner:
                 state["done"] = len(description_set.records)
                 if description_set.failed and len(description_set.failed) == len(description_set.records):
                     raise RuntimeError("every class failed to be described; no classifier was built")
-                classifier = await self.registry.embed(description_set)
-                await loop.run_in_executor(None, self.registry.persist, description_set, classifier)
+                classifier = await self.registry.build(description_set)
                 self.registry.install(classifier)
                 self._update(state, state="done", finished_at=utc_now(), classifier=classifier.key,
                              descriptions=description_set.id)

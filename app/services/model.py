@@ -1,10 +1,10 @@
-"""The model holder: loads the CLIP model once and owns every call into it."""
+"""The server's handle on its CLIP model (from the process's model cache), its preprocessor and
+its image limits; every call the server makes into the model goes through it."""
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 from app.imaging import ImageLimits, Preprocessor
 from app.metrics import Metrics
 from gloss_gen.config import Settings
-from gloss_gen.models import ClipModel, load_clip_from_settings
+from gloss_gen.models import ClipModel, get_model
 
 log = logging.getLogger(__name__)
 
@@ -89,21 +89,13 @@ class ModelHolder:
             # intra-op threads = cores: the one inference thread gets the whole machine while
             # decoding threads mostly wait on PIL, which releases the GIL
             torch.set_num_threads(available_cores())
-        started = time.perf_counter()
-        clip = load_clip_from_settings(self.settings)
+        clip = get_model(self.settings)
         preprocessor = Preprocessor.from_open_clip(clip.model)
         height, width = preprocessor.image_size
         clip.encode_images(torch.zeros(1, 3, height, width))  # first call allocates; keep it off a request
         self._preprocessor = preprocessor
         self._text_encoder = CountingTextEncoder(clip, self.metrics)
         self._clip = clip
-        log.info(
-            "loaded model %s on %s (%s) in %.1fs",
-            clip.id,
-            clip.device,
-            clip.precision,
-            time.perf_counter() - started,
-        )
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.clip.encode_images(pixels)

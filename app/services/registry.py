@@ -14,6 +14,7 @@ Concurrent first requests for the same set share one load (single flight).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app.metrics import Metrics
-from gloss_gen.classifier import Classifier, ad_hoc_class_set, build_classifier
+from gloss_gen.classifier import Classifier, ad_hoc_class_set
 from gloss_gen.classsets import (
     BUILTIN_CLASS_SETS,
     ClassSet,
@@ -33,6 +34,7 @@ from gloss_gen.classsets import (
 )
 from gloss_gen.config import Settings
 from gloss_gen.descriptions import DescriptionSet, describe_classname
+from gloss_gen.pipeline import build_and_store
 from gloss_gen.scoring import ScoringHead
 from gloss_gen.store import Store, StoreError
 
@@ -129,16 +131,17 @@ class ClassifierRegistry:
         self._named[classifier.class_set.name] = _Slot(loaded, time.monotonic())
         return loaded
 
-    async def embed(self, description_set: DescriptionSet) -> Classifier:
+    async def build(
+        self, description_set: DescriptionSet, *, write: bool = True, keep_on_store_error: bool = False
+    ) -> Classifier:
+        """Embed ``description_set`` on the text thread and (with ``write``) store it as the active
+        classifier of its set (see :func:`gloss_gen.pipeline.build_and_store`)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._text_executor, build_classifier, self.model.text_encoder, description_set
+            self._text_executor,
+            functools.partial(build_and_store, self.model.text_encoder, description_set,
+                              self.store if write else None, keep_on_store_error=keep_on_store_error),
         )
-
-    def persist(self, description_set: DescriptionSet, classifier: Classifier) -> None:
-        """Blocking: write the descriptions and the classifier, and make it the active one."""
-        self.store.put_descriptions(description_set)
-        self.store.put_classifier(classifier)
 
     # ------------------------------------------------------------------ loading
 
@@ -175,13 +178,7 @@ class ClassifierRegistry:
                  name, self.model.model_id, method)
         class_set = builtin_class_set(name)
         description_set = await describe(class_set, method, self.settings)
-        classifier = await self.embed(description_set)
-        try:
-            await asyncio.to_thread(self.persist, description_set, classifier)
-        except StoreError:
-            log.warning("built %s but could not write it to the store; serving it from memory",
-                        name, exc_info=True)
-        return classifier
+        return await self.build(description_set, keep_on_store_error=True)
 
     async def _load_labels(self, class_set: ClassSet) -> LoadedClassifier:
         model_id = self.model.model_id
@@ -194,13 +191,8 @@ class ClassifierRegistry:
         if classifier is not None and classifier.class_set.names == class_set.names:
             source = "store"
         else:
-            classifier = await self.embed(describe_classname(class_set))
+            classifier = await self.build(describe_classname(class_set), write=store_up, keep_on_store_error=True)
             source = "built"
-            if store_up:
-                try:
-                    await asyncio.to_thread(self.store.put_classifier, classifier)
-                except StoreError:
-                    log.warning("could not cache labels %s in the store", class_set.name)
         self.metrics.label_classifiers.labels(source=source).inc()
         loaded = LoadedClassifier(classifier, ScoringHead(classifier, self.model.device))
         self._labels[class_set.name] = loaded

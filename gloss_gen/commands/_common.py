@@ -1,12 +1,8 @@
-"""Pieces several verbs share: model options, settings overrides, building default classifiers."""
+"""Pieces several verbs share: model options, settings overrides, the model, default classifiers."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import time
-
-log = logging.getLogger(__name__)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,45 +29,23 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def load_model(settings):
-    from ..models import load_clip_from_settings
+    """The model the settings name, from the process's model cache."""
+    from ..models import get_model
 
-    started = time.perf_counter()
-    model = load_clip_from_settings(settings)
-    log.info("loaded %s on %s (%s) in %.1fs", model.id, model.device, model.precision,
-             time.perf_counter() - started)
-    return model
-
-
-def offline_descriptions(class_set, method: str):
-    from ..descriptions import describe_classname, describe_wordnet
-
-    if method == "classname":
-        return describe_classname(class_set)
-    if method == "wordnet":
-        return describe_wordnet(class_set)
-    from ..cli import UserError
-
-    raise UserError(f"method {method!r} needs a description file; run `vgloss describe` first")
+    return get_model(settings)
 
 
 def get_or_build_classifier(store, model, class_set_ref: str, method: str, progress: bool = True):
-    """The active classifier for a class set, built with an offline method and stored if missing."""
-    from ..classifier import build_classifier
+    """The active classifier for a class set (a name in the store, a built-in or a file), built with
+    an offline method and stored if missing."""
     from ..classsets import BUILTIN_CLASS_SETS, load_class_set
+    from ..pipeline import get_or_build_classifier as active_or_build
 
-    classifier = store.get_active_classifier(model.id, str(class_set_ref))
-    if classifier is not None:
-        return classifier
-    class_set = store.get_class_set(str(class_set_ref)) if class_set_ref not in BUILTIN_CLASS_SETS else None
+    ref = str(class_set_ref)
+    class_set = store.get_class_set(ref) if ref not in BUILTIN_CLASS_SETS else None
     if class_set is None:
-        class_set = load_class_set(class_set_ref)
-        classifier = store.get_active_classifier(model.id, class_set.name)
+        classifier = store.get_active_classifier(model.id, ref)
         if classifier is not None:
             return classifier
-    log.info("no classifier for %s with %s yet; building one with the %s method",
-             class_set.name, model.id, method)
-    description_set = offline_descriptions(class_set, method)
-    classifier = build_classifier(model, description_set, progress=progress)
-    store.put_descriptions(description_set)
-    store.put_classifier(classifier)
-    return classifier
+        class_set = load_class_set(class_set_ref)
+    return active_or_build(store, model, class_set, method, progress=progress)

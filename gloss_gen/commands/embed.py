@@ -4,7 +4,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import add_model_arguments, load_model, offline_descriptions, settings_from_args
+from ._common import add_model_arguments, load_model, settings_from_args
 
 HELP = "build a classifier (CLIP text embeddings) from descriptions and write it to the store"
 DESCRIPTION = """\
@@ -21,12 +21,14 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..methods import OFFLINE_METHODS
+
     parser.add_argument(
         "descriptions",
         metavar="DESCRIPTIONS",
         help="a JSONL file from `vgloss describe`, or a class set (name or file) with --method",
     )
-    parser.add_argument("--method", choices=["classname", "wordnet"],
+    parser.add_argument("--method", choices=OFFLINE_METHODS,
                         help="describe DESCRIPTIONS (a class set) with an offline method first")
     parser.add_argument("--class-set", help="the class set the file was made for (default: from the file)")
     parser.add_argument("--templates", choices=["openai", "simple"], default="openai",
@@ -40,10 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..classifier import build_classifier
     from ..classsets import load_class_set
     from ..cli import UserError
     from ..descriptions import load_description_set
+    from ..methods import describe_offline
+    from ..pipeline import build_and_store
     from ..store import open_store
 
     if args.batch_size < 1:
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     path = Path(args.descriptions)
     if args.method:
-        description_set = offline_descriptions(load_class_set(args.descriptions), args.method)
+        description_set, _ = describe_offline(load_class_set(args.descriptions), args.method)
     else:
         if not path.is_file():
             raise UserError(
@@ -70,11 +73,9 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(settings)
     model = load_model(settings)
     started = time.perf_counter()
-    classifier = build_classifier(model, description_set, template_set=args.templates,
-                                  batch_size=args.batch_size, progress=True)
+    classifier = build_and_store(model, description_set, store, template_set=args.templates,
+                                 activate=not args.no_activate, batch_size=args.batch_size, progress=True)
     elapsed = time.perf_counter() - started
-    store.put_descriptions(description_set)
-    store.put_classifier(classifier, activate=not args.no_activate)
     print(
         f"classifier {classifier.key}: {classifier.num_classes} classes of "
         f"{classifier.class_set.name}, {len(classifier.evidence_texts)} evidence rows, "

@@ -126,14 +126,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     class_set = load_class_set(args.class_set or settings.default_class_set)
 
-    device = settings.resolved_device()
-    models = ModelSource(
-        settings.model,
-        settings.pretrained,
-        device=device,
-        precision=settings.resolved_precision(),
-        cache_dir=settings.cache_dir,
-    )
+    models = ModelSource.from_settings(settings)
     config = EvalConfig(
         data=args.data,
         class_set=class_set,
@@ -148,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         max_image_pixels=settings.max_image_pixels,
         template_set=args.templates,
         max_confusions=max(0, args.top_confusions),
-        scoring_device=device,
+        scoring_device=models.device,
         progress=sys.stderr.isatty(),
     )
 

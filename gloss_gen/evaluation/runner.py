@@ -28,19 +28,18 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from ..classifier import Classifier, build_classifier, classifier_key
+from ..classifier import Classifier, classifier_key
 from ..classsets import ClassSet
 from ..descriptions import (
     DescriptionError,
     DescriptionSet,
-    describe_classname,
-    describe_import,
-    describe_wordnet,
     load_description_set,
     utc_now,
 )
 from ..errors import InputError
-from ..models import ClipModel, load_clip, model_id
+from ..methods import METHODS, OFFLINE_METHODS, describe_offline
+from ..models import MODEL_CACHE, ClipModel, ModelCache, ModelSpec
+from ..pipeline import build_and_store
 from ..scoring import SCORING_MODES, ScoringHead
 from ..store import Store
 from .datasets import (
@@ -60,8 +59,8 @@ EMBEDDINGS_FORMAT = 1
 DEFAULT_SCORING = "prototype"
 DEFAULT_BATCH_SIZE = 64
 TOP_K = 5
-OFFLINE_METHODS = ("classname", "wordnet")
-FILE_METHODS = ("vgloss", "import")
+# Methods eval reads from a file: the describe job's output (vgloss) or a published file (import).
+FILE_METHODS = tuple(name for name, m in METHODS.items() if m.needs_llm or m.needs_file)
 
 
 class EvalError(InputError):
@@ -118,19 +117,17 @@ class PreparedMethod:
 
 def prepare_method(spec: MethodSpec, class_set: ClassSet) -> PreparedMethod:
     """The method's description set for ``class_set``, with notes worth showing the user."""
-    if spec.kind == "classname":
-        return PreparedMethod(spec, describe_classname(class_set))
-    if spec.kind == "wordnet":
-        descriptions = describe_wordnet(class_set)
+    if spec.kind in OFFLINE_METHODS:
+        descriptions, _ = describe_offline(class_set, spec.kind)
         missing = [r.class_id for r in descriptions.records if not r.descriptions]
         notes = []
-        if missing:
+        if missing and spec.kind == "wordnet":
             notes.append(f"{len(missing)} classes have no WordNet synset and use class-name prompts")
         return PreparedMethod(spec, descriptions, notes)
     assert spec.path is not None
     if not spec.path.is_file():
         raise EvalError(f"{spec.label}: {spec.path} does not exist")
-    if spec.kind == "vgloss":
+    if METHODS[spec.kind].needs_llm:
         descriptions = load_description_set(spec.path, class_set)
         without = [r.class_id for r in descriptions.records if not (r.ok and r.descriptions)]
         if len(without) == len(class_set):
@@ -142,7 +139,8 @@ def prepare_method(spec: MethodSpec, class_set: ClassSet) -> PreparedMethod:
                 f"prompts: {', '.join(without[:10])}" + (" ..." if len(without) > 10 else "")
             )
         return PreparedMethod(spec, descriptions, notes)
-    descriptions, report = describe_import(class_set, spec.path)
+    descriptions, report = describe_offline(class_set, spec.kind, import_file=spec.path)
+    assert report is not None
     if report.matched == 0:
         raise EvalError(f"{spec.label}: no key of {spec.path} matches a class of {class_set.name}")
     return PreparedMethod(spec, descriptions, report.lines())
@@ -152,36 +150,34 @@ def prepare_method(spec: MethodSpec, class_set: ClassSet) -> PreparedMethod:
 
 
 class ModelSource:
-    """The CLIP model, loaded only when something actually needs it (a cache miss)."""
+    """A handle on the CLIP model that loads it (through the process's model cache) only when
+    something actually needs it: a run whose embeddings and classifiers are all in the store
+    never loads the model."""
 
-    def __init__(
-        self,
-        model_name: str,
-        pretrained: str,
-        device: str = "cpu",
-        precision: str = "fp32",
-        cache_dir: str | Path | None = None,
-        model: ClipModel | None = None,
-    ):
-        self.model_name = model_name
-        self.pretrained = pretrained
-        self.device = device
-        self.precision = precision
-        self.cache_dir = cache_dir
+    def __init__(self, spec: ModelSpec, model: ClipModel | None = None, cache: ModelCache = MODEL_CACHE):
+        self.spec = spec
         self._model = model
+        self._cache = cache
 
     @classmethod
     def of(cls, model: ClipModel) -> ModelSource:
-        return cls(model.model_name, model.pretrained, str(model.device), model.precision, model=model)
+        return cls(ModelSpec(model.model_name, model.pretrained, str(model.device), model.precision), model=model)
+
+    @classmethod
+    def from_settings(cls, settings=None) -> ModelSource:
+        return cls(ModelSpec.from_settings(settings))
 
     @property
     def id(self) -> str:
-        return self._model.id if self._model is not None else model_id(self.model_name, self.pretrained)
+        return self._model.id if self._model is not None else self.spec.id
+
+    @property
+    def device(self) -> str:
+        return self.spec.device
 
     def get(self) -> ClipModel:
         if self._model is None:
-            log.info("loading %s on %s", self.id, self.device)
-            self._model = load_clip(self.model_name, self.pretrained, self.device, self.precision, self.cache_dir)
+            self._model = self._cache.get(self.spec)
         return self._model
 
 
@@ -328,17 +324,16 @@ def classifier_for(
 ) -> tuple[Classifier, bool]:
     """(classifier, whether it came from the store). A new one is stored but not activated."""
     descriptions = prepared.descriptions
-    key = classifier_key(models.id, descriptions.id, descriptions.prompt_style, template_set)
     if store is not None:
-        cached = store.get_classifier(key)
+        cached = store.get_classifier(classifier_key(models.id, descriptions.id, descriptions.prompt_style, template_set))
         if cached is not None:
             return cached, True
-    built = build_classifier(models.get(), descriptions, template_set=template_set, progress=progress)
+    built = build_and_store(models.get(), descriptions, store, template_set=template_set, activate=False,
+                            progress=progress)
     if store is None:
         return built, False
-    store.put_classifier(built, activate=False)
     # Score with the stored form (evidence is kept as float16) so a later cached run agrees exactly.
-    return store.get_classifier(key) or built, False
+    return store.get_classifier(built.key) or built, False
 
 
 def rank_classes(

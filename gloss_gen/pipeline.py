@@ -1,0 +1,72 @@
+"""Descriptions → classifier → store: the one build-and-store step every caller uses.
+
+``vgloss embed``, ``vgloss classify``, ``vgloss eval``, the server (built-in sets, ad-hoc labels,
+class-set jobs) and the queue's embed step all turn a description set into a stored classifier
+through :func:`build_and_store`, so the content-hash key, what is written (descriptions and
+classifier) and how a store outage is treated are decided here once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .classifier import Classifier, build_classifier
+from .classsets import ClassSet
+from .descriptions import DescriptionSet
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def build_and_store(
+    model,
+    description_set: DescriptionSet,
+    store: Store | None,
+    *,
+    template_set: str = "openai",
+    activate: bool = True,
+    keep_on_store_error: bool = False,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Classifier:
+    """Embed ``description_set`` with ``model`` and write the descriptions and the classifier.
+
+    Args:
+        model: a :class:`~gloss_gen.models.ClipModel` (or anything with ``id``, ``encode_text``,
+            ``logit_scale`` and ``logit_bias``).
+        store: where to write; ``None`` builds without writing.
+        template_set: the template set of class-name prompts (part of the classifier key).
+        activate: make the classifier the one served for its class set under this model.
+        keep_on_store_error: a store that cannot be written is logged and the classifier is
+            returned anyway (the server keeps serving from memory); otherwise the error is raised.
+        batch_size, progress: for the text encoder.
+    """
+    classifier = build_classifier(
+        model, description_set, template_set=template_set, batch_size=batch_size, progress=progress
+    )
+    if store is None:
+        return classifier
+    try:
+        store.put_descriptions(description_set)
+        store.put_classifier(classifier, activate=activate)
+    except StoreError:
+        if not keep_on_store_error:
+            raise
+        log.warning("built classifier %s for %s but could not write it to the store; keeping it in memory",
+                    classifier.key, classifier.class_set.name, exc_info=True)
+    return classifier
+
+
+def get_or_build_classifier(
+    store: Store, model, class_set: ClassSet, method: str, *, progress: bool = False
+) -> Classifier:
+    """The active classifier of ``class_set`` under ``model``, built with an offline method and
+    stored if there is none yet."""
+    from .methods import describe_offline
+
+    classifier = store.get_active_classifier(model.id, class_set.name)
+    if classifier is not None:
+        return classifier
+    log.info("no classifier for %s with %s yet; building one with the %s method", class_set.name, model.id, method)
+    description_set, _ = describe_offline(class_set, method)
+    return build_and_store(model, description_set, store, progress=progress)
