@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier import Classifier
+from .classifier import Classifier, ClassifierFormatError
 from .classsets import ClassSet
 from .errors import UnavailableError
 
@@ -196,7 +196,14 @@ class Store:
 
     def get_classifier(self, key: str) -> Classifier | None:
         raw = self.backend.get(self._k("classifier", key))
-        return None if raw is None else Classifier.from_bytes(raw)
+        if raw is None:
+            return None
+        try:
+            return Classifier.from_bytes(raw)
+        except ClassifierFormatError as exc:
+            raise ClassifierFormatError(
+                f"the stored classifier {key} is unreadable ({exc.message}); build it again with `vgloss embed`"
+            ) from None
 
     def has_classifier(self, key: str) -> bool:
         return self.backend.get(self._k("classifier", key)) is not None
