@@ -28,9 +28,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.imaging import ImageLimits, Preprocessor
 from gloss_gen.evaluation.datasets import open_dataset
 from gloss_gen.evaluation.runner import ModelSource, default_workers, embed_images
+from gloss_gen.imaging import ImageLimits, Preprocessor
 from gloss_gen.models import load_clip
 from gloss_gen.store import DirectoryBackend, Store
 

@@ -1,4 +1,4 @@
-"""Throughput of app.imaging.load_tensor against open_clip's own transform.
+"""Throughput of gloss_gen.imaging.load_tensor against open_clip's own transform.
 
     python benchmarks/bench_imaging.py [--rounds 5] [--large 8] [--torch-threads N] [--data DIR]
 
@@ -33,7 +33,7 @@ import open_clip
 import torch
 from PIL import Image
 
-from app.imaging import ImageLimits, Preprocessor, load_tensor
+from gloss_gen.imaging import ImageLimits, Preprocessor, load_tensor
 
 DRAFT_ON = ImageLimits(jpeg_draft=True)
 DRAFT_OFF = ImageLimits(jpeg_draft=False)

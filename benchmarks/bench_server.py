@@ -267,7 +267,7 @@ def prepare_model_and_classifier(data_dir: Path):
 
 
 def raw_images_per_s(model, images: list[tuple[str, bytes]], seconds: float) -> float:
-    from app.imaging import ImageLimits, Preprocessor, load_tensor
+    from gloss_gen.imaging import ImageLimits, Preprocessor, load_tensor
 
     preprocessor = Preprocessor.from_open_clip(model.model)
     limits = ImageLimits()

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from app.imaging import ImageError
 from app.metrics import Metrics
 from gloss_gen.config import Settings
+from gloss_gen.imaging import ImageError
 
 from .batcher import InferenceBatcher
 from .decoding import ImageDecoder

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from app.imaging import ImageError, ImageLimits, Preprocessor, load_tensor
+from gloss_gen.imaging import ImageError, ImageLimits, Preprocessor, load_tensor
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from app.imaging import ImageLimits, Preprocessor
 from app.metrics import Metrics
 from gloss_gen.config import Settings
+from gloss_gen.imaging import ImageLimits, Preprocessor
 from gloss_gen.models import ClipModel, get_model
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,7 @@ class ModelHolder:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.limits = ImageLimits(
-            max_bytes=settings.max_image_bytes,
-            max_pixels=settings.max_image_pixels,
-            jpeg_draft=settings.jpeg_draft,
-        )
+        self.limits = ImageLimits.from_settings(settings)
         self._clip: ClipModel | None = None
         self._preprocessor: Preprocessor | None = None
         self._text_encoder: CountingTextEncoder | None = None

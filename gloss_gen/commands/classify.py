@@ -32,11 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from app.imaging import ImageError, ImageLimits, Preprocessor, load_tensor
-
     from ..classifier import ad_hoc_class_set, build_classifier
     from ..cli import UserError
     from ..descriptions import describe_classname
+    from ..imaging import ImageError, ImageLimits, Preprocessor, load_tensor
     from ..scoring import ScoringHead
     from ..store import open_store
 
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         )
     head = ScoringHead(classifier, model.device)
     preprocessor = Preprocessor.from_open_clip(model.model)
-    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.jpeg_draft)
+    limits = ImageLimits.from_settings(settings)
 
     results, tensors, positions = [], [], []
     for index, path in enumerate(args.images):

@@ -37,7 +37,7 @@ from ..errors import InputError
 if TYPE_CHECKING:
     import torch
 
-    from app.imaging import ImageLimits, Preprocessor
+    from ..imaging import ImageLimits, Preprocessor
 
 LAYOUTS = ("imagefolder", "wnid-files", "csv", "stl10", "cifar10")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -107,7 +107,7 @@ class ImageFiles(LabelledImages):
         return digest.hexdigest()
 
     def load_tensor(self, index: int, preprocessor: Preprocessor, limits: ImageLimits) -> torch.Tensor:
-        from app.imaging import load_tensor
+        from ..imaging import load_tensor
 
         return load_tensor(self.paths[index].read_bytes(), limits, preprocessor)
 

@@ -1,7 +1,7 @@
 """The evaluation run: embed every image once, score it with each method's classifier.
 
-Images go through the server's path: :func:`app.imaging.load_tensor` (decode with the server's
-limits, then open_clip's validation transform via :class:`app.imaging.Preprocessor`) and
+Images go through the server's path: :func:`gloss_gen.imaging.load_tensor` (decode with the
+server's limits, then open_clip's validation transform via :class:`gloss_gen.imaging.Preprocessor`) and
 :meth:`ClipModel.encode_images`; classes are scored by :class:`gloss_gen.scoring.ScoringHead`.
 
 Two caches in the store make re-runs cheap:
@@ -231,7 +231,7 @@ def encode_dataset(
     """Embed every image of ``dataset``: decoding in ``workers`` threads, encoding in batches."""
     from tqdm.auto import tqdm
 
-    from app.imaging import ImageError, Preprocessor
+    from ..imaging import ImageError, Preprocessor
 
     preprocessor = Preprocessor.from_open_clip(model.model)
     height, width = preprocessor.image_size
@@ -409,7 +409,7 @@ def evaluate(
     notify: Callable[[str], None] = lambda message: log.info("%s", message),
 ) -> EvalResult:
     """Run every method of ``config`` on its data; every input is checked before any image is read."""
-    from app.imaging import ImageLimits
+    from ..imaging import ImageLimits
 
     if config.scoring not in SCORING_MODES:
         raise EvalError(f"unknown scoring {config.scoring!r}; choose from {', '.join(SCORING_MODES)}")
@@ -432,11 +432,7 @@ def evaluate(
             notify(f"{spec.label}: {note}")
         prepared.append(method)
 
-    limits = ImageLimits(
-        max_bytes=config.max_image_bytes,
-        max_pixels=config.max_image_pixels,
-        jpeg_draft=config.jpeg_draft,
-    )
+    limits = ImageLimits.from_settings(config)
     embeddings = embed_images(
         dataset,
         models,

@@ -2,7 +2,7 @@
 
 Reference: PIL decode -> open_clip's validation transform -> ``model.encode_image`` ->
 softmax(logit_scale * cosine) against the served classifier's prototypes. The server goes through
-app.imaging, the batcher and ScoringHead instead. JPEG draft decoding is switched off here: with it
+gloss_gen.imaging, the batcher and ScoringHead instead. JPEG draft decoding is switched off here: with it
 the server reads big JPEGs at reduced scale, which is close to but not bit-equal with a full decode.
 """
 

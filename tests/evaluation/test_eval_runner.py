@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.imaging import ImageLimits
 from gloss_gen.classifier import Classifier, classifier_key, normalize_rows
 from gloss_gen.classsets import ClassSet, ClassSpec, load_class_set
 from gloss_gen.descriptions import (
@@ -39,6 +38,7 @@ from gloss_gen.evaluation.runner import (
     evaluate,
     parse_methods,
 )
+from gloss_gen.imaging import ImageLimits
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

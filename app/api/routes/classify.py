@@ -24,9 +24,9 @@ from app.api.schemas import (
     ErrorResponse,
 )
 from app.errors import ApiError, describe_validation_error, validation_error
-from app.imaging import ImageError
 from app.services.classify import ClassifyQuery, ImageUpload
 from gloss_gen.config import Settings
+from gloss_gen.imaging import ImageError, check_image_bytes
 
 router = APIRouter(tags=["classify"])
 
@@ -159,11 +159,11 @@ async def _read_multipart(request: Request, settings: Settings) -> ClassifyQuery
 
 
 async def _read_upload(upload: UploadFile, settings: Settings) -> ImageUpload:
-    if upload.size is not None and upload.size > settings.max_image_bytes:
-        return ImageUpload(
-            upload.filename,
-            error=ImageError("image_too_large", f"The image is {upload.size} bytes, over the limit of {settings.max_image_bytes} bytes."),
-        )
+    try:
+        if upload.size is not None:
+            check_image_bytes(upload.size, settings.max_image_bytes)
+    except ImageError as error:
+        return ImageUpload(upload.filename, error=error)
     return ImageUpload(upload.filename, data=await upload.read())
 
 
@@ -228,8 +228,9 @@ async def _read_json(request: Request, settings: Settings) -> ClassifyQuery:
 def _decode_base64(text: str, settings: Settings) -> ImageUpload:
     data = _WHITESPACE.sub(b"", _DATA_URL_PREFIX.sub("", text, count=1).encode("ascii", "replace"))
     decoded_size = len(data) * 3 // 4 - data[-2:].count(b"=")
-    if decoded_size > settings.max_image_bytes:
-        error = ImageError("image_too_large", f"The image is about {decoded_size} bytes, over the limit of {settings.max_image_bytes} bytes.")
+    try:
+        check_image_bytes(decoded_size, settings.max_image_bytes, estimated=True)
+    except ImageError as error:
         return ImageUpload(None, error=error)
     try:
         return ImageUpload(None, data=base64.b64decode(data, validate=True))

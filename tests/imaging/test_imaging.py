@@ -1,4 +1,4 @@
-"""Tests for app.imaging: limits, decoding of untrusted bytes, RGB conversion, open_clip parity.
+"""Tests for gloss_gen.imaging: limits, decoding of untrusted bytes, RGB conversion, open_clip parity.
 
 Real images come from ../shared/data beside the checkout (ImageNet and CIFAR-10 samples); every
 other image is written here with PIL. No network; the one model built is a random-init ViT-B-32.
@@ -25,7 +25,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image, ImageFile, ImageOps
 
 from app.errors import status_for
-from app.imaging import (
+from gloss_gen.imaging import (
     DEFAULT_FORMATS,
     ImageError,
     ImageLimits,
