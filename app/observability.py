@@ -53,34 +53,3 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
-
-
-def uvicorn_log_config(level: str = "info", json_logs: bool = True) -> dict:
-    """A ``logging.dictConfig`` for uvicorn (applied in every worker process)."""
-    formatter = (
-        {"()": "app.observability.JsonFormatter"}
-        if json_logs
-        else {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
-    )
-    level = level.upper()
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "app.observability.RequestIdFilter"}},
-        "formatters": {"default": formatter},
-        "handlers": {
-            "default": {
-                "class": "logging.StreamHandler",
-                "formatter": "default",
-                "filters": ["request_id"],
-                "stream": "ext://sys.stderr",
-            }
-        },
-        "root": {"handlers": ["default"], "level": level},
-        "loggers": {
-            "uvicorn": {"level": level},
-            "uvicorn.error": {"level": level},
-            "uvicorn.access": {"level": "WARNING"},  # app.access logs each request instead
-            "httpx": {"level": "WARNING"},
-        },
-    }

@@ -57,18 +57,51 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from app.observability import uvicorn_log_config
-
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_config=uvicorn_log_config(args.log_level, json_logs=not args.plain_logs),
+        log_config=_uvicorn_log_config(args.log_level, json_logs=not args.plain_logs),
         log_level=args.log_level,
         access_log=False,  # app.access logs every request with its request id
         timeout_graceful_shutdown=args.graceful_timeout,
         proxy_headers=True,
     )
     return 0
+
+
+def _uvicorn_log_config(level: str = "info", json_logs: bool = True) -> dict:
+    """A ``logging.dictConfig`` for uvicorn, applied in every worker process.
+
+    The server is named by import strings only (the app factory, its formatter and request-id
+    filter in ``app.observability``): uvicorn imports them in each worker, the library never does.
+    """
+    formatter = (
+        {"()": "app.observability.JsonFormatter"}
+        if json_logs
+        else {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
+    )
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": "app.observability.RequestIdFilter"}},
+        "formatters": {"default": formatter},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["request_id"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {
+            "uvicorn": {"level": level},
+            "uvicorn.error": {"level": level},
+            "uvicorn.access": {"level": "WARNING"},  # app.access logs each request instead
+            "httpx": {"level": "WARNING"},
+        },
+    }
