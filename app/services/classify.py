@@ -9,6 +9,7 @@ import torch
 from app.metrics import Metrics
 from gloss_gen.config import Settings
 from gloss_gen.imaging import ImageError
+from gloss_gen.results import ClassifyResult, ImageResult
 
 from .batcher import InferenceBatcher
 from .decoding import ImageDecoder
@@ -55,8 +56,8 @@ class ClassifyService:
         self.batcher = batcher
         self.metrics = metrics
 
-    async def classify(self, query: ClassifyQuery) -> dict:
-        """The response body of ``POST /v1/classify`` (see DESIGN.md)."""
+    async def classify(self, query: ClassifyQuery) -> ClassifyResult:
+        """Every image's predictions or error: the body of ``POST /v1/classify`` (see DESIGN.md)."""
         self.readiness.require()
         loaded = await self._classifier_for(query)
         uploads = query.images
@@ -81,22 +82,13 @@ class ClassifyService:
             )
         self.metrics.images_classified.inc(len(good))
         by_index = dict(zip(good, predictions))
-        results = []
-        for index, upload in enumerate(uploads):
-            entry: dict = {"index": index, "filename": upload.filename}
-            if index in by_index:
-                entry["predictions"] = [p.to_dict(query.explain) for p in by_index[index]]
-            else:
-                error = outcomes[index]
-                entry["error"] = {"code": error.code, "message": error.message}
-            results.append(entry)
-        classifier = loaded.classifier
-        return {
-            "model": classifier.model_id,
-            "class_set": classifier.class_set.name,
-            "descriptions": classifier.descriptions_id,
-            "results": results,
-        }
+        results = [
+            ImageResult(index, upload.filename, predictions=by_index[index])
+            if index in by_index
+            else ImageResult(index, upload.filename, error=outcomes[index])
+            for index, upload in enumerate(uploads)
+        ]
+        return ClassifyResult.for_classifier(loaded.classifier, results, query.explain)
 
     async def _classifier_for(self, query: ClassifyQuery) -> LoadedClassifier:
         if query.labels is not None:

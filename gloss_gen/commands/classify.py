@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from ..classifier import ad_hoc_class_set, build_classifier
     from ..cli import UserError
     from ..descriptions import describe_classname
+    from ..errors import InputError
     from ..imaging import ImageError, ImageLimits, Preprocessor, load_tensor
+    from ..results import ClassifyResult, ImageResult
     from ..scoring import ScoringHead
     from ..store import open_store
 
@@ -62,33 +64,32 @@ def run(args: argparse.Namespace) -> int:
 
     results, tensors, positions = [], [], []
     for index, path in enumerate(args.images):
-        entry = {"index": index, "filename": path.name}
+        result = ImageResult(index, path.name)
         try:
             tensors.append(load_tensor(path.read_bytes(), limits, preprocessor))
             positions.append(index)
         except OSError as exc:
-            entry["error"] = {"code": "unreadable_file", "message": exc.strerror or str(exc)}
+            result.error = InputError(exc.strerror or str(exc), code="unreadable_file")
         except ImageError as exc:
-            entry["error"] = {"code": exc.code, "message": exc.message}
-        results.append(entry)
+            result.error = exc
+        results.append(result)
     for start in range(0, len(tensors), settings.max_batch):
         batch = torch.stack(tensors[start : start + settings.max_batch])
         predictions = head.predict(model.encode_images(batch), top_k=args.top_k, explain=args.explain)
         for offset, preds in enumerate(predictions):
-            results[positions[start + offset]]["predictions"] = [p.to_dict(args.explain) for p in preds]
+            results[positions[start + offset]].predictions = preds
 
     if args.json:
-        print(json.dumps({"model": model.id, "class_set": classifier.class_set.name,
-                          "descriptions": classifier.descriptions_id, "results": results}, indent=2))
+        print(json.dumps(ClassifyResult.for_classifier(classifier, results, args.explain).to_dict(), indent=2))
     else:
-        for entry in results:
-            print(entry["filename"])
-            if "error" in entry:
-                print(f"  error: {entry['error']['message']}")
+        for result in results:
+            print(result.filename)
+            if result.error is not None:
+                print(f"  error: {result.error.message}")
                 continue
-            for p in entry["predictions"]:
-                line = f"  {p['score']:7.2%}  {p['label']}  ({p['class_id']}, cos {p['similarity']:.3f})"
-                if args.explain and p.get("evidence"):
-                    line += f"\n           because: {p['evidence']}"
+            for p in result.predictions:
+                line = f"  {p.score:7.2%}  {p.label}  ({p.class_id}, cos {p.similarity:.3f})"
+                if args.explain and p.evidence:
+                    line += f"\n           because: {p.evidence}"
                 print(line)
-    return 1 if any("error" in entry for entry in results) else 0
+    return 1 if any(result.error is not None for result in results) else 0

@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from api_helpers import (
@@ -258,3 +259,31 @@ def test_metrics_count_requests_images_and_batches(client, jpeg_bytes):
     assert metric_value(text, "vgloss_image_errors_total", {"code": "empty_image"}) == 1
     assert metric_value(text, "vgloss_inference_batch_size_sum") == 4
     assert metric_value(text, "vgloss_inference_queue_depth") == 0
+
+
+def test_cli_classify_json_is_the_server_response(isolated_env, tmp_path, app_factory, data_dir, capsys):
+    """`vgloss classify --json` and POST /v1/classify give the same body for the same images."""
+    from gloss_gen.cli import main
+
+    client = app_factory(data_dir=Path(isolated_env["VGLOSS_DATA_DIR"]))  # stores the cifar10 classifier
+    paths = sorted((data_dir / "cifar10-sample" / "cat").glob("*.jpg"))[:2]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    paths.append(bad)
+    blobs, names = [p.read_bytes() for p in paths], [p.name for p in paths]
+    response = client.post("/v1/classify", **multipart(blobs, names, class_set="cifar10", top_k=3, explain=True))
+    assert response.status_code == 200, response.text
+    served = response.json()
+
+    code = main(["classify", *map(str, paths), "--class-set", "cifar10", "--top-k", "3", "--explain", "--json"])
+    local = json.loads(capsys.readouterr().out)
+    assert code == 1  # one image failed
+    assert {k: v for k, v in local.items() if k != "results"} == {k: v for k, v in served.items() if k != "results"}
+    assert len(local["results"]) == len(served["results"]) == 3
+    for mine, theirs in zip(local["results"], served["results"]):
+        assert set(mine) == set(theirs)
+        assert (mine["index"], mine["filename"]) == (theirs["index"], theirs["filename"])
+        if "error" in theirs:
+            assert mine["error"] == theirs["error"]
+        else:
+            assert_same_predictions(mine["predictions"], theirs["predictions"])

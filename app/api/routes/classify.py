@@ -8,7 +8,6 @@ import json
 import re
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -78,15 +77,17 @@ _ERRORS = {
 @router.post(
     "/v1/classify",
     response_model=ClassifyResponse,
+    response_model_exclude_unset=True,  # "evidence" only with explain; "predictions" or "error"
     responses=_ERRORS,
     openapi_extra=_OPENAPI_BODY,
     dependencies=[ApiKey],
     summary="Classify images against a class set or ad-hoc labels",
 )
-@router.post("/classify", include_in_schema=False, dependencies=[ApiKey])
-async def classify(request: Request, runtime: RuntimeDep) -> JSONResponse:
+@router.post("/classify", response_model_exclude_unset=True, include_in_schema=False, dependencies=[ApiKey])
+async def classify(request: Request, runtime: RuntimeDep) -> ClassifyResponse:
     query = await read_classify_request(request, runtime.settings)
-    return JSONResponse(await runtime.classifier_service.classify(query))
+    result = await runtime.classifier_service.classify(query)
+    return ClassifyResponse.model_validate(result.to_dict())
 
 
 async def read_classify_request(request: Request, settings: Settings) -> ClassifyQuery:
