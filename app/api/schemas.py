@@ -110,3 +110,14 @@ class JobState(BaseModel):
     done: int
     total: int
     errors: list[dict]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    model: str = Field(examples=["ViT-B-32/openai"])
+    default_class_set: str
+    class_sets_loaded: list[str] = Field(description="Class sets whose classifier is in memory.")

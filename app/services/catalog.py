@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from app.api.schemas import ClassInfo, ClassSetDetail, ClassSetSummary
 from gloss_gen.classifier import Classifier
 from gloss_gen.classsets import (
     BUILTIN_CLASS_SETS,
@@ -32,10 +33,10 @@ class ClassSetCatalog:
     def model_id(self) -> str:
         return self.registry.model.model_id
 
-    async def list(self) -> list[dict]:
+    async def list(self) -> list[ClassSetSummary]:
         return await self._blocking(self._list)
 
-    async def detail(self, name: str) -> dict:
+    async def detail(self, name: str) -> ClassSetDetail:
         return await self._blocking(self._detail, name)
 
     async def create(self, name: str, classes: Sequence[str | dict] | None, method: str | None,
@@ -66,7 +67,7 @@ class ClassSetCatalog:
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    def _list(self) -> list[dict]:
+    def _list(self) -> list[ClassSetSummary]:
         stored = [n for n in self.store.class_set_names() if not is_ad_hoc_name(n)]
         names = set(BUILTIN_CLASS_SETS) | set(stored) | set(self.registry.loaded_names())
         active = self.store.active_class_sets(self.model_id)
@@ -78,7 +79,7 @@ class ClassSetCatalog:
                 summaries.append(self._summary(name, class_set, classifier))
         return summaries
 
-    def _detail(self, name: str) -> dict:
+    def _detail(self, name: str) -> ClassSetDetail:
         if is_ad_hoc_name(name):
             raise ClassSetNotFound(name)
         classifier = self._classifier(name, self.store.get_active_key(self.model_id, name))
@@ -86,12 +87,11 @@ class ClassSetCatalog:
         if class_set is None:
             raise ClassSetNotFound(name)
         texts = self._descriptions(classifier) if classifier else {}
-        summary = self._summary(name, class_set, classifier)
-        summary["classes"] = [
-            {"id": c.id, "name": c.name, "synset": c.synset, "descriptions": texts.get(c.id, [])}
+        classes = [
+            ClassInfo(id=c.id, name=c.name, synset=c.synset, descriptions=texts.get(c.id, []))
             for c in class_set.classes
         ]
-        return summary
+        return ClassSetDetail(**self._summary(name, class_set, classifier).model_dump(), classes=classes)
 
     def _classifier(self, name: str, active_key: str | None) -> Classifier | None:
         loaded = self.registry.loaded(name)
@@ -109,16 +109,16 @@ class ClassSetCatalog:
             class_set = builtin_class_set(name)
         return class_set
 
-    def _summary(self, name: str, class_set: ClassSet, classifier: Classifier | None) -> dict:
-        return {
-            "name": name,
-            "num_classes": len(class_set),
-            "descriptions": classifier.descriptions_id if classifier else None,
-            "method": classifier.method if classifier else None,
-            "model": self.model_id,
-            "ready": classifier is not None,
-            "builtin": name in BUILTIN_CLASS_SETS,
-        }
+    def _summary(self, name: str, class_set: ClassSet, classifier: Classifier | None) -> ClassSetSummary:
+        return ClassSetSummary(
+            name=name,
+            num_classes=len(class_set),
+            descriptions=classifier.descriptions_id if classifier else None,
+            method=classifier.method if classifier else None,
+            model=self.model_id,
+            ready=classifier is not None,
+            builtin=name in BUILTIN_CLASS_SETS,
+        )
 
     def _descriptions(self, classifier: Classifier) -> dict[str, list[str]]:
         """Class id -> descriptions, from the store's records, else from the classifier's evidence."""

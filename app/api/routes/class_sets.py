@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Response
 
 from app.api.deps import AdminKey, ApiKey, RuntimeDep
 from app.api.schemas import (
@@ -18,9 +17,9 @@ router = APIRouter(prefix="/v1/class-sets", tags=["class sets"])
 
 
 @router.get("", response_model=list[ClassSetSummary], dependencies=[ApiKey])
-async def list_class_sets(runtime: RuntimeDep) -> JSONResponse:
+async def list_class_sets(runtime: RuntimeDep) -> list[ClassSetSummary]:
     runtime.readiness.require()
-    return JSONResponse(await runtime.catalog.list())
+    return await runtime.catalog.list()
 
 
 @router.get(
@@ -29,9 +28,9 @@ async def list_class_sets(runtime: RuntimeDep) -> JSONResponse:
     responses={404: {"model": ErrorResponse}},
     dependencies=[ApiKey],
 )
-async def get_class_set(name: str, runtime: RuntimeDep) -> JSONResponse:
+async def get_class_set(name: str, runtime: RuntimeDep) -> ClassSetDetail:
     runtime.readiness.require()
-    return JSONResponse(await runtime.catalog.detail(name))
+    return await runtime.catalog.detail(name)
 
 
 @router.post(
@@ -42,10 +41,11 @@ async def get_class_set(name: str, runtime: RuntimeDep) -> JSONResponse:
     dependencies=[AdminKey],
     summary="Create or rebuild a class set (describe + embed in the background)",
 )
-async def create_class_set(body: CreateClassSetRequest, runtime: RuntimeDep) -> JSONResponse:
+async def create_class_set(body: CreateClassSetRequest, runtime: RuntimeDep, response: Response) -> JobCreated:
     runtime.readiness.require()
     classes = None
     if body.classes is not None:
         classes = [c if isinstance(c, str) else c.model_dump(exclude_none=True) for c in body.classes]
     job_id = await runtime.catalog.create(body.name, classes, body.method, body.description)
-    return JSONResponse({"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return JobCreated(job_id=job_id)

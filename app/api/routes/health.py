@@ -6,18 +6,24 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import RuntimeDep
+from app.api.schemas import ErrorResponse, Health, Ready
 from app.errors import error_body
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="The process is alive")
-async def healthz() -> dict:
-    return {"status": "ok"}
+@router.get("/healthz", response_model=Health, summary="The process is alive")
+async def healthz() -> Health:
+    return Health()
 
 
-@router.get("/readyz", summary="The model and the default classifier are loaded")
-async def readyz(runtime: RuntimeDep) -> JSONResponse:
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    responses={503: {"model": ErrorResponse, "description": "Still starting, or start-up failed"}},
+    summary="The model and the default classifier are loaded",
+)
+async def readyz(runtime: RuntimeDep) -> Ready | JSONResponse:
     readiness = runtime.readiness
     if not readiness.ready:
         return JSONResponse(
@@ -25,13 +31,10 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
             status_code=503,
             headers={"Retry-After": "5"},
         )
-    return JSONResponse(
-        {
-            "status": "ready",
-            "model": runtime.model.model_id,
-            "default_class_set": runtime.settings.default_class_set,
-            "class_sets_loaded": runtime.registry.loaded_names(),
-        }
+    return Ready(
+        model=runtime.model.model_id,
+        default_class_set=runtime.settings.default_class_set,
+        class_sets_loaded=runtime.registry.loaded_names(),
     )
 
 

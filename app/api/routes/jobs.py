@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from app.api.deps import ApiKey, RuntimeDep
 from app.api.schemas import ErrorResponse, JobState
@@ -19,7 +18,7 @@ _API_STATES = {"queued", "running", "done", "failed"}
     responses={404: {"model": ErrorResponse}},
     dependencies=[ApiKey],
 )
-async def get_job(job_id: str, runtime: RuntimeDep) -> JSONResponse:
+async def get_job(job_id: str, runtime: RuntimeDep) -> JobState:
     state = await runtime.jobs.get(job_id)
     errors = list(state.get("errors") or [])
     if state.get("error"):
@@ -35,4 +34,4 @@ async def get_job(job_id: str, runtime: RuntimeDep) -> JSONResponse:
         "errors": errors,
     }
     body.pop("id", None)
-    return JSONResponse(body)
+    return JobState.model_validate(body)
