@@ -25,7 +25,6 @@ def _decode_one(data: bytes, limits: ImageLimits, preprocessor: Preprocessor) ->
 
 class ImageDecoder:
     def __init__(self, threads: int) -> None:
-        self.threads = threads
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vgloss-decode")
 
     async def decode(

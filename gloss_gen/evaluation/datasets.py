@@ -83,7 +83,7 @@ class LabelledImages(ABC):
 
 
 class ImageFiles(LabelledImages):
-    """Encoded image files (JPEG, PNG, ...) on disk, decoded by the server's own decoder."""
+    """Encoded image files (JPEG, PNG, ...) on disk, decoded by ``gloss_gen.imaging`` as the server does."""
 
     def __init__(self, layout: str, source: Path, root: Path, paths: list[Path], labels: list[str]):
         if len(paths) != len(labels):

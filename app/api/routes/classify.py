@@ -85,12 +85,12 @@ _ERRORS = {
 )
 @router.post("/classify", response_model_exclude_unset=True, include_in_schema=False, dependencies=[ApiKey])
 async def classify(request: Request, runtime: RuntimeDep) -> ClassifyResponse:
-    query = await read_classify_request(request, runtime.settings)
+    query = await _read_classify_request(request, runtime.settings)
     result = await runtime.classifier_service.classify(query)
     return ClassifyResponse.model_validate(result.to_dict())
 
 
-async def read_classify_request(request: Request, settings: Settings) -> ClassifyQuery:
+async def _read_classify_request(request: Request, settings: Settings) -> ClassifyQuery:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         return await _read_multipart(request, settings)
