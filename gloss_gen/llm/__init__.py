@@ -1,0 +1,63 @@
+"""The ``vgloss`` description method: prompts grounded in WordNet, an OpenAI-compatible LLM call
+with a testable retry policy, and defensive parsing of what comes back.
+
+For each class the prompt gives the synset's lemmas, definition and two levels of hypernyms, plus
+up to K *confusable* classes of the same class set (nearest by Wu-Palmer similarity, by name
+similarity for classes WordNet does not know) with their definitions, and asks for N short visual
+phrases that tell the class apart from them. The phrases are embedded in DCLIP's form
+``"a photo of a {class}, which is/has {phrase}"`` (:func:`gloss_gen.prompts.dclip_prompt`), so the
+prompt asks for noun phrases that read after "which has"/"which is", and every phrase is cut on a
+word boundary until that full prompt fits CLIP's 77-token context.
+
+Modules: :mod:`.facts` (what the prompt says about a class), :mod:`.confusables` (Wu-Palmer
+neighbours), :mod:`.prompt`, :mod:`.parsing` (answer → descriptions, the 77-token cap) and
+:mod:`.client` (the OpenAI-compatible call and its retry policy). The job around this
+(concurrency, resume, error lines) lives in :mod:`gloss_gen.describe`.
+"""
+
+from .client import (
+    PLACEHOLDER_API_KEY,
+    LLMAnswer,
+    LLMConfigError,
+    LLMError,
+    RetryPolicy,
+    endpoint_label,
+    make_client,
+    parse_retry_after,
+    request_descriptions,
+)
+from .confusables import find_confusables, similarity_matrix
+from .facts import ClassFacts, class_facts
+from .parsing import (
+    CLIP_CONTEXT_LENGTH,
+    clean_description,
+    clip_token_count,
+    extract_descriptions,
+    fit_clip_context,
+    parse_descriptions,
+)
+from .prompt import PROMPT_VERSION, build_messages
+
+__all__ = [
+    "CLIP_CONTEXT_LENGTH",
+    "PLACEHOLDER_API_KEY",
+    "PROMPT_VERSION",
+    "ClassFacts",
+    "LLMAnswer",
+    "LLMConfigError",
+    "LLMError",
+    "RetryPolicy",
+    "build_messages",
+    "class_facts",
+    "clean_description",
+    "clip_token_count",
+    "endpoint_label",
+    "extract_descriptions",
+    "find_confusables",
+    "fit_clip_context",
+    "make_client",
+    "parse_descriptions",
+    "parse_retry_after",
+    "request_descriptions",
+    "similarity_matrix",
+]
