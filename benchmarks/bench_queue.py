@@ -91,16 +91,16 @@ def run_jobs(n_workers: int, class_set: ClassSet, args, stub_url: str, tmp: Path
             job_ids.append(job_id)
             described = None
             while True:
-                state = store.get_job(job_id)
-                if described is None and state["done"] >= state["total"]:
+                job = store.get_job(job_id)
+                if described is None and job.done >= job.total:
                     described = time.perf_counter() - started
-                if state["state"] in ("done", "failed"):
+                if job.finished:
                     break
                 if time.perf_counter() - started > 600:
-                    raise SystemExit(f"job did not finish: {state}")
+                    raise SystemExit(f"job did not finish: {job}")
                 time.sleep(0.01)
-            if state["state"] != "done" or state["failed"]:
-                raise SystemExit(f"job failed: {state}")
+            if job.state != "done" or job.failed:
+                raise SystemExit(f"job failed: {job}")
             timings.append((described, time.perf_counter() - started - described))
         return timings
     finally:

@@ -10,26 +10,33 @@ Layout (``{ns}`` = ``vgloss:v1`` by default):
 - ``{ns}:active:{model_id}:{class_set}`` — the classifier key serving that class set
 - ``{ns}:classset:{name}`` — class set JSON
 - ``{ns}:descriptions:{id}`` — description set JSONL bytes
-- ``{ns}:job:{id}`` — job state JSON
+- ``{ns}:job:{id}`` — job record JSON (:class:`gloss_gen.jobs.JobRecord`)
+- ``{ns}:qjob:{id}:spec`` — what a queued job does (class set, method, options, model, ``out``)
+- ``{ns}:qjob:{id}:records`` — a queued job's results, ``class_id`` → description record JSON (a
+  Redis hash; a folder of files in the directory store)
 - ``{ns}:array:{kind}:{key}`` — cached arrays (safetensors), e.g. image embeddings for eval
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import tempfile
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .classifier import Classifier, ClassifierFormatError
 from .classsets import ClassSet
+from .descriptions import DescriptionRecord, utc_now
 from .errors import UnavailableError
+from .jobs import JobRecord
 
 LAYOUT_VERSION = "v1"
 DEFAULT_NAMESPACE = f"vgloss:{LAYOUT_VERSION}"
@@ -56,6 +63,28 @@ class KVBackend(ABC):
 
     @abstractmethod
     def keys(self, prefix: str) -> Iterator[str]: ...
+
+    @abstractmethod
+    def update(self, key: str, change: Callable[[bytes | None], bytes | None],
+               claim: tuple[str, str, bytes] | None = None) -> bool:
+        """Replace the value of ``key`` by ``change(current)`` atomically: no concurrent writer's
+        update is lost. ``change`` may run more than once and returns ``None`` to write nothing.
+
+        With ``claim=(hash_key, field, value)``: only while ``field`` is absent from that hash,
+        and ``field`` is set in the same transaction. Whether anything was written.
+        """
+
+    @abstractmethod
+    def hash_set(self, key: str, mapping: dict[str, bytes]) -> None: ...
+
+    @abstractmethod
+    def hash_get_all(self, key: str) -> dict[str, bytes]: ...
+
+    @abstractmethod
+    def hash_has(self, key: str, field: str) -> bool: ...
+
+    @abstractmethod
+    def hash_len(self, key: str) -> int: ...
 
     def ping(self) -> bool:
         return True
@@ -95,6 +124,44 @@ class RedisBackend(KVBackend):
         for key in self._call(lambda: list(self.client.scan_iter(match=_redis_glob(prefix) + "*", count=500))):
             yield key.decode() if isinstance(key, bytes) else key
 
+    def update(self, key, change, claim=None):
+        from redis.exceptions import WatchError
+
+        def transaction() -> bool:
+            with self.client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key, *([claim[0]] if claim else []))
+                        if claim is not None and pipe.hexists(claim[0], claim[1]):
+                            return False
+                        value = change(pipe.get(key))
+                        if value is None:
+                            return False
+                        pipe.multi()
+                        if claim is not None:
+                            pipe.hset(*claim)
+                        pipe.set(key, value)
+                        pipe.execute()
+                        return True
+                    except WatchError:
+                        continue  # another writer came first: read again
+
+        return self._call(transaction)
+
+    def hash_set(self, key, mapping):
+        if mapping:
+            self._call(lambda: self.client.hset(key, mapping=mapping))
+
+    def hash_get_all(self, key):
+        raw = self._call(self.client.hgetall, key)
+        return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+
+    def hash_has(self, key, field):
+        return bool(self._call(self.client.hexists, key, field))
+
+    def hash_len(self, key):
+        return int(self._call(self.client.hlen, key))
+
     def ping(self):
         try:
             return bool(self.client.ping())
@@ -112,7 +179,10 @@ def _redis_glob(prefix: str) -> str:
 
 
 class DirectoryBackend(KVBackend):
-    """One file per key under ``root``; writes are atomic (temp file + rename)."""
+    """One file per key under ``root``; writes are atomic (temp file + rename). A hash is a folder
+    with one file per field. :meth:`update` holds an exclusive ``flock`` on a lock file beside
+    the key, so threads and processes sharing the directory do not lose each other's updates.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -129,7 +199,10 @@ class DirectoryBackend(KVBackend):
             return None
 
     def set(self, key, value):
-        path = self._path(key)
+        self._write(self._path(key), value)
+
+    @staticmethod
+    def _write(path: Path, value: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -154,12 +227,55 @@ class DirectoryBackend(KVBackend):
     def delete(self, key):
         self._path(key).unlink(missing_ok=True)
 
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".lock-{path.name}", "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _field_path(self, key: str, field: str) -> Path:
+        return self._path(key) / urllib.parse.quote(field, safe="-_.")
+
+    def update(self, key, change, claim=None):
+        with self._locked(key):
+            if claim is not None and self.hash_has(claim[0], claim[1]):
+                return False
+            value = change(self.get(key))
+            if value is None:
+                return False
+            if claim is not None:
+                self._write(self._field_path(claim[0], claim[1]), claim[2])
+            self.set(key, value)
+            return True
+
+    def hash_set(self, key, mapping):
+        for field, value in mapping.items():
+            self._write(self._field_path(key, field), value)
+
+    def hash_get_all(self, key):
+        folder = self._path(key)
+        if not folder.is_dir():
+            return {}
+        return {urllib.parse.unquote(p.name): p.read_bytes()
+                for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+    def hash_has(self, key, field):
+        return self._field_path(key, field).is_file()
+
+    def hash_len(self, key):
+        return len(self.hash_get_all(key))
+
     def keys(self, prefix):
         base = self._path(prefix.rstrip(":")) if prefix.endswith(":") else self._path(prefix).parent
         if not base.exists():
             return
         for path in base.rglob("*"):
-            if path.is_file() and not path.name.startswith(".tmp-"):
+            if path.is_file() and not path.name.startswith((".tmp-", ".lock-")):
                 rel = path.relative_to(self.root)
                 key = ":".join(urllib.parse.unquote(p) for p in rel.parts)
                 if key.startswith(prefix):
@@ -246,19 +362,66 @@ class Store:
         self.backend.set(self._k("descriptions", description_set.id), ("\n".join(lines) + "\n").encode())
 
     def get_description_records(self, descriptions_id: str):
-        from .descriptions import DescriptionRecord
-
         raw = self.backend.get(self._k("descriptions", descriptions_id))
         if raw is None:
             return None
         return [DescriptionRecord.from_json(json.loads(line)) for line in raw.decode().splitlines() if line.strip()]
 
     # jobs
-    def put_job(self, job_id: str, state: dict) -> None:
-        self.set_json(state, "job", job_id)
+    def put_job(self, job: JobRecord) -> None:
+        self.backend.set(self._k("job", job.id), job.to_bytes())
 
-    def get_job(self, job_id: str) -> dict | None:
-        return self.get_json("job", job_id)
+    def get_job(self, job_id: str) -> JobRecord | None:
+        raw = self.backend.get(self._k("job", job_id))
+        return None if raw is None else JobRecord.from_bytes(raw)
+
+    def update_job(self, job_id: str, change: Callable[[JobRecord], None],
+                   result: DescriptionRecord | None = None) -> JobRecord | None:
+        """Apply ``change`` to the stored job record atomically (compare-and-set on Redis, a file
+        lock in the directory store) and stamp ``updated_at``; ``change`` may run more than once.
+
+        With ``result``: only if the job has no result for that class yet, and the result is
+        stored in the same transaction, so each class is recorded, and counted, exactly once.
+        The record written, or ``None`` when nothing was (no such job, or the class had one).
+        """
+        written: list[JobRecord] = []
+
+        def apply(raw: bytes | None) -> bytes | None:
+            if raw is None:
+                return None
+            job = JobRecord.from_bytes(raw)
+            change(job)
+            job.updated_at = utc_now()
+            written[:] = [job]
+            return job.to_bytes()
+
+        claim = None
+        if result is not None:
+            claim = (self._k("qjob", job_id, "records"), result.class_id, _record_bytes(result))
+        return written[0] if self.backend.update(self._k("job", job_id), apply, claim) else None
+
+    def create_job(self, job: JobRecord, spec: dict | None = None,
+                   results: Iterable[DescriptionRecord] = ()) -> None:
+        """Store a new job: its spec and earlier results first, the record last (a reader that
+        finds the record finds the rest)."""
+        if spec is not None:
+            self.set_json(spec, "qjob", job.id, "spec")
+        self.backend.hash_set(self._k("qjob", job.id, "records"),
+                              {r.class_id: _record_bytes(r) for r in results})
+        self.put_job(job)
+
+    def get_job_spec(self, job_id: str) -> dict | None:
+        return self.get_json("qjob", job_id, "spec")
+
+    def job_results(self, job_id: str) -> list[DescriptionRecord]:
+        raw = self.backend.hash_get_all(self._k("qjob", job_id, "records"))
+        return [DescriptionRecord.from_json(json.loads(v)) for v in raw.values()]
+
+    def has_job_result(self, job_id: str, class_id: str) -> bool:
+        return self.backend.hash_has(self._k("qjob", job_id, "records"), class_id)
+
+    def job_result_count(self, job_id: str) -> int:
+        return self.backend.hash_len(self._k("qjob", job_id, "records"))
 
     # arrays
     def put_array(self, kind: str, key: str, array: np.ndarray, meta: dict | None = None) -> None:
@@ -280,6 +443,10 @@ class Store:
 
     def describe(self) -> str:
         return self.backend.describe()
+
+
+def _record_bytes(record: DescriptionRecord) -> bytes:
+    return json.dumps(record.to_json(), ensure_ascii=False).encode()
 
 
 def open_store(settings=None, namespace: str | None = None) -> Store:

@@ -6,7 +6,6 @@ Redis (conftest's ``redis_url``) the tests skip, except in CI, where they fail.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import redis.asyncio
 
 from gloss_gen.classsets import ClassSet, builtin_class_set
 from gloss_gen.config import Settings
@@ -197,7 +195,7 @@ def test_three_workers_one_killed_every_class_described_once(qenv):
     deadline = time.monotonic() + 60
     while True:
         watch_records()
-        state = store.get_job(job_id)
+        state = store.get_job(job_id).to_json()
         if state["done"] >= 20:
             mid_run = mid_run or state
             if victim_in_flight():
@@ -214,7 +212,7 @@ def test_three_workers_one_killed_every_class_described_once(qenv):
     assert mid_run["total"] == 100 and mid_run["failed"] == 0
 
     deadline = time.monotonic() + 60
-    while (state := store.get_job(job_id))["state"] not in ("done", "failed"):
+    while (state := store.get_job(job_id).to_json())["state"] not in ("done", "failed"):
         watch_records()
         assert time.monotonic() < deadline, f"job did not finish: {state}"
         time.sleep(0.02)
@@ -288,7 +286,7 @@ def test_describe_queue_cli_burst_worker_and_a_class_that_kept_killing_workers(q
     payload = json.loads(qenv.client.get(f"arq:job:{describe_task_id(job_id, cursed)}"))
     assert payload["f"] == "describe_class" and payload["a"] == [job_id, cursed]
     qenv.client.set(f"arq:retry:{describe_task_id(job_id, cursed)}", MAX_ATTEMPTS)
-    assert open_store(qenv.settings).get_job(job_id)["state"] == "queued"
+    assert open_store(qenv.settings).get_job(job_id).state == "queued"
 
     worker, log_path = qenv.start_worker("burst", "--burst", "--concurrency", "3")
     stdout, stderr = cli.communicate(timeout=120)
@@ -297,7 +295,7 @@ def test_describe_queue_cli_burst_worker_and_a_class_that_kept_killing_workers(q
     assert "10/10 classes done, 1 failed" in stdout and cursed in stdout, stdout
 
     store = open_store(qenv.settings)
-    state = store.get_job(job_id)
+    state = store.get_job(job_id).to_json()
     assert state["state"] == "done", state
     assert (state["total"], state["done"], state["failed"]) == (10, 10, 1)
     assert [e["class_id"] for e in state["errors"]] == [cursed]
@@ -314,7 +312,7 @@ def test_recorded_classes_are_not_described_again(qenv):
     before its task finished are skipped without an LLM request. Each LLM answer takes longer
     than the worker's claim on its task lasts unrenewed, so a claim that lapsed would show as
     a second request."""
-    from gloss_gen.queue import Keys, _count, _update_job, wait_for_job
+    from gloss_gen.queue import wait_for_job
 
     class_set = builtin_class_set("cifar10")
     qenv.lease_s = 2.0
@@ -330,24 +328,18 @@ def test_recorded_classes_are_not_described_again(qenv):
     write_jsonl(out, [*earlier, failed])
 
     job_id = _enqueue(qenv, class_set, "vgloss", out=out)
-    assert open_store(qenv.settings).get_job(job_id)["done"] == 3
+    store = open_store(qenv.settings)
+    assert store.get_job(job_id).done == 3
 
     # A worker recorded class 4 and died before its task finished: the task is still queued.
     orphan = DescriptionRecord.for_class(class_set.classes[4], class_set, 4, "vgloss")
     orphan.descriptions = ["recorded by a worker that died"]
 
-    async def record_orphan():
-        client = redis.asyncio.Redis.from_url(qenv.redis_url)
-        try:
-            return await _update_job(client, Keys(qenv.namespace), job_id, _count(orphan), record=orphan)
-        finally:
-            await client.aclose()
-
-    assert asyncio.run(record_orphan())
+    assert store.update_job(job_id, lambda job: job.count(orphan), orphan)
     assert qenv.client.zcard(qenv.queue) == 7  # 10 classes less the 3 in ``out``
 
     proc, log_path = qenv.start_worker("burst", "--burst")
-    state = wait_for_job(job_id, qenv.settings, progress=False, timeout_s=60)
+    state = wait_for_job(job_id, qenv.settings, timeout_s=60).to_json()
     assert proc.wait(timeout=30) == 0, log_path.read_text()
     assert state["state"] == "done" and (state["done"], state["failed"]) == (10, 0), state
 

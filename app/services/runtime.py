@@ -21,7 +21,7 @@ from .catalog import ClassSetCatalog
 from .classify import ClassifyService
 from .decoding import ImageDecoder
 from .errors import StoreUnavailable
-from .jobs import JobRunner
+from .jobs import InProcessJobs, JobBackend, JobRunner, QueuedJobs
 from .model import ModelHolder, available_cores
 from .readiness import Readiness
 from .registry import ClassifierRegistry
@@ -54,9 +54,15 @@ class ServerRuntime:
         self.classifier_service = ClassifyService(
             settings, self.readiness, self.model, self.registry, self.decoder, self.batcher, self.metrics
         )
-        self.jobs = JobRunner(settings, self.store, self.registry)
+        self.jobs = JobRunner(self.store, self._job_backend())
         self.catalog = ClassSetCatalog(self.store, self.registry, self.jobs, settings.default_method)
         self._startup: asyncio.Task | None = None
+
+    def _job_backend(self) -> JobBackend:
+        """Where class-set jobs run: on the worker queue with ``VGLOSS_JOBS_ON_QUEUE``, else here."""
+        if self.settings.jobs_on_queue:
+            return QueuedJobs(self.settings, self.store)
+        return InProcessJobs(self.settings, self.store, self.registry)
 
     async def start(self) -> None:
         self.batcher.start()

@@ -30,6 +30,8 @@ Examples:
   vgloss describe labels.txt --method vgloss --queue
 """
 
+NO_WORKER_WARNING_S = 10  # two of arq's health checks: a live worker has refreshed its key by then
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("class_set", metavar="CLASS_SET",
@@ -85,13 +87,39 @@ def _run_queued(args: argparse.Namespace, class_set, options, settings) -> int:
     extra.pop("method")
     job_id = queue.enqueue_describe_job(class_set, args.method, settings=settings, out=args.out, **extra)
     print(f"queued job {job_id}", file=sys.stderr)
-    state = queue.wait_for_job(job_id, settings, progress=not args.no_progress)
-    failed = int(state.get("failed") or 0)
-    print(f"job {job_id}: {state.get('state')}, {state.get('done')}/{state.get('total')} classes done, "
-          f"{failed} failed")
-    for error in state.get("errors") or []:
+    job = _follow(queue, job_id, settings, progress=not args.no_progress)
+    print(f"job {job_id}: {job.state}, {job.done}/{job.total} classes done, {job.failed} failed")
+    for error in job.errors:
         print(f"  failed: {error.get('name')} ({error.get('class_id')}): {error.get('error')}")
-    return 0 if state.get("state") == "done" and not failed else 1
+    return 0 if job.state == "done" and not job.failed else 1
+
+
+def _follow(queue, job_id: str, settings, progress: bool):
+    """Wait for the queued job, with a bar of classes done; say so when no worker serves the queue."""
+    import time
+
+    bar = None
+    started = time.monotonic()
+    warned = False
+    try:
+        for job in queue.watch_job(job_id, settings):
+            if progress:
+                if bar is None:
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=job.total, desc=f"describe {job.class_set}", unit="class")
+                bar.n = job.done
+                bar.set_postfix(failed=job.failed, state=job.state, refresh=False)
+                bar.refresh()
+            if (not warned and not job.finished and time.monotonic() - started > NO_WORKER_WARNING_S
+                    and not queue.worker_serving(settings)):
+                warned = True
+                print(f"no worker is serving queue {settings.queue_name!r} yet; "
+                      "start one with `vgloss worker` (same VGLOSS_REDIS_URL)", file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+    return job
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ _API_STATES = {"queued", "running", "done", "failed"}
     dependencies=[ApiKey],
 )
 async def get_job(job_id: str, runtime: RuntimeDep) -> JobState:
-    state = await runtime.jobs.get(job_id)
+    state = (await runtime.jobs.get(job_id)).to_json()
     errors = list(state.get("errors") or [])
     if state.get("error"):
         errors.append({"error": state["error"]})

@@ -1,0 +1,200 @@
+"""The enqueue side of the describe queue: submit a job, then follow its record in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..classsets import ClassSet
+from ..config import Settings, get_settings
+from ..descriptions import DescriptionRecord, latest_by_class, read_jsonl
+from ..jobs import JobRecord
+from ..store import Store, StoreError, open_store
+
+log = logging.getLogger(__name__)
+
+HEALTH_CHECK_S = 5
+ENQUEUE_BATCH = 64
+
+
+class QueueError(StoreError):
+    """The queue cannot be used as asked (no Redis configured, unknown job); the message says why."""
+
+
+def dumps(obj: Any) -> bytes:
+    """arq's job serializer here: JSON, never arq's default pickle."""
+    # default=str: arq stores a failed task's exception as its result
+    return json.dumps(obj, default=str, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def loads(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def describe_task_id(job_id: str, class_id: str) -> str:
+    return f"{job_id}:{class_id}"
+
+
+def embed_task_id(job_id: str) -> str:
+    return f"{job_id}:embed"
+
+
+def require_redis(settings: Settings) -> str:
+    if not settings.redis_url:
+        raise QueueError("the queue needs Redis: set VGLOSS_REDIS_URL (e.g. redis://localhost:6379/0)")
+    return settings.redis_url
+
+
+def redis_settings(settings: Settings):
+    from arq.connections import RedisSettings
+
+    return RedisSettings.from_dsn(require_redis(settings))
+
+
+async def _arq_pool(settings: Settings):
+    from arq import create_pool
+
+    return await create_pool(
+        redis_settings(settings),
+        job_serializer=dumps,
+        job_deserializer=loads,
+        default_queue_name=settings.queue_name,
+    )
+
+
+def _options_for_spec(method: str, options: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The describe options as JSON, with this process's LLM defaults filled in (so every worker
+    asks the same model); no API key: workers read their own ``OPENAI_API_KEY``."""
+    from ..describe import DescribeOptions
+
+    if options.get("api_key"):
+        log.warning("the API key given is not sent through the queue; workers use their OPENAI_API_KEY")
+    if options.get("import_file") is not None:
+        options = {**options, "import_file": str(Path(options["import_file"]).resolve())}
+    return DescribeOptions.from_settings(method, settings, **options).to_dict()
+
+
+def _resumable_records(out: Path, class_set: ClassSet, method: str) -> list[DescriptionRecord]:
+    """Successful records of an earlier run in ``out`` (DESIGN: a re-run skips finished classes)."""
+    from ..describe import finished_class_ids
+
+    if not out.is_file():
+        return []
+    earlier = read_jsonl(out)
+    latest = latest_by_class(earlier)
+    return [latest[class_id] for class_id in finished_class_ids(earlier, class_set, method)]
+
+
+async def submit_describe_job(
+    class_set: ClassSet,
+    method: str,
+    *,
+    settings: Settings | None = None,
+    out: str | Path | None = None,
+    job_id: str | None = None,
+    store: Store | None = None,
+    **options: Any,
+) -> str:
+    """Queue a describe job: one ``describe_class`` task per class still to describe. Returns its id.
+
+    ``options`` are :class:`gloss_gen.describe.DescribeOptions` fields. ``out`` (a path on the
+    host that runs the final embed step) receives the JSONL; successful classes already in it
+    are not described again. The job goes into ``store`` (default: the settings' store, which
+    the workers must share).
+    """
+    settings = settings or get_settings()
+    require_redis(settings)
+    opts = _options_for_spec(method, options, settings)
+    job_id = job_id or uuid.uuid4().hex
+    out_path = Path(out).resolve() if out else None
+    seeded = _resumable_records(out_path, class_set, method) if out_path else []
+    seeded_ids = {r.class_id for r in seeded}
+    spec = {
+        "id": job_id,
+        "class_set": class_set.to_dict(),
+        "method": method,
+        "options": opts,
+        "model": settings.model,
+        "pretrained": settings.pretrained,
+        "out": str(out_path) if out_path else None,
+    }
+    job = JobRecord.new(job_id, "describe", class_set, method, done=len(seeded))
+    # The job goes into the store before its tasks: a worker may take the first one at once.
+    await asyncio.to_thread((store or open_store(settings)).create_job, job, spec, seeded)
+    pool = await _arq_pool(settings)
+    try:
+        todo = [c.id for c in class_set.classes if c.id not in seeded_ids]
+        for start in range(0, len(todo), ENQUEUE_BATCH):
+            await asyncio.gather(*(
+                pool.enqueue_job("describe_class", job_id, class_id, _job_id=describe_task_id(job_id, class_id))
+                for class_id in todo[start : start + ENQUEUE_BATCH]
+            ))
+        if not todo:
+            await pool.enqueue_job("embed_job", job_id, _job_id=embed_task_id(job_id))
+    finally:
+        await pool.aclose()
+    log.info("queued describe job %s: %d tasks for %s on %s%s", job_id, len(todo), class_set.name,
+             settings.queue_name, f" ({len(seeded)} classes already in {out_path})" if seeded else "")
+    return job_id
+
+
+def enqueue_describe_job(
+    class_set: ClassSet,
+    method: str,
+    *,
+    settings: Settings | None = None,
+    out: str | Path | None = None,
+    **options: Any,
+) -> str:
+    """Blocking form of :func:`submit_describe_job` (for the CLI)."""
+    return asyncio.run(submit_describe_job(class_set, method, settings=settings, out=out, **options))
+
+
+def watch_job(
+    job_id: str,
+    settings: Settings | None = None,
+    *,
+    poll_s: float = 0.5,
+    timeout_s: float | None = None,
+) -> Iterator[JobRecord]:
+    """The job's record every ``poll_s`` until it is ``done`` or ``failed`` (the last one yielded).
+    Raises :class:`QueueError` for an unknown job, ``TimeoutError`` after ``timeout_s``."""
+    store = open_store(settings or get_settings())
+    job = store.get_job(job_id)
+    if job is None:
+        raise QueueError(f"no job {job_id!r} in {store.describe()}")
+    started = time.monotonic()
+    while True:
+        yield job
+        if job.finished:
+            return
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"job {job_id} still {job.state} after {timeout_s:.0f}s")
+        time.sleep(poll_s)
+        job = store.get_job(job_id) or job
+
+
+def wait_for_job(job_id: str, settings: Settings | None = None, *, poll_s: float = 0.5,
+                 timeout_s: float | None = None) -> JobRecord:
+    """Block until the job is ``done`` or ``failed``; its final record (see :func:`watch_job`)."""
+    for job in watch_job(job_id, settings, poll_s=poll_s, timeout_s=timeout_s):
+        pass
+    return job
+
+
+def worker_serving(settings: Settings | None = None) -> bool:
+    """Whether any ``vgloss worker`` serves the settings' queue (arq's health-check key is set)."""
+    import redis
+
+    settings = settings or get_settings()
+    client = redis.Redis.from_url(require_redis(settings))
+    try:
+        return bool(client.exists(settings.queue_name + ":health-check"))
+    finally:
+        client.close()
