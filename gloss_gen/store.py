@@ -239,7 +239,10 @@ class DirectoryBackend(KVBackend):
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _field_path(self, key: str, field: str) -> Path:
-        return self._path(key) / urllib.parse.quote(field, safe="-_.")
+        name = urllib.parse.quote(field, safe="-_.")
+        if name.startswith("."):  # names starting with a dot are temp and lock files
+            name = "%2E" + name[1:]
+        return self._path(key) / name
 
     def update(self, key, change, claim=None):
         with self._locked(key):
@@ -296,11 +299,11 @@ class Store:
         return ":".join((self.ns, *parts))
 
     # json helpers
-    def get_json(self, *parts: str):
+    def _get_json(self, *parts: str):
         raw = self.backend.get(self._k(*parts))
         return None if raw is None else json.loads(raw)
 
-    def set_json(self, value, *parts: str) -> None:
+    def _set_json(self, value, *parts: str) -> None:
         self.backend.set(self._k(*parts), json.dumps(value, ensure_ascii=False).encode())
 
     # classifiers
@@ -321,14 +324,11 @@ class Store:
                 f"the stored classifier {key} is unreadable ({exc.message}); build it again with `vgloss embed`"
             ) from None
 
-    def has_classifier(self, key: str) -> bool:
-        return self.backend.get(self._k("classifier", key)) is not None
-
     def set_active(self, model_id: str, class_set: str, key: str) -> None:
-        self.set_json({"key": key}, "active", model_id, class_set)
+        self._set_json({"key": key}, "active", model_id, class_set)
 
     def get_active_key(self, model_id: str, class_set: str) -> str | None:
-        value = self.get_json("active", model_id, class_set)
+        value = self._get_json("active", model_id, class_set)
         return value["key"] if value else None
 
     def get_active_classifier(self, model_id: str, class_set: str) -> Classifier | None:
@@ -340,17 +340,17 @@ class Store:
         out = {}
         for key in self.backend.keys(prefix):
             name = key[len(prefix):]
-            value = self.get_json("active", model_id, name)
+            value = self._get_json("active", model_id, name)
             if value:
                 out[name] = value["key"]
         return out
 
     # class sets and descriptions
     def put_class_set(self, class_set: ClassSet) -> None:
-        self.set_json(class_set.to_dict(), "classset", class_set.name)
+        self._set_json(class_set.to_dict(), "classset", class_set.name)
 
     def get_class_set(self, name: str) -> ClassSet | None:
-        data = self.get_json("classset", name)
+        data = self._get_json("classset", name)
         return None if data is None else ClassSet.from_dict(data)
 
     def class_set_names(self) -> list[str]:
@@ -405,13 +405,13 @@ class Store:
         """Store a new job: its spec and earlier results first, the record last (a reader that
         finds the record finds the rest)."""
         if spec is not None:
-            self.set_json(spec, "qjob", job.id, "spec")
+            self._set_json(spec, "qjob", job.id, "spec")
         self.backend.hash_set(self._k("qjob", job.id, "records"),
                               {r.class_id: _record_bytes(r) for r in results})
         self.put_job(job)
 
     def get_job_spec(self, job_id: str) -> dict | None:
-        return self.get_json("qjob", job_id, "spec")
+        return self._get_json("qjob", job_id, "spec")
 
     def job_results(self, job_id: str) -> list[DescriptionRecord]:
         raw = self.backend.hash_get_all(self._k("qjob", job_id, "records"))
