@@ -17,7 +17,6 @@ neighbours), :mod:`.prompt`, :mod:`.parsing` (answer → descriptions, the 77-to
 
 from .client import (
     PLACEHOLDER_API_KEY,
-    LLMAnswer,
     LLMConfigError,
     LLMError,
     RetryPolicy,
@@ -43,7 +42,6 @@ __all__ = [
     "PLACEHOLDER_API_KEY",
     "PROMPT_VERSION",
     "ClassFacts",
-    "LLMAnswer",
     "LLMConfigError",
     "LLMError",
     "RetryPolicy",
