@@ -302,8 +302,3 @@ MODEL_CACHE = ModelCache()
 def get_model(settings=None, **overrides) -> ClipModel:
     """The model the settings name (see :meth:`ModelSpec.from_settings`), loaded once per process."""
     return MODEL_CACHE.get(ModelSpec.from_settings(settings, **overrides))
-
-
-def load_clip_from_settings(settings=None) -> ClipModel:
-    """Deprecated name of :func:`get_model` (the queue worker still calls it)."""
-    return get_model(settings)

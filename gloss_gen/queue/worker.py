@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,7 +196,8 @@ async def embed_job(ctx: dict, job_id: str) -> str:
 
 
 def _embed(ctx: dict, spec: dict, records: list[DescriptionRecord]) -> dict:
-    from ..classifier import build_classifier
+    from ..models import get_model
+    from ..pipeline import build_and_store
 
     class_set = ClassSet.from_dict(spec["class_set"])
     description_set = assemble(class_set, records, method=spec["method"])
@@ -207,24 +207,10 @@ def _embed(ctx: dict, spec: dict, records: list[DescriptionRecord]) -> dict:
         write_jsonl(out, description_set.records)
     if len(description_set.failed) == len(description_set.records):
         return {"error": "every class failed to be described; no classifier was built"}
-    model = _model(ctx, spec["model"], spec["pretrained"])
-    classifier = build_classifier(model, description_set)
-    store = ctx["store"]
-    store.put_descriptions(description_set)
-    store.put_classifier(classifier)
+    # the job's model on this worker's device and precision, loaded once per process
+    model = get_model(ctx["settings"], name=spec["model"], pretrained=spec["pretrained"])
+    classifier = build_and_store(model, description_set, ctx["store"])
     return {"classifier": classifier.key, "descriptions": description_set.id, "model": classifier.model_id}
-
-
-def _model(ctx: dict, name: str, pretrained: str):
-    """The job's CLIP model, loaded once per worker process (the worker's device and precision)."""
-    from ..models import load_clip_from_settings
-
-    with ctx["models_lock"]:
-        key = (name, pretrained)
-        if key not in ctx["models"]:
-            settings = ctx["settings"].model_copy(update={"model": name, "pretrained": pretrained})
-            ctx["models"][key] = load_clip_from_settings(settings)
-        return ctx["models"][key]
 
 
 def _make_worker_class():
@@ -296,8 +282,6 @@ def create_worker(
             settings=settings,
             store=open_store(settings),
             jobs={},
-            models={},
-            models_lock=threading.Lock(),
             clients={},
         )
         log.info("vgloss worker ready: queue %s, concurrency %d, lease %.1fs, store %s",
