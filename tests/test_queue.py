@@ -400,3 +400,35 @@ def test_api_class_set_jobs_can_run_on_the_worker_queue(qenv, data_dir):
         result = api.post("/v1/classify", files={"images": ("cat.jpg", image)}, data={"class_set": "pets"})
         assert result.status_code == 200, result.text
         assert {p["label"] for p in result.json()["results"][0]["predictions"]} == {"tabby cat", "beagle", "goldfish"}
+
+
+def test_watch_job_yields_records_until_final_and_prints_nothing(redis_url, redis_namespace, capsys):
+    import threading
+
+    from gloss_gen.jobs import JobRecord
+    from gloss_gen.queue import QueueError, watch_job, worker_serving
+
+    settings = Settings(redis_url=redis_url, redis_namespace=redis_namespace,
+                        queue_name=f"{redis_namespace}:queue")
+    store = open_store(settings)
+    store.put_job(JobRecord.new("w1", "describe", builtin_class_set("cifar10"), "wordnet"))
+
+    def finish() -> None:
+        time.sleep(0.3)
+        store.update_job("w1", lambda job: job.mark("running"))
+        time.sleep(0.3)
+        store.update_job("w1", lambda job: job.mark("done", classifier="k"))
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    seen = [job.state for job in watch_job("w1", settings, poll_s=0.05, timeout_s=30)]
+    thread.join()
+    assert seen[0] == "queued" and "running" in seen and seen[-1] == "done" and seen.count("done") == 1
+    assert capsys.readouterr() == ("", "")
+    assert not worker_serving(settings)
+
+    store.put_job(JobRecord.new("w2", "describe", builtin_class_set("cifar10"), "wordnet"))
+    with pytest.raises(TimeoutError, match="still queued"):
+        list(watch_job("w2", settings, poll_s=0.05, timeout_s=0.2))
+    with pytest.raises(QueueError, match="no job 'nope'"):
+        next(watch_job("nope", settings))
