@@ -375,6 +375,10 @@ class Store:
         raw = self.backend.get(self._k("job", job_id))
         return None if raw is None else JobRecord.from_bytes(raw)
 
+    def job_ids(self) -> list[str]:
+        prefix = self._k("job") + ":"
+        return sorted(k[len(prefix):] for k in self.backend.keys(prefix))
+
     def update_job(self, job_id: str, change: Callable[[JobRecord], None],
                    result: DescriptionRecord | None = None) -> JobRecord | None:
         """Apply ``change`` to the stored job record atomically (compare-and-set on Redis, a file

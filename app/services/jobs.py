@@ -4,6 +4,12 @@ The job record lives in the store under the job id (:class:`gloss_gen.jobs.JobRe
 only through ``Store.update_job``), so any replica sharing the store answers ``GET /v1/jobs/{id}``.
 Where a job runs is a :class:`JobBackend`, chosen once in ``ServerRuntime``: in this process
 (:class:`InProcessJobs`) or on the worker queue (:class:`QueuedJobs`).
+
+A job running in a server process holds a lease in its record (``owner``, ``lease_expires_at``)
+that the process renews while the job runs. A process killed mid-job stops renewing it: the next
+reader of the record, or the next server to start on the store, marks the job failed with the
+reason. A final state that cannot be written (the store is down when the job ends) is retried in
+the background until the store is back.
 """
 
 from __future__ import annotations
@@ -30,6 +36,36 @@ from .registry import ClassifierRegistry
 log = logging.getLogger(__name__)
 
 PROGRESS_WRITE_INTERVAL_S = 0.5
+JOB_KIND = "class-set"
+FINAL_WRITE_RETRY_MAX_S = 5.0
+FINAL_WRITE_RETRY_FOR_S = 3600.0
+ORPHANED = "the server running this job stopped before it finished; submit it again"
+
+
+def lease_expired(job: JobRecord, now: float | None = None) -> bool:
+    """An unfinished in-process job whose server stopped renewing its lease."""
+    if job.kind != JOB_KIND or job.finished:
+        return False
+    expires = job.extra.get("lease_expires_at")
+    return not isinstance(expires, (int, float)) or expires < (time.time() if now is None else now)
+
+
+def _fail_orphaned(job: JobRecord) -> None:
+    if lease_expired(job):  # checked again inside the compare-and-set: the owner may have renewed
+        job.mark("failed", error=ORPHANED, finished_at=utc_now())
+
+
+def reconcile_orphaned_jobs(store: Store) -> int:
+    """Blocking: mark every in-process job whose lease expired as failed; how many were."""
+    count = 0
+    for job_id in store.job_ids():
+        job = store.get_job(job_id)
+        if job is not None and lease_expired(job):
+            updated = store.update_job(job_id, _fail_orphaned)
+            if updated is not None and updated.state == "failed":
+                count += 1
+                log.warning("job %s: %s", job_id, ORPHANED)
+    return count
 
 
 class JobBackend(Protocol):
@@ -65,7 +101,22 @@ class JobRunner:
             raise StoreUnavailable(str(exc)) from exc
         if job is None:
             raise JobNotFound(job_id)
+        if lease_expired(job):
+            try:
+                job = await asyncio.to_thread(self.store.update_job, job_id, _fail_orphaned) or job
+            except StoreError as exc:
+                raise StoreUnavailable(str(exc)) from exc
         return job
+
+    async def reconcile(self) -> None:
+        """At start-up: jobs left running by a server that died are marked failed, not left running."""
+        try:
+            count = await asyncio.to_thread(reconcile_orphaned_jobs, self.store)
+        except StoreError as exc:
+            log.warning("could not check for jobs left by a stopped server: %s", exc)
+            return
+        if count:
+            log.warning("marked %d job(s) left running by a stopped server as failed", count)
 
     async def close(self) -> None:
         await self.backend.close()
@@ -105,11 +156,15 @@ class InProcessJobs:
         self.registry = registry
         self._one_at_a_time = asyncio.Semaphore(1)
         self._tasks: dict[str, asyncio.Task] = {}
+        self._final_writes: set[asyncio.Task] = set()
+        self.owner = uuid.uuid4().hex
+        self.lease_s = max(3.0 * settings.queue_lease_s, 1.0)
         # one writer thread keeps progress writes in order without blocking the event loop
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-job-state")
 
     async def start(self, job_id: str, class_set: ClassSet, method: str) -> None:
-        job = JobRecord.new(job_id, "class-set", class_set, method, model=self.registry.model.model_id)
+        job = JobRecord.new(job_id, JOB_KIND, class_set, method, model=self.registry.model.model_id)
+        self._renew(job)
         await asyncio.to_thread(self.store.put_job, job)
         task = asyncio.create_task(self._run(job, class_set, method), name=f"vgloss-job-{job_id}")
         self._tasks[job_id] = task
@@ -128,6 +183,7 @@ class InProcessJobs:
                 last_write = now
                 self._write_soon(job)
 
+        heartbeat = asyncio.create_task(self._heartbeat(job), name=f"vgloss-job-lease-{job.id}")
         try:
             async with self._one_at_a_time:
                 job.mark("running", started_at=utc_now())
@@ -142,13 +198,49 @@ class InProcessJobs:
                 log.info("job %s done: class set %s serves descriptions %s", job.id, class_set.name,
                          description_set.id)
         except asyncio.CancelledError:
+            heartbeat.cancel()
             job.mark("failed", error="the server shut down before the job finished")
             await self._write(job, quiet=True)
             raise
         except Exception as exc:
             log.exception("job %s failed", job.id)
             job.mark("failed", error=f"{type(exc).__name__}: {exc}", finished_at=utc_now())
-        await self._write(job, quiet=True)
+        heartbeat.cancel()
+        await self._write_final(job)
+
+    def _renew(self, job: JobRecord) -> None:
+        job.mark(owner=self.owner, lease_expires_at=time.time() + self.lease_s)
+
+    async def _heartbeat(self, job: JobRecord) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            self._renew(job)
+            self._write_soon(job)
+
+    async def _write_final(self, job: JobRecord) -> None:
+        """The final state, retried in the background while the store is down, so the record
+        does not stay ``running`` after the store comes back."""
+        try:
+            await self._write(job)
+        except StoreError as exc:
+            log.warning("job %s: final state %s not saved yet (%s); retrying until the store is back",
+                        job.id, job.state, exc)
+            task = asyncio.create_task(self._retry_final(job), name=f"vgloss-job-final-{job.id}")
+            self._final_writes.add(task)
+            task.add_done_callback(self._final_writes.discard)
+
+    async def _retry_final(self, job: JobRecord) -> None:
+        delay, deadline = 0.25, time.monotonic() + FINAL_WRITE_RETRY_FOR_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, FINAL_WRITE_RETRY_MAX_S)
+            try:
+                await self._write(job)
+            except StoreError:
+                continue
+            log.info("job %s: final state %s saved", job.id, job.state)
+            return
+        log.error("job %s: final state %s never saved; its lease will expire", job.id, job.state)
 
     def _write_soon(self, job: JobRecord) -> None:
         future = self._writer.submit(self.store.update_job, job.id, _becomes(job))
@@ -165,9 +257,9 @@ class InProcessJobs:
             log.warning("job %s: final state %s not saved (store unavailable)", job.id, job.state)
 
     async def close(self) -> None:
-        for task in list(self._tasks.values()):
+        for task in list(self._tasks.values()) + list(self._final_writes):
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks.values(), *self._final_writes, return_exceptions=True)
         self._writer.shutdown(wait=True)
 
 

@@ -77,6 +77,8 @@ class ServerRuntime:
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if not self.settings.jobs_on_queue:
+                await self.jobs.reconcile()
             self.readiness.set("loading_model", f"loading model {self.settings.model}")
             await loop.run_in_executor(self._inference_executor, self.model.load)
             name = self.settings.default_class_set
