@@ -9,8 +9,9 @@ Process the describe tasks that `vgloss describe ... --queue` puts on the Redis 
 per class, then a final embed step that builds the classifier and makes it active in the store
 (where every `vgloss serve` replica on that Redis picks it up). Run as many workers as you like, on as many hosts as reach the same Redis
 (VGLOSS_REDIS_URL); each class is described once. A worker that dies mid-task loses nothing:
-another one re-runs its tasks after VGLOSS_QUEUE_LEASE_S seconds. SIGTERM/Ctrl-C hands running
-tasks back to the queue at once.
+another one re-runs its tasks after VGLOSS_QUEUE_LEASE_S seconds. A Redis outage does not stop
+it: it reconnects with back-off (up to 30 s between tries). SIGTERM/Ctrl-C hands running tasks
+back to the queue at once.
 
 The LLM client reads OPENAI_API_KEY and OPENAI_BASE_URL; the embed step loads the model the job
 was queued with, on this worker's VGLOSS_DEVICE.
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..cli import UserError
     from ..config import get_settings
-    from ..queue import QueueError, create_worker
+    from ..queue import QueueError, run_worker
 
     if args.concurrency is not None and args.concurrency < 1:
         raise UserError("--concurrency must be at least 1")
@@ -45,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.queue:
         settings = settings.model_copy(update={"queue_name": args.queue})
     try:
-        worker = create_worker(settings, concurrency=args.concurrency, burst=args.burst)
+        run_worker(settings, concurrency=args.concurrency, burst=args.burst)
     except QueueError as exc:
         raise UserError(str(exc)) from None
-    worker.run()
     return 0

@@ -27,7 +27,7 @@ from .client import (
     watch_job,
     worker_serving,
 )
-from .worker import MAX_ATTEMPTS, create_worker
+from .worker import MAX_ATTEMPTS, create_worker, run_worker
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -37,6 +37,7 @@ __all__ = [
     "enqueue_describe_job",
     "submit_describe_job",
     "wait_for_job",
+    "run_worker",
     "watch_job",
     "worker_serving",
 ]

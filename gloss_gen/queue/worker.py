@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,34 @@ def create_worker(
         handle_signals=handle_signals,
         lease_s=settings.queue_lease_s,
     )
+
+
+RECONNECT_MAX_S = 30.0
+
+
+def run_worker(
+    settings: Settings | None = None,
+    *,
+    concurrency: int | None = None,
+    burst: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Run a worker until it is stopped, riding out Redis outages: a lost connection (arq raises
+    it out of its poll loop) is logged and a new worker connects again with back-off, up to
+    ``RECONNECT_MAX_S`` between tries. Tasks that were running are re-run by whichever worker
+    next holds their lease; recorded classes are never described twice."""
+    import redis
+
+    delay = 1.0
+    while True:
+        worker = create_worker(settings, concurrency=concurrency, burst=burst)
+        started = time.monotonic()
+        try:
+            worker.run()
+            return
+        except (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError) as exc:
+            if time.monotonic() - started > RECONNECT_MAX_S:
+                delay = 1.0  # it ran a while: a fresh outage, not the same one
+            log.warning("lost the connection to Redis (%s); reconnecting in %.0fs", exc, delay)
+            sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
