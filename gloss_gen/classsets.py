@@ -18,12 +18,12 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import InputError
+from .names import NAME_RULE, is_valid_name
 
 log = logging.getLogger(__name__)
 
 BUILTIN_CLASS_SETS = ("imagenet1k", "cifar10", "stl10")
 CUSTOM_SUFFIXES = (".txt", ".json", ".yaml", ".yml")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ClassSetError(InputError):
@@ -96,10 +96,10 @@ def slugify(label: str) -> str:
 
 
 def validate_class_set_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise ClassSetError(
-            f"invalid class set name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
-        )
+    """``name`` if it matches the one name pattern (:mod:`gloss_gen.names`), else ClassSetError."""
+    if not is_valid_name(name):
+        shown = repr(name[:40] + "...") if isinstance(name, str) and len(name) > 40 else repr(name)
+        raise ClassSetError(f"invalid class set name {shown}: use {NAME_RULE}")
     return name
 
 
@@ -196,6 +196,8 @@ def load_class_set(ref: str | Path) -> ClassSet:
     if path.suffix.lower() in CUSTOM_SUFFIXES:
         if not path.is_file():
             raise ClassSetError(f"class set file {path} does not exist")
+        if not is_valid_name(path.stem):
+            raise ClassSetError(f"{path.name}: the file name names the class set; use {NAME_RULE} before the suffix")
         entries, description = _read_entries(path)
         return build_class_set(path.stem, entries, description)
     return builtin_class_set(ref_str)  # raises the "unknown class set" error

@@ -35,7 +35,7 @@ import numpy as np
 from .classifier import Classifier, ClassifierFormatError
 from .classsets import ClassSet
 from .descriptions import DescriptionRecord, utc_now
-from .errors import UnavailableError
+from .errors import InputError, UnavailableError
 from .jobs import JobRecord
 
 LAYOUT_VERSION = "v1"
@@ -178,24 +178,87 @@ def _redis_glob(prefix: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", prefix)
 
 
+class InvalidStoreKey(InputError):
+    """A key the directory store cannot hold (a part too long for a file name, or not text)."""
+
+    code = "invalid_store_key"
+
+
+MAX_KEY_PART_BYTES = 240
+"""Longest encoded key part (file systems allow 255 bytes per name; '.tmp-' files need room)."""
+
+
+def encode_key_part(part: str) -> str:
+    """One key part as one safe file name; :func:`decode_key_part` reverses it.
+
+    Everything but ASCII letters, digits, '-', '_' and '.' is percent-encoded (so '/', '\\', NUL
+    and ':' never reach the file system), a leading '.' becomes '%2E' (so '.' and '..' never appear, and temp and lock files stay apart), and the empty
+    part becomes '%' (which percent-encoding never produces alone). Normal parts keep the
+    encoding earlier stores were written with.
+    """
+    if part == "":
+        return "%"
+    try:
+        encoded = urllib.parse.quote(part, safe="-_.", errors="strict")
+    except UnicodeEncodeError:
+        raise InvalidStoreKey("a store key part is not valid text") from None
+    if encoded.startswith("."):  # never '.' or '..', nor mistaken for a temp or lock file
+        encoded = "%2E" + encoded[1:]
+    if len(encoded.encode()) > MAX_KEY_PART_BYTES:
+        raise InvalidStoreKey(f"a store key part is too long ({len(encoded)} characters encoded)")
+    return encoded
+
+
+def decode_key_part(name: str) -> str:
+    return "" if name == "%" else urllib.parse.unquote(name, errors="strict")
+
+
+def _clash() -> InvalidStoreKey:
+    return InvalidStoreKey("a store key clashes with another key's file in the directory store")
+
+
 class DirectoryBackend(KVBackend):
     """One file per key under ``root``; writes are atomic (temp file + rename). A hash is a folder
     with one file per field. :meth:`update` holds an exclusive ``flock`` on a lock file beside
     the key, so threads and processes sharing the directory do not lose each other's updates.
+
+    A key is split on ':' and each part (and each hash field) encoded by :func:`encode_key_part`,
+    so no key, whatever it holds, names a path outside ``root``; the resolved path is checked to
+    be inside ``root`` too (a symlink planted in the store cannot lead out). A key that cannot be
+    stored (a part too long for a file name) is absent on reads and refused with
+    :class:`InvalidStoreKey` on writes.
     """
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._resolved_root = self.root.resolve()
 
     def _path(self, key: str) -> Path:
-        parts = [urllib.parse.quote(p, safe="-_.") for p in key.split(":")]
-        return self.root.joinpath(*parts)
+        return self._contained(self.root.joinpath(*(encode_key_part(p) for p in key.split(":"))))
+
+    def _contained(self, path: Path) -> Path:
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as exc:  # a path too long, a symlink loop
+            raise InvalidStoreKey(f"a store key cannot be a file name ({type(exc).__name__})") from None
+        if self._resolved_root not in resolved.parents:
+            raise InvalidStoreKey("a store key leads outside the store")
+        return path
+
+    def _path_or_none(self, key: str) -> Path | None:
+        try:
+            return self._path(key)
+        except InvalidStoreKey:
+            return None
 
     def get(self, key):
+        path = self._path_or_none(key)
+        if path is None:
+            return None
         try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 
     def set(self, key, value):
@@ -203,21 +266,24 @@ class DirectoryBackend(KVBackend):
 
     @staticmethod
     def _write(path: Path, value: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(value)
             os.replace(tmp, path)
+        except IsADirectoryError:
+            Path(tmp).unlink(missing_ok=True)
+            raise _clash() from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
     def set_if_absent(self, key, value):
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as fh:
@@ -225,12 +291,14 @@ class DirectoryBackend(KVBackend):
         return True
 
     def delete(self, key):
-        self._path(key).unlink(missing_ok=True)
+        path = self._path_or_none(key)
+        if path is not None and not path.is_dir():
+            path.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         with open(path.parent / f".lock-{path.name}", "ab") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -239,10 +307,7 @@ class DirectoryBackend(KVBackend):
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _field_path(self, key: str, field: str) -> Path:
-        name = urllib.parse.quote(field, safe="-_.")
-        if name.startswith("."):  # names starting with a dot are temp and lock files
-            name = "%2E" + name[1:]
-        return self._path(key) / name
+        return self._contained(self._path(key) / encode_key_part(field))
 
     def update(self, key, change, claim=None):
         with self._locked(key):
@@ -261,31 +326,48 @@ class DirectoryBackend(KVBackend):
             self._write(self._field_path(key, field), value)
 
     def hash_get_all(self, key):
-        folder = self._path(key)
-        if not folder.is_dir():
+        folder = self._path_or_none(key)
+        if folder is None or not folder.is_dir():
             return {}
-        return {urllib.parse.unquote(p.name): p.read_bytes()
+        return {decode_key_part(p.name): p.read_bytes()
                 for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
 
     def hash_has(self, key, field):
-        return self._field_path(key, field).is_file()
+        try:
+            return self._field_path(key, field).is_file()
+        except InvalidStoreKey:
+            return False
 
     def hash_len(self, key):
         return len(self.hash_get_all(key))
 
     def keys(self, prefix):
-        base = self._path(prefix.rstrip(":")) if prefix.endswith(":") else self._path(prefix).parent
-        if not base.exists():
+        base = self._path_or_none(prefix.rstrip(":")) if prefix.endswith(":") else self._path_or_none(prefix)
+        if base is None:
+            return
+        if not prefix.endswith(":"):
+            base = base.parent
+        if not base.is_dir():
             return
         for path in base.rglob("*"):
             if path.is_file() and not path.name.startswith((".tmp-", ".lock-")):
                 rel = path.relative_to(self.root)
-                key = ":".join(urllib.parse.unquote(p) for p in rel.parts)
+                try:
+                    key = ":".join(decode_key_part(p) for p in rel.parts)
+                except UnicodeDecodeError:
+                    continue  # not a file this store wrote
                 if key.startswith(prefix):
                     yield key
 
     def describe(self):
         return str(self.root)
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise _clash() from None
 
 
 class Store:

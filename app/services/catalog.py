@@ -15,6 +15,7 @@ from gloss_gen.classsets import (
     builtin_class_set,
     validate_class_set_name,
 )
+from gloss_gen.names import is_valid_name
 from gloss_gen.store import Store, StoreError
 
 from .errors import ClassSetNotFound, InvalidClassSet, StoreUnavailable
@@ -80,7 +81,7 @@ class ClassSetCatalog:
         return summaries
 
     def _detail(self, name: str) -> ClassSetDetail:
-        if is_ad_hoc_name(name):
+        if not is_valid_name(name) or is_ad_hoc_name(name):
             raise ClassSetNotFound(name)
         classifier = self._classifier(name, self.store.get_active_key(self.model_id, name))
         class_set = classifier.class_set if classifier else self._class_set(name)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 
 from app.api.deps import AdminKey, ApiKey, RuntimeDep
 from app.api.schemas import (
@@ -12,6 +14,11 @@ from app.api.schemas import (
     ErrorResponse,
     JobCreated,
 )
+from gloss_gen.names import NAME_MAX_CHARS, NAME_PATTERN, NAME_RULE
+
+ClassSetName = Annotated[
+    str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX_CHARS, description=f"Class set name: {NAME_RULE}.")
+]
 
 router = APIRouter(prefix="/v1/class-sets", tags=["class sets"])
 
@@ -25,10 +32,10 @@ async def list_class_sets(runtime: RuntimeDep) -> list[ClassSetSummary]:
 @router.get(
     "/{name}",
     response_model=ClassSetDetail,
-    responses={404: {"model": ErrorResponse}},
+    responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
     dependencies=[ApiKey],
 )
-async def get_class_set(name: str, runtime: RuntimeDep) -> ClassSetDetail:
+async def get_class_set(name: ClassSetName, runtime: RuntimeDep) -> ClassSetDetail:
     runtime.readiness.require()
     return await runtime.catalog.detail(name)
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from app.api.deps import ApiKey, RuntimeDep
 from app.api.schemas import ErrorResponse, JobState
+from gloss_gen.names import NAME_MAX_CHARS, NAME_PATTERN, NAME_RULE
+
+JobId = Annotated[str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX_CHARS, description=f"Job id: {NAME_RULE}.")]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -15,10 +20,10 @@ _API_STATES = {"queued", "running", "done", "failed"}
 @router.get(
     "/{job_id}",
     response_model=JobState,
-    responses={404: {"model": ErrorResponse}},
+    responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
     dependencies=[ApiKey],
 )
-async def get_job(job_id: str, runtime: RuntimeDep) -> JobState:
+async def get_job(job_id: JobId, runtime: RuntimeDep) -> JobState:
     state = (await runtime.jobs.get(job_id)).to_json()
     errors = list(state.get("errors") or [])
     if state.get("error"):

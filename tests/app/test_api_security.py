@@ -1,0 +1,89 @@
+"""Red-team cases against a real uvicorn server (issue #9): traversal, hostile names, /readyz.
+
+Each case sends the exact bytes the red team sent over a real socket.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+ADMIN_KEY = "admin-key-sec"
+
+
+def _traversal_id(target: Path) -> str:
+    """A job id that, split on ':' by the old directory store, walks up to / and down to ``target``."""
+    return ":".join([".."] * 40 + list(target.parts[1:]))
+
+
+def test_job_ids_cannot_read_files_outside_the_store(live_server_factory, tmp_path):
+    secret = tmp_path / "outside" / "secret.json"
+    secret.parent.mkdir()
+    secret.write_text(json.dumps({"state": "done", "done": 1, "total": 1, "errors": [], "leak": "s3cr3t"}))
+    not_json = tmp_path / "outside" / "passwd"
+    not_json.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    server = live_server_factory()
+    server.runtime.store.put_job("seed", {"state": "done", "done": 0, "total": 0, "errors": []})  # job/ exists
+    answers = []
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for target in (secret, not_json, tmp_path / "outside" / "missing.json", Path("/etc/passwd")):
+            response = http.get(f"/v1/jobs/{_traversal_id(target)}")
+            assert "s3cr3t" not in response.text and "root:x" not in response.text
+            answers.append((response.status_code, response.json()["error"]["code"]))
+        # the red team's literal form, relative from the store's job directory
+        literal = http.get("/v1/jobs/" + ":".join([".."] * 13 + ["etc", "passwd"]))
+        answers.append((literal.status_code, literal.json()["error"]["code"]))
+    # no file-existence oracle: an existing JSON file, a non-JSON file and a missing one answer alike
+    assert set(answers) == {(422, "validation_error")}, answers
+
+
+def test_class_set_names_cannot_read_files_outside_the_store(live_server_factory, tmp_path):
+    planted = tmp_path / "outside" / "active.json"
+    planted.parent.mkdir()
+    planted.write_text(json.dumps({"key": "deadbeef"}))
+    server = live_server_factory()
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        existing = http.get(f"/v1/class-sets/{_traversal_id(planted)}")
+        missing = http.get(f"/v1/class-sets/{_traversal_id(planted.with_name('nope.json'))}")
+        classify = http.post("/v1/classify", json={"images": [], "class_set": _traversal_id(planted)})
+    assert (existing.status_code, existing.json()) == (missing.status_code, missing.json())
+    assert existing.status_code == 422 and existing.json()["error"]["code"] == "validation_error"
+    assert classify.status_code in (404, 422), classify.text
+
+
+HOSTILE_PATHS = [
+    "/v1/jobs/" + "j" * 300,
+    "/v1/jobs/" + "j" * 5000,
+    "/v1/jobs/%2E%2E",
+    "/v1/jobs/..%00",
+    "/v1/jobs/a%2Fb",
+    "/v1/jobs/.hidden",
+    "/v1/class-sets/" + "n" * 300,
+    "/v1/class-sets/%2E%2E",
+    "/v1/class-sets/a%00b",
+    "/v1/class-sets/a:b",
+]
+
+
+def test_hostile_names_and_ids_get_a_4xx_with_a_code(live_server_factory):
+    server = live_server_factory()
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for path in HOSTILE_PATHS:
+            response = http.get(path)
+            assert 400 <= response.status_code < 500, (path[:40], response.status_code, response.text)
+            assert response.json()["error"]["code"] in ("validation_error", "not_found"), path[:40]
+
+
+def test_hostile_names_in_admin_bodies_get_a_4xx_with_a_code(live_server_factory):
+    server = live_server_factory(admin_keys=[ADMIN_KEY])
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server.url, timeout=10, headers=auth) as http:
+        for name in ("n" * 300, "..", "../../etc", "a:b", "", "a\0b", "x" * 70_000):
+            response = http.post("/v1/class-sets", json={"name": name, "classes": ["cat", "dog"]})
+            assert response.status_code == 422, (name[:20], response.text)
+            assert response.json()["error"]["code"] == "validation_error"
+            assert len(response.text) < 1000  # the name is not echoed back in full
+        ok = http.get("/v1/class-sets")
+    assert ok.status_code == 200
