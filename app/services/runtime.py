@@ -23,7 +23,7 @@ from .decoding import ImageDecoder
 from .errors import StoreUnavailable
 from .jobs import InProcessJobs, JobBackend, JobRunner, QueuedJobs
 from .model import ModelHolder, available_cores
-from .readiness import Readiness
+from .readiness import Readiness, failure_detail
 from .registry import ClassifierRegistry
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,7 @@ class ServerRuntime:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            detail = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            self.readiness.set("failed", f"start-up failed: {detail}")
+            self.readiness.set("failed", failure_detail(self.readiness.detail, exc))
             log.exception("start-up failed; /readyz will answer 503")
 
     async def stop(self) -> None:

@@ -6,9 +6,14 @@ Each case sends the exact bytes the red team sent over a real socket.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
+import pytest
+from api_helpers import LiveServer, make_settings
+
+from app.main import create_app
 
 ADMIN_KEY = "admin-key-sec"
 
@@ -87,3 +92,36 @@ def test_hostile_names_in_admin_bodies_get_a_4xx_with_a_code(live_server_factory
             assert len(response.text) < 1000  # the name is not echoed back in full
         ok = http.get("/v1/class-sets")
     assert ok.status_code == 200
+
+
+def _start_without_waiting(settings) -> LiveServer:
+    server = LiveServer(create_app(settings))
+    server.thread.start()
+    deadline = time.monotonic() + 30
+    while not server.server.started:
+        assert server.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    return server
+
+
+@pytest.mark.parametrize("checkpoint", ["missing", "garbage"])
+def test_readyz_after_a_failed_start_says_what_failed_not_where_files_live(checkpoint, tmp_path):
+    secret_dir = tmp_path / "srv-secret-models"
+    secret_dir.mkdir()
+    path = secret_dir / "weights.pt"
+    if checkpoint == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    server = _start_without_waiting(make_settings(tmp_path / "data", pretrained=str(path)))
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while "start-up failed" not in (response := http.get("/readyz")).text:
+                assert time.monotonic() < deadline, response.text
+                time.sleep(0.05)
+    finally:
+        server.stop()
+    assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
+    message = response.json()["error"]["message"]
+    assert "loading model vgloss-tiny" in message  # what failed
+    assert str(tmp_path) not in message and "srv-secret-models" not in message  # not where it lives
+    assert len(message) < 500
