@@ -6,7 +6,8 @@ version is the layout version). Values are JSON or safetensors bytes — never p
 
 Layout (``{ns}`` = ``vgloss:v1`` by default):
 
-- ``{ns}:classifier:{key}`` — safetensors classifier (see :mod:`gloss_gen.classifier`)
+- ``{ns}:classifier:{key}`` — safetensors classifier (see :mod:`gloss_gen.classifier`), sealed with a
+  checksum and verified on every load (:mod:`gloss_gen.integrity`)
 - ``{ns}:active:{model_id}:{class_set}`` — the classifier key serving that class set
 - ``{ns}:classset:{name}`` — class set JSON
 - ``{ns}:descriptions:{id}`` — description set JSONL bytes
@@ -36,6 +37,7 @@ from .classifier import Classifier, ClassifierFormatError
 from .classsets import ClassSet
 from .descriptions import DescriptionRecord, utc_now
 from .errors import InputError, UnavailableError
+from .integrity import seal_classifier, verify_classifier
 from .jobs import JobRecord
 
 LAYOUT_VERSION = "v1"
@@ -390,17 +392,22 @@ class Store:
 
     # classifiers
     def put_classifier(self, clf: Classifier, activate: bool = True) -> None:
-        self.backend.set(self._k("classifier", clf.key), clf.to_bytes())
+        self.backend.set(self._k("classifier", clf.key), seal_classifier(clf))
         self.put_class_set(clf.class_set)
         if activate:
             self.set_active(clf.model_id, clf.class_set.name, clf.key)
 
     def get_classifier(self, key: str) -> Classifier | None:
+        """The classifier stored under ``key``, verified (:mod:`gloss_gen.integrity`); None if absent.
+
+        Unreadable bytes raise ``ClassifierFormatError`` (``classifier_unreadable``); bytes that
+        disagree with their checksum or key raise ``ClassifierCorruptError`` (``classifier_corrupt``).
+        """
         raw = self.backend.get(self._k("classifier", key))
         if raw is None:
             return None
         try:
-            return Classifier.from_bytes(raw)
+            return verify_classifier(raw, key)
         except ClassifierFormatError as exc:
             raise ClassifierFormatError(
                 f"the stored classifier {key} is unreadable ({exc.message}); build it again with `vgloss embed`"

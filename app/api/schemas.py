@@ -62,6 +62,9 @@ class ClassSetSummary(BaseModel):
     model: str
     ready: bool = Field(description="A classifier for this server's model is active.")
     builtin: bool
+    error: ErrorDetail | None = Field(
+        None, description="Why the stored classifier cannot serve (it failed verification), if so."
+    )
 
 
 class ClassInfo(BaseModel):

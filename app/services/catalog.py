@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from app.api.schemas import ClassInfo, ClassSetDetail, ClassSetSummary
@@ -15,12 +16,15 @@ from gloss_gen.classsets import (
     builtin_class_set,
     validate_class_set_name,
 )
+from gloss_gen.errors import CorruptDataError
 from gloss_gen.names import is_valid_name
 from gloss_gen.store import Store, StoreError
 
 from .errors import ClassSetNotFound, InvalidClassSet, StoreUnavailable
 from .jobs import JobRunner
 from .registry import ClassifierRegistry, is_ad_hoc_name
+
+log = logging.getLogger(__name__)
 
 
 class ClassSetCatalog:
@@ -74,16 +78,16 @@ class ClassSetCatalog:
         active = self.store.active_class_sets(self.model_id)
         summaries = []
         for name in sorted(names):
-            classifier = self._classifier(name, active.get(name))
+            classifier, broken = self._checked_classifier(name, active.get(name))
             class_set = classifier.class_set if classifier else self._class_set(name)
             if class_set is not None:
-                summaries.append(self._summary(name, class_set, classifier))
+                summaries.append(self._summary(name, class_set, classifier, broken))
         return summaries
 
     def _detail(self, name: str) -> ClassSetDetail:
         if not is_valid_name(name) or is_ad_hoc_name(name):
             raise ClassSetNotFound(name)
-        classifier = self._classifier(name, self.store.get_active_key(self.model_id, name))
+        classifier, broken = self._checked_classifier(name, self.store.get_active_key(self.model_id, name))
         class_set = classifier.class_set if classifier else self._class_set(name)
         if class_set is None:
             raise ClassSetNotFound(name)
@@ -92,13 +96,24 @@ class ClassSetCatalog:
             ClassInfo(id=c.id, name=c.name, synset=c.synset, descriptions=texts.get(c.id, []))
             for c in class_set.classes
         ]
-        return ClassSetDetail(**self._summary(name, class_set, classifier).model_dump(), classes=classes)
+        return ClassSetDetail(**self._summary(name, class_set, classifier, broken).model_dump(), classes=classes)
 
     def _classifier(self, name: str, active_key: str | None) -> Classifier | None:
         loaded = self.registry.loaded(name)
         if loaded is not None and (active_key is None or loaded.classifier.key == active_key):
             return loaded.classifier
         return self.store.get_classifier(active_key) if active_key else None
+
+    def _checked_classifier(self, name: str, active_key: str | None) -> tuple[Classifier | None, dict | None]:
+        """The classifier, or None and the error of a stored one that fails verification.
+
+        A damaged entry marks its own set (``ready: false`` and ``error``), never the listing.
+        """
+        try:
+            return self._classifier(name, active_key), None
+        except CorruptDataError as exc:
+            log.warning("class set %s: %s (%s)", name, exc.message, exc.code)
+            return None, {"code": exc.code, "message": f"The stored classifier is damaged: {exc.message}"}
 
     def _class_set(self, name: str) -> ClassSet | None:
         try:
@@ -110,7 +125,8 @@ class ClassSetCatalog:
             class_set = builtin_class_set(name)
         return class_set
 
-    def _summary(self, name: str, class_set: ClassSet, classifier: Classifier | None) -> ClassSetSummary:
+    def _summary(self, name: str, class_set: ClassSet, classifier: Classifier | None,
+                 error: dict | None = None) -> ClassSetSummary:
         return ClassSetSummary(
             name=name,
             num_classes=len(class_set),
@@ -119,6 +135,7 @@ class ClassSetCatalog:
             model=self.model_id,
             ready=classifier is not None,
             builtin=name in BUILTIN_CLASS_SETS,
+            error=error,
         )
 
     def _descriptions(self, classifier: Classifier) -> dict[str, list[str]]:

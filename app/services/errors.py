@@ -6,7 +6,7 @@ of any web framework and the code → HTTP status mapping stays in one table.
 
 from __future__ import annotations
 
-from gloss_gen.errors import InputError, NotFoundError, UnavailableError, VglossError
+from gloss_gen.errors import CorruptDataError, InputError, NotFoundError, UnavailableError, VglossError
 from gloss_gen.store import StoreError
 
 
@@ -58,6 +58,17 @@ class ClassSetNotReady(VglossError):
     def __init__(self, name: str, model_id: str) -> None:
         super().__init__(
             f"Class set {name!r} has no classifier for {model_id} yet: its job is still running, or failed."
+        )
+
+
+class ClassifierBroken(CorruptDataError):
+    """The stored classifier of a class set fails verification and cannot be rebuilt here."""
+
+    def __init__(self, name: str, cause: CorruptDataError) -> None:
+        super().__init__(
+            f"The stored classifier of class set {name!r} is damaged ({cause.message}); "
+            "rebuild it with POST /v1/class-sets.",
+            code=cause.code,
         )
 
 

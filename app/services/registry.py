@@ -34,12 +34,13 @@ from gloss_gen.classsets import (
 )
 from gloss_gen.config import Settings
 from gloss_gen.descriptions import DescriptionSet, describe_classname
+from gloss_gen.errors import CorruptDataError
 from gloss_gen.pipeline import build_and_store
 from gloss_gen.scoring import ScoringHead
 from gloss_gen.store import Store, StoreError
 
 from .describing import describe
-from .errors import ClassSetNotFound, ClassSetNotReady, StoreUnavailable
+from .errors import ClassifierBroken, ClassSetNotFound, ClassSetNotReady, StoreUnavailable
 from .model import ModelHolder
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,13 @@ class ClassifierRegistry:
     async def _load_named(self, name: str) -> LoadedClassifier:
         model_id = self.model.model_id
         try:
-            classifier = await asyncio.to_thread(self.store.get_active_classifier, model_id, name)
+            try:
+                classifier = await asyncio.to_thread(self.store.get_active_classifier, model_id, name)
+            except CorruptDataError as exc:
+                if name not in BUILTIN_CLASS_SETS:
+                    raise ClassifierBroken(name, exc) from None
+                log.warning("class set %s: %s (%s); rebuilding it", name, exc.message, exc.code)
+                classifier = None
             if classifier is None and name not in BUILTIN_CLASS_SETS:
                 if await asyncio.to_thread(self.store.get_class_set, name) is not None:
                     raise ClassSetNotReady(name, model_id)
@@ -185,6 +192,9 @@ class ClassifierRegistry:
         store_up = True
         try:
             classifier = await asyncio.to_thread(self.store.get_active_classifier, model_id, class_set.name)
+        except CorruptDataError as exc:
+            log.warning("labels %s: %s (%s); rebuilding them", class_set.name, exc.message, exc.code)
+            classifier = None
         except StoreError:
             log.warning("store unavailable; embedding labels %s without it", class_set.name)
             classifier, store_up = None, False
@@ -214,7 +224,7 @@ class ClassifierRegistry:
                     log.info("class set %s now served by classifier %s", name, key)
                     return
             slot.checked_at = time.monotonic()
-        except StoreError as exc:
+        except (StoreError, CorruptDataError) as exc:
             log.warning("could not check the store for a newer %s classifier: %s", name, exc)
             slot = self._named.get(name)
             if slot is not None:

@@ -125,3 +125,75 @@ def test_readyz_after_a_failed_start_says_what_failed_not_where_files_live(check
     assert "loading model vgloss-tiny" in message  # what failed
     assert str(tmp_path) not in message and "srv-secret-models" not in message  # not where it lives
     assert len(message) < 500
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _reorder_first_two_classes(data: bytes) -> bytes:
+    """Swap the first two classes in the stored header, keeping every byte of the arrays."""
+    import struct
+
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    meta = json.loads(header["__metadata__"]["vgloss"])
+    classes = meta["class_set"]["classes"]
+    classes[0], classes[1] = classes[1], classes[0]
+    header["__metadata__"]["vgloss"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data[8 + length :]
+
+
+def test_damaged_stored_classifiers_are_detected_rebuilt_or_marked(live_server_factory, tiny_model, tmp_path):
+    from gloss_gen.classifier import ad_hoc_class_set, build_classifier
+    from gloss_gen.classsets import ClassSet, ClassSpec, builtin_class_set
+    from gloss_gen.descriptions import describe_classname, describe_wordnet
+    from gloss_gen.store import DirectoryBackend, Store
+
+    store = Store(DirectoryBackend(tmp_path / "shared-store"))
+    pets = ClassSet("pets", [ClassSpec("cat", "cat"), ClassSpec("dog", "dog"), ClassSpec("fish", "fish")])
+    labels = ["red thing", "blue thing", "green thing"]
+    built = {
+        "cifar10": build_classifier(tiny_model, describe_wordnet(builtin_class_set("cifar10"))),
+        "pets": build_classifier(tiny_model, describe_classname(pets)),
+        "labels": build_classifier(tiny_model, describe_classname(ad_hoc_class_set(labels))),
+    }
+    for classifier in built.values():
+        store.put_classifier(classifier)
+        key = store._k("classifier", classifier.key)
+        store.backend.set(key, _reorder_first_two_classes(store.backend.get(key)))
+
+    server = live_server_factory(store=store)  # start-up loads (and must rebuild) cifar10
+    image = _png()
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        listing = http.get("/v1/class-sets")
+        detail = http.get("/v1/class-sets/cifar10")
+        pets_answer = http.post("/v1/classify", files={"images": ("a.png", image, "image/png")},
+                                data={"class_set": "pets"})
+        labels_answer = http.post("/v1/classify", files={"images": ("a.png", image, "image/png")},
+                                  data={"labels": labels})
+        default_answer = http.post("/v1/classify", files={"images": ("a.png", image, "image/png")})
+    assert listing.status_code == 200, listing.text
+    by_name = {entry["name"]: entry for entry in listing.json()}
+    assert by_name["cifar10"]["ready"] and by_name["cifar10"].get("error") is None
+    assert by_name["pets"]["ready"] is False and by_name["pets"]["error"]["code"] == "classifier_corrupt"
+    assert by_name["stl10"]["builtin"]  # the other sets are listed as before
+    # the built-in set was rebuilt in its true order, and the store now holds a good entry
+    assert [c["id"] for c in detail.json()["classes"]] == builtin_class_set("cifar10").ids
+    assert store.get_active_classifier(tiny_model.id, "cifar10").class_set.ids == builtin_class_set("cifar10").ids
+    assert default_answer.status_code == 200, default_answer.text
+    # a custom set cannot be rebuilt from here: a clear code, not wrong labels
+    assert pets_answer.status_code == 503 and pets_answer.json()["error"]["code"] == "classifier_corrupt"
+    assert "POST /v1/class-sets" in pets_answer.json()["error"]["message"]
+    # label sets are rebuilt from the labels themselves
+    assert labels_answer.status_code == 200, labels_answer.text
+    rebuilt = store.get_active_classifier(tiny_model.id, ad_hoc_class_set(labels).name)
+    assert rebuilt.class_set.names == labels
