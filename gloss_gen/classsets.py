@@ -113,30 +113,43 @@ def builtin_class_set(name: str) -> ClassSet:
     return ClassSet.from_dict(json.loads(text))
 
 
-def build_class_set(name: str, entries: Sequence[str | dict], description: str = "") -> ClassSet:
+MAX_LABEL_CHARS = 300
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+def build_class_set(
+    name: str, entries: Sequence[str | dict], description: str = "", lines: Sequence[int] | None = None
+) -> ClassSet:
     """A class set from labels or ``{name, synset?, id?}`` dicts, resolving synsets via WordNet.
 
     An explicit synset always wins; otherwise the most common noun sense is chosen and the other
     senses are recorded with ``ambiguous=True``. A label WordNet does not know keeps no synset
-    (methods fall back to class-name prompts) and logs a warning.
+    (methods fall back to class-name prompts) and logs a warning. Labels without an ``id`` get
+    their slug (``cat``, ``cat-2`` for a second ``cat``); two explicit ids that are the same are
+    refused. ``lines`` (the file line of each entry) makes the errors point at the line.
     """
     from . import wordnet
 
     if not entries:
         raise ClassSetError(f"class set {name!r} has no classes")
+    specs = [_checked_entry(name, position, entry, lines) for position, entry in enumerate(entries)]
+    explicit_at: dict[str, int] = {}
+    for position, (_, _, class_id) in enumerate(specs):
+        if class_id is None:
+            continue
+        if class_id in explicit_at:
+            raise ClassSetError(
+                f"{_where(name, position, lines)}: id {class_id!r} is already the id of "
+                f"{_where(name, explicit_at[class_id], lines, short=True)}; class ids must be unique"
+            )
+        explicit_at[class_id] = position
     classes: list[ClassSpec] = []
-    seen_ids: set[str] = set()
-    for position, entry in enumerate(entries):
-        if isinstance(entry, str):
-            entry = {"name": entry}
-        if not isinstance(entry, dict) or not str(entry.get("name", "")).strip():
-            raise ClassSetError(f"class #{position} of {name!r} needs a non-empty 'name'")
-        label = str(entry["name"]).strip()
-        explicit = entry.get("synset")
+    seen_ids: set[str] = set(explicit_at)
+    for position, (label, explicit, class_id) in enumerate(specs):
         try:
             resolution = wordnet.resolve_label(label, explicit)
         except KeyError as exc:
-            raise ClassSetError(f"class {label!r}: {exc.args[0]}") from None
+            raise ClassSetError(f"{_where(name, position, lines)}: class {label!r}: {exc.args[0]}") from None
         if resolution.synset is None:
             log.warning("WordNet does not know %r; it will use class-name prompts only", label)
         elif resolution.ambiguous:
@@ -145,12 +158,13 @@ def build_class_set(name: str, entries: Sequence[str | dict], description: str =
                 label,
                 resolution.synset,
             )
-        class_id = str(entry.get("id") or "").strip() or slugify(label)
-        base, n = class_id, 2
-        while class_id in seen_ids:
-            class_id = f"{base}-{n}"
-            n += 1
-        seen_ids.add(class_id)
+        if class_id is None:
+            base = class_id = slugify(label)
+            n = 2
+            while class_id in seen_ids:
+                class_id = f"{base}-{n}"
+                n += 1
+            seen_ids.add(class_id)
         classes.append(
             ClassSpec(
                 id=class_id,
@@ -163,28 +177,138 @@ def build_class_set(name: str, entries: Sequence[str | dict], description: str =
     return ClassSet(name=name, classes=classes, description=description)
 
 
-def _read_entries(path: Path) -> tuple[list, str]:
+def _where(name: str, position: int, lines: Sequence[int] | None, short: bool = False) -> str:
+    where = f"class #{position + 1}"
+    if lines is not None and position < len(lines):
+        where += f" (line {lines[position]})"
+    return where if short else f"{where} of {name!r}"
+
+
+def _checked_entry(name: str, position: int, entry, lines) -> tuple[str, str | None, str | None]:
+    """(label, synset or None, explicit id or None), or a one-line ClassSetError naming the entry."""
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, dict):
+        raise ClassSetError(f"{_where(name, position, lines)} needs a non-empty 'name' (got a {type(entry).__name__})")
+    label = entry.get("name")
+    if isinstance(label, (int, float)) and not isinstance(label, bool):
+        label = str(label)  # YAML reads "- 1984" as a number
+    if not isinstance(label, str) or not label.strip():
+        raise ClassSetError(f"{_where(name, position, lines)} needs a non-empty 'name'")
+    label = label.strip()
+    if len(label) > MAX_LABEL_CHARS:
+        raise ClassSetError(f"{_where(name, position, lines)}: the name is over {MAX_LABEL_CHARS} characters")
+    values = {}
+    for field_name in ("synset", "id"):
+        value = entry.get(field_name)
+        if value is not None and not isinstance(value, str):
+            raise ClassSetError(
+                f"{_where(name, position, lines)}: {field_name!r} must be text, not {type(value).__name__}"
+            )
+        values[field_name] = (value or "").strip() or None
+        if values[field_name] is not None and len(values[field_name]) > MAX_LABEL_CHARS:
+            raise ClassSetError(f"{_where(name, position, lines)}: the {field_name} is over {MAX_LABEL_CHARS} characters")
+    return label, values["synset"], values["id"]
+
+
+def _read_entries(path: Path) -> tuple[list, str, list[int] | None]:
+    """(entries, description, line of each entry) from a ``.txt``, ``.json`` or ``.yaml`` file."""
     suffix = path.suffix.lower()
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ClassSetError(f"{path}: over {MAX_FILE_BYTES // (1024 * 1024)} MiB; is it a class-set file?")
     text = path.read_text(encoding="utf-8")
     if suffix == ".txt":
-        lines = [line.strip() for line in text.splitlines()]
-        return [line for line in lines if line and not line.startswith("#")], ""
+        numbered = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
+        kept = [(n, line) for n, line in numbered if line and not line.startswith("#")]
+        return [line for _, line in kept], "", [n for n, _ in kept]
     try:
         if suffix == ".json":
-            data = json.loads(text)
+            data, lines = json.loads(text), _json_entry_lines(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:
-        raise ClassSetError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from None
+            data, lines = _load_yaml(text)
+    except ClassSetError as exc:
+        raise ClassSetError(f"{path}: {exc.message}") from None
+    except Exception as exc:  # JSONDecodeError, yaml.YAMLError, RecursionError for deep nesting
+        raise ClassSetError(f"{path}: not valid {suffix[1:].upper()}: {_one_line(exc)}") from None
     description = ""
     if isinstance(data, dict):
-        description = str(data.get("description", ""))
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            raise ClassSetError(f"{path}: 'description' must be text")
         data = data.get("classes")
     if not isinstance(data, list):
         raise ClassSetError(f"{path}: expected a list of classes or {{'classes': [...]}}")
-    return data, description
+    return data, description, lines
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _load_yaml(text: str) -> tuple[object, list[int] | None]:
+    """Safe YAML without aliases (no billion laughs); the line of each class entry."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                line = self.peek_event().start_mark.line + 1
+                raise ClassSetError(f"line {line}: YAML aliases (*name) are not allowed in class-set files")
+            return super().compose_node(parent, index)
+
+    loader = NoAliasLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    if isinstance(node, yaml.MappingNode):
+        node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "classes"), None)
+    lines = [item.start_mark.line + 1 for item in node.value] if isinstance(node, yaml.SequenceNode) else None
+    return data, lines
+
+
+def _json_entry_lines(text: str) -> list[int] | None:
+    """The line on which each class entry starts, for a JSON list or ``{"classes": [...]}`` (linear)."""
+    try:
+        return _scan_json_entry_lines(text)
+    except (ValueError, IndexError):
+        return None
+
+
+def _scan_json_entry_lines(text: str) -> list[int] | None:
+    decoder = json.JSONDecoder()
+    ws = re.compile(r"[ \t\n\r]*")
+    pos = ws.match(text, 0).end()
+    if text.startswith("{", pos):
+        pos = ws.match(text, pos + 1).end()
+        while not text.startswith("}", pos):
+            key, pos = decoder.raw_decode(text, pos)
+            pos = ws.match(text, pos).end() + 1  # the ':'
+            pos = ws.match(text, pos).end()
+            if key == "classes":
+                break
+            _, pos = decoder.raw_decode(text, pos)
+            pos = ws.match(text, pos).end()
+            if text.startswith(",", pos):
+                pos = ws.match(text, pos + 1).end()
+        else:
+            return None
+    if not text.startswith("[", pos):
+        return None
+    lines, line, counted = [], 1, 0
+    pos = ws.match(text, pos + 1).end()
+    while not text.startswith("]", pos):
+        line += text.count("\n", counted, pos)
+        counted = pos
+        lines.append(line)
+        _, pos = decoder.raw_decode(text, pos)
+        pos = ws.match(text, pos).end()
+        if text.startswith(",", pos):
+            pos = ws.match(text, pos + 1).end()
+    return lines
 
 
 def load_class_set(ref: str | Path) -> ClassSet:
@@ -198,8 +322,8 @@ def load_class_set(ref: str | Path) -> ClassSet:
             raise ClassSetError(f"class set file {path} does not exist")
         if not is_valid_name(path.stem):
             raise ClassSetError(f"{path.name}: the file name names the class set; use {NAME_RULE} before the suffix")
-        entries, description = _read_entries(path)
-        return build_class_set(path.stem, entries, description)
+        entries, description, lines = _read_entries(path)
+        return build_class_set(path.stem, entries, description, lines)
     return builtin_class_set(ref_str)  # raises the "unknown class set" error
 
 

@@ -197,3 +197,24 @@ def test_damaged_stored_classifiers_are_detected_rebuilt_or_marked(live_server_f
     assert labels_answer.status_code == 200, labels_answer.text
     rebuilt = store.get_active_classifier(tiny_model.id, ad_hoc_class_set(labels).name)
     assert rebuilt.class_set.names == labels
+
+
+def test_deeply_nested_json_gets_a_4xx_not_a_500(live_server_factory):
+    server = live_server_factory(admin_keys=[ADMIN_KEY])
+    nested = b"[" * 100_000
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        answers = {
+            "classify": http.post("/v1/classify", content=nested, headers={"Content-Type": "application/json"}),
+            "classify object": http.post("/v1/classify", content=b'{"images": ' + nested,
+                                         headers={"Content-Type": "application/json"}),
+            "form labels": http.post("/v1/classify", files={"images": ("a.png", _png(), "image/png")},
+                                     data={"labels": "[" * 100_000}),
+            "admin anonymous": http.post("/v1/class-sets", content=nested,
+                                         headers={"Content-Type": "application/json"}),
+            "admin": http.post("/v1/class-sets", content=nested, headers={
+                "Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_KEY}"}),
+        }
+        assert http.get("/healthz").status_code == 200
+    for what, response in answers.items():
+        assert 400 <= response.status_code < 500, (what, response.status_code, response.text)
+        assert response.json()["error"]["code"], what

@@ -183,7 +183,7 @@ def _labels_from_form(values: list[str]) -> list:
     if len(values) == 1 and values[0].lstrip().startswith("["):
         try:
             parsed = json.loads(values[0])
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: '[' nested past Python's stack
             raise validation_error("Invalid labels: the field looks like a JSON list but is not valid JSON.") from None
         return parsed if isinstance(parsed, list) else [parsed]
     return values
@@ -214,6 +214,8 @@ async def _read_json(request: Request, settings: Settings) -> ClassifyQuery:
         raise _no_images()
     try:
         payload = json.loads(body)
+    except RecursionError:
+        raise ApiError("invalid_json", "The request body nests JSON too deeply.") from None
     except ValueError:
         raise ApiError("invalid_json", "The request body is not valid JSON.") from None
     try:
