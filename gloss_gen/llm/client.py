@@ -190,7 +190,8 @@ async def request_descriptions(
             choice = response.choices[0] if response.choices else None
             content = (choice.message.content if choice and choice.message else None) or ""
             cut_off = choice is not None and choice.finish_reason == "length"
-            descriptions = extract_descriptions(content, class_name, n)
+            # parsing is CPU work on outside input: off the event loop
+            descriptions = await asyncio.to_thread(extract_descriptions, content, class_name, n)
             if descriptions and (not cut_off or last):
                 return LLMAnswer(descriptions, attempt + 1, getattr(response, "model", None),
                                  time.monotonic() - started)

@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..prompts import dclip_prompt
+from .sanitize import bounded, json_values, sanitize_description
 
 CLIP_CONTEXT_LENGTH = 77  # tokens, start and end of text included
 MAX_DESCRIPTION_CHARS = 300
@@ -44,15 +45,11 @@ def _strings_in(value: Any) -> list[str]:
 
 
 def _json_strings(text: str) -> list[str]:
-    decoder = json.JSONDecoder()
-    for position, char in enumerate(text):
-        if char not in "[{":
-            continue
+    for value in json_values(text):  # one linear scan; hostile answers cannot make it quadratic
         try:
-            value, _ = decoder.raw_decode(text, position)
-        except ValueError:
+            strings = _strings_in(value)
+        except RecursionError:
             continue
-        strings = _strings_in(value)
         if strings:
             return strings
     return []
@@ -65,7 +62,8 @@ def parse_descriptions(text: str | None) -> list[str]:
     such as ``{"descriptions": [...]}``), else numbered or bulleted lines, else the complete
     items of a JSON array cut off mid-way. Prose without any of these gives ``[]``.
     """
-    if not text or not text.strip():
+    text = bounded(text)
+    if not text.strip():
         return []
     for chunk in [m.group(1) for m in _FENCE_RE.finditer(text)] + [text]:
         strings = _json_strings(chunk)
@@ -163,7 +161,7 @@ def extract_descriptions(text: str | None, class_name: str, n: int | None = None
     out: list[str] = []
     seen: set[str] = set()
     for raw in parse_descriptions(text):
-        cleaned = clean_description(raw, class_name)
+        cleaned = clean_description(sanitize_description(raw), class_name)
         fitted = fit_clip_context(class_name, cleaned) if cleaned else ""
         key = _dedupe_key(fitted)
         if not key or key in seen:
