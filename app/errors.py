@@ -33,6 +33,7 @@ STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     413: "request_too_large",
     415: "unsupported_media_type",
@@ -50,6 +51,7 @@ HTTP_STATUS_BY_CODE = {
     "invalid_json": 400,
     "unsupported_media_type": 415,
     "request_too_large": 413,
+    "request_timeout": 408,
     "too_many_images": 413,
     # keys
     "missing_api_key": 401,

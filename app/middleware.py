@@ -6,6 +6,7 @@ buffered on the way in.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -22,15 +23,37 @@ access_log = logging.getLogger("app.access")
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: debug level
 
 
+DRAIN_MAX_BYTES = 128 * 1024 * 1024
+"""A refused request's unread body is read (and dropped) up to this much before the answer is sent,
+so the client, still sending, gets the answer instead of a reset connection."""
+DRAIN_TIMEOUT_S = 10.0
+BODY_IDLE_TIMEOUT_S = 30.0
+"""A request body that sends nothing for this long is answered 408 (slow-drip connections)."""
+
+
 def body_too_large(limit: int) -> ApiError:
     return ApiError("request_too_large", f"The request body is over the limit of {limit} bytes.")
 
 
+def body_timeout(seconds: float) -> ApiError:
+    return ApiError("request_timeout", f"The request body sent nothing for {seconds:.0f} seconds.")
+
+
+class _BodyState:
+    """How much of one request's body the app has read, and whether all of it."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.complete = False
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, body_limit: Callable[[str], int]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, body_limit: Callable[[str], int],
+                 body_idle_timeout_s: float | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.body_limit = body_limit  # media type -> bytes
+        self.body_idle_timeout_s = body_idle_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,11 +65,18 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises before answering
 
+        body = _BodyState()
+        # a client waiting for '100 Continue' has not sent its body: nothing to drain
+        body.complete = headers.get("expect", "").lower() == "100-continue"
+
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                if status >= 400 and not body.complete:
+                    # refused mid-upload: take in the rest first, so the answer reaches the client
+                    await self._drain(receive, body)
             await send(message)
 
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -54,10 +84,11 @@ class RequestContextMiddleware:
         try:
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                # refused before a byte of the body is read
+                # refused before the body is parsed (what is in flight is drained, then the answer sent)
                 await self._send_error(send_with_id, body_too_large(limit))
             else:
-                await self.app(scope, self._limited(receive, limit), send_with_id)
+                idle_timeout_s = self.body_idle_timeout_s or BODY_IDLE_TIMEOUT_S
+                await self.app(scope, self._limited(receive, limit, body, idle_timeout_s), send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None)
@@ -79,19 +110,42 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
     @staticmethod
-    def _limited(receive: Receive, limit: int) -> Receive:
-        received = 0
-
+    def _limited(receive: Receive, limit: int, body: _BodyState, idle_timeout_s: float) -> Receive:
         async def receive_within_limit() -> Message:
-            nonlocal received
-            message = await receive()
+            if body.complete:
+                return await receive()  # only http.disconnect is left
+            try:
+                message = await asyncio.wait_for(receive(), idle_timeout_s)
+            except asyncio.TimeoutError:
+                body.complete = True  # nothing to drain from a client that stopped sending
+                raise body_timeout(idle_timeout_s) from None
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
+                body.received += len(message.get("body", b""))
+                body.complete = not message.get("more_body", False)
+                if body.received > limit:
                     raise body_too_large(limit)  # raised inside the route: the handlers answer 413
+            elif message["type"] == "http.disconnect":
+                body.complete = True
             return message
 
         return receive_within_limit
+
+    @staticmethod
+    async def _drain(receive: Receive, body: _BodyState) -> None:
+        """Read and drop what is left of the body, up to DRAIN_MAX_BYTES and DRAIN_TIMEOUT_S."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_TIMEOUT_S
+        drained = 0
+        while not body.complete and drained <= DRAIN_MAX_BYTES:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return
+            if message["type"] != "http.request":
+                body.complete = True
+                return
+            drained += len(message.get("body", b""))
+            body.complete = not message.get("more_body", False)
 
     @staticmethod
     async def _send_error(send: Send, error: ApiError) -> None:

@@ -218,3 +218,41 @@ def test_deeply_nested_json_gets_a_4xx_not_a_500(live_server_factory):
     for what, response in answers.items():
         assert 400 <= response.status_code < 500, (what, response.status_code, response.text)
         assert response.json()["error"]["code"], what
+
+
+def _noise_png(size: int = 96) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.effect_noise((size, size), 80).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_refused_500_image_request_gets_its_413_not_a_reset(live_server_factory):
+    server = live_server_factory()
+    image = _noise_png()
+    files = [("images", (f"{i}.png", image, "image/png")) for i in range(500)]
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for _ in range(3):
+            response = http.post("/v1/classify", files=files)
+            assert response.status_code == 413 and response.json()["error"]["code"] == "too_many_images"
+        assert http.get("/healthz").status_code == 200  # and the connection is still usable
+
+
+def test_a_slow_drip_body_is_answered_408_and_closed(live_server_factory, monkeypatch):
+    import socket
+
+    import app.middleware
+
+    monkeypatch.setattr(app.middleware, "BODY_IDLE_TIMEOUT_S", 1.0)
+    server = live_server_factory()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100000\r\n\r\n{\"images\": [")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"request_timeout" in answer
