@@ -69,6 +69,7 @@ HTTP_STATUS_BY_CODE = {
     "class_set_not_found": 404,
     "job_not_found": 404,
     "class_set_not_ready": 409,
+    "too_many_jobs": 429,
     "invalid_name": 422,
 }
 """The one table from an error code to its HTTP status. Codes not listed fall back on their family."""

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ApiError, error_body, status_for
@@ -29,6 +30,10 @@ so the client, still sending, gets the answer instead of a reset connection."""
 DRAIN_TIMEOUT_S = 10.0
 BODY_IDLE_TIMEOUT_S = 30.0
 """A request body that sends nothing for this long is answered 408 (slow-drip connections)."""
+
+
+CLIENT_CLOSED_REQUEST = 499
+"""Recorded (metrics, access log) for a request whose client disconnected before the answer."""
 
 
 def body_too_large(limit: int) -> ApiError:
@@ -88,7 +93,12 @@ class RequestContextMiddleware:
                 await self._send_error(send_with_id, body_too_large(limit))
             else:
                 idle_timeout_s = self.body_idle_timeout_s or BODY_IDLE_TIMEOUT_S
-                await self.app(scope, self._limited(receive, limit, body, idle_timeout_s), send_with_id)
+                try:
+                    await self.app(scope, self._limited(receive, limit, body, idle_timeout_s), send_with_id)
+                except ClientDisconnect:
+                    # the client went away mid-request: nobody to answer, and not a server error
+                    if status == 500:
+                        status = CLIENT_CLOSED_REQUEST
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None)

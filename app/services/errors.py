@@ -78,6 +78,16 @@ class InvalidClassSet(InputError):
     code = "validation_error"
 
 
+class TooManyJobs(UnavailableError):
+    code = "too_many_jobs"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"{limit} class-set jobs are already queued or running here; wait for one to finish.",
+            retry_after_s=30,
+        )
+
+
 class JobNotFound(NotFoundError):
     code = "job_not_found"
 

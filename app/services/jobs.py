@@ -30,7 +30,7 @@ from gloss_gen.jobs import JobRecord
 from gloss_gen.store import Store, StoreError
 
 from .describing import describe
-from .errors import JobNotFound, StoreUnavailable
+from .errors import JobNotFound, StoreUnavailable, TooManyJobs
 from .registry import ClassifierRegistry
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ def reconcile_orphaned_jobs(store: Store) -> int:
                 count += 1
                 log.warning("job %s: %s", job_id, ORPHANED)
     return count
+MAX_ACTIVE_JOBS = 16
+"""Class-set jobs one process holds queued or running; more are refused (429 too_many_jobs)."""
 
 
 class JobBackend(Protocol):
@@ -159,13 +161,20 @@ class InProcessJobs:
         self._final_writes: set[asyncio.Task] = set()
         self.owner = uuid.uuid4().hex
         self.lease_s = max(3.0 * settings.queue_lease_s, 1.0)
+        self._submitting = 0
         # one writer thread keeps progress writes in order without blocking the event loop
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-job-state")
 
     async def start(self, job_id: str, class_set: ClassSet, method: str) -> None:
+        if len(self._tasks) + self._submitting >= MAX_ACTIVE_JOBS:
+            raise TooManyJobs(MAX_ACTIVE_JOBS)
         job = JobRecord.new(job_id, JOB_KIND, class_set, method, model=self.registry.model.model_id)
         self._renew(job)
-        await asyncio.to_thread(self.store.put_job, job)
+        self._submitting += 1
+        try:
+            await asyncio.to_thread(self.store.put_job, job)
+        finally:
+            self._submitting -= 1
         task = asyncio.create_task(self._run(job, class_set, method), name=f"vgloss-job-{job_id}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job_id, None))

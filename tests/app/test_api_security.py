@@ -256,3 +256,48 @@ def test_a_slow_drip_body_is_answered_408_and_closed(live_server_factory, monkey
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"request_timeout" in answer
+
+
+def test_a_client_that_disconnects_mid_upload_is_not_a_server_error(live_server_factory):
+    import socket
+
+    from api_helpers import metric_value
+
+    server = live_server_factory()
+    boundary = b"vglossboundary"
+    head = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="images"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + _noise_png()[:500])
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary="
+                         + boundary + b"\r\nContent-Length: 200000\r\n\r\n" + head)
+            time.sleep(0.3)
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        deadline = time.monotonic() + 20
+        while True:
+            metrics = http.get("/metrics").text
+            closed = metric_value(metrics, "vgloss_http_requests_total", {"route": "/v1/classify", "status": "499"})
+            if closed >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert metric_value(metrics, "vgloss_http_requests_total", {"status": "500"}) == 0
+    assert closed == 3
+
+
+def test_admin_jobs_are_capped_with_a_429_and_retry_after(live_server_factory, monkeypatch):
+    import app.services.jobs
+    from gloss_gen.testing import LLMStub
+
+    monkeypatch.setattr(app.services.jobs, "MAX_ACTIVE_JOBS", 3)
+    with LLMStub(latency_ms=3000) as stub:  # every job waits on the LLM while the cap is probed
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        server = live_server_factory(admin_keys=[ADMIN_KEY])
+        auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        with httpx.Client(base_url=server.url, timeout=30, headers=auth) as http:
+            answers = [http.post("/v1/class-sets", json={"name": f"birds{i}", "classes": ["hen"], "method": "vgloss"})
+                       for i in range(6)]
+        statuses = [a.status_code for a in answers]
+        assert statuses[:3] == [202, 202, 202] and statuses[3:] == [429, 429, 429], statuses
+        refused = answers[3]
+        assert refused.json()["error"]["code"] == "too_many_jobs" and refused.headers["Retry-After"] == "30"
