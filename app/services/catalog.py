@@ -96,7 +96,8 @@ class ClassSetCatalog:
             ClassInfo(id=c.id, name=c.name, synset=c.synset, descriptions=texts.get(c.id, []))
             for c in class_set.classes
         ]
-        return ClassSetDetail(**self._summary(name, class_set, classifier, broken).model_dump(), classes=classes)
+        summary = self._summary(name, class_set, classifier, broken).model_dump(exclude_unset=True)
+        return ClassSetDetail(**summary, classes=classes)
 
     def _classifier(self, name: str, active_key: str | None) -> Classifier | None:
         loaded = self.registry.loaded(name)
@@ -127,6 +128,7 @@ class ClassSetCatalog:
 
     def _summary(self, name: str, class_set: ClassSet, classifier: Classifier | None,
                  error: dict | None = None) -> ClassSetSummary:
+        marked = {} if error is None else {"error": error}  # the field is absent, not null, when fine
         return ClassSetSummary(
             name=name,
             num_classes=len(class_set),
@@ -135,7 +137,7 @@ class ClassSetCatalog:
             model=self.model_id,
             ready=classifier is not None,
             builtin=name in BUILTIN_CLASS_SETS,
-            error=error,
+            **marked,
         )
 
     def _descriptions(self, classifier: Classifier) -> dict[str, list[str]]:

@@ -56,6 +56,11 @@ class ImageError(InputError):
         super().__init__(message, code=code)
 
 
+MAX_ASPECT_RATIO = 32
+"""Longest side over shortest side; beyond it the resize (shortest side to the model's input)
+would allocate far more than the output tensor (red-team issue #9, item 5)."""
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     """Per-image limits. ``max_pixels`` is width x height as declared in the file header."""
@@ -141,6 +146,12 @@ def _open_lazy(data: bytes | bytearray | memoryview, limits: ImageLimits) -> Ima
     width, height = img.size
     if width * height > limits.max_pixels:
         raise _too_many_pixels(width * height, limits.max_pixels)
+    if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
+        # a resize to the short side would make it enormous (1x65500 -> 224x14,672,000)
+        raise ImageError(
+            "image_aspect_ratio_too_large",
+            f"The image is {width}x{height}; the longer side may be at most {MAX_ASPECT_RATIO} times the shorter.",
+        )
     return img
 
 

@@ -301,3 +301,29 @@ def test_admin_jobs_are_capped_with_a_429_and_retry_after(live_server_factory, m
         assert statuses[:3] == [202, 202, 202] and statuses[3:] == [429, 429, 429], statuses
         refused = answers[3]
         assert refused.json()["error"]["code"] == "too_many_jobs" and refused.headers["Retry-After"] == "30"
+
+
+def _png_of_size(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 30)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def test_thin_images_are_refused_before_the_resize(live_server_factory):
+    server = live_server_factory()
+    thin, wide = _png_of_size(1, 65_500), _png_of_size(4000, 1)
+    assert len(thin) < 2000  # a few hundred bytes that used to allocate gigabytes
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for data in (thin, wide):
+            response = http.post("/v1/classify", files={"images": ("t.png", data, "image/png")})
+            assert response.status_code == 413, response.text
+            assert response.json()["error"]["code"] == "image_aspect_ratio_too_large"
+        mixed = http.post("/v1/classify", files=[("images", ("t.png", thin, "image/png")),
+                                                 ("images", ("p.png", _png_of_size(900, 300), "image/png"))])
+    assert mixed.status_code == 200, mixed.text
+    results = mixed.json()["results"]
+    assert results[0]["error"]["code"] == "image_aspect_ratio_too_large" and results[1]["predictions"]

@@ -23,7 +23,8 @@ ClassSetName = Annotated[
 router = APIRouter(prefix="/v1/class-sets", tags=["class sets"])
 
 
-@router.get("", response_model=list[ClassSetSummary], dependencies=[ApiKey])
+# exclude_unset: 'error' appears only on a set whose stored classifier failed verification
+@router.get("", response_model=list[ClassSetSummary], response_model_exclude_unset=True, dependencies=[ApiKey])
 async def list_class_sets(runtime: RuntimeDep) -> list[ClassSetSummary]:
     runtime.readiness.require()
     return await runtime.catalog.list()
@@ -32,6 +33,7 @@ async def list_class_sets(runtime: RuntimeDep) -> list[ClassSetSummary]:
 @router.get(
     "/{name}",
     response_model=ClassSetDetail,
+    response_model_exclude_unset=True,
     responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
     dependencies=[ApiKey],
 )
