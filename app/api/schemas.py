@@ -24,7 +24,8 @@ class ClassifyJsonRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     images: list[str] = Field(
-        description="Base64-encoded image files; a 'data:image/...;base64,' prefix is accepted."
+        description="Base64-encoded image files; a 'data:image/...;base64,' prefix is accepted.",
+        json_schema_extra={"minItems": 1},  # documented; the route answers an empty list itself (422)
     )
     class_set: str | None = Field(None, description="Class set name (default: the server's default).")
     labels: list[str] | None = Field(None, description="Ad-hoc labels instead of a class set.")

@@ -22,9 +22,16 @@ ClassSetName = Annotated[
 
 router = APIRouter(prefix="/v1/class-sets", tags=["class sets"])
 
+_KEY_ERRORS = {
+    401: {"model": ErrorResponse, "description": "An API key is required"},
+    403: {"model": ErrorResponse, "description": "The key is wrong (or, for administration, not an admin key)"},
+    503: {"model": ErrorResponse, "description": "Not ready, or the store is unavailable (see Retry-After)"},
+}
+
 
 # exclude_unset: 'error' appears only on a set whose stored classifier failed verification
-@router.get("", response_model=list[ClassSetSummary], response_model_exclude_unset=True, dependencies=[ApiKey])
+@router.get("", response_model=list[ClassSetSummary], response_model_exclude_unset=True, responses=_KEY_ERRORS,
+            dependencies=[ApiKey])
 async def list_class_sets(runtime: RuntimeDep) -> list[ClassSetSummary]:
     runtime.readiness.require()
     return await runtime.catalog.list()
@@ -34,7 +41,7 @@ async def list_class_sets(runtime: RuntimeDep) -> list[ClassSetSummary]:
     "/{name}",
     response_model=ClassSetDetail,
     response_model_exclude_unset=True,
-    responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, **_KEY_ERRORS},
     dependencies=[ApiKey],
 )
 async def get_class_set(name: ClassSetName, runtime: RuntimeDep) -> ClassSetDetail:
@@ -46,7 +53,12 @@ async def get_class_set(name: ClassSetName, runtime: RuntimeDep) -> ClassSetDeta
     "",
     status_code=202,
     response_model=JobCreated,
-    responses={403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses={
+        400: {"model": ErrorResponse, "description": "The body is not JSON"},
+        422: {"model": ErrorResponse, "description": "Invalid fields, name or classes"},
+        429: {"model": ErrorResponse, "description": "Too many jobs queued or running (see Retry-After)"},
+        **_KEY_ERRORS,
+    },
     dependencies=[AdminKey],
     summary="Create or rebuild a class set (describe + embed in the background)",
 )

@@ -39,7 +39,7 @@ _MULTIPART_SCHEMA = {
     "type": "object",
     "required": ["images"],
     "properties": {
-        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "images": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}},
         "class_set": {"type": "string"},
         "labels": {
             "type": "array",

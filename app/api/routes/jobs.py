@@ -20,7 +20,13 @@ _API_STATES = {"queued", "running", "done", "failed"}
 @router.get(
     "/{job_id}",
     response_model=JobState,
-    responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses={
+        404: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        401: {"model": ErrorResponse, "description": "An API key is required"},
+        403: {"model": ErrorResponse, "description": "The API key is wrong"},
+        503: {"model": ErrorResponse, "description": "The store is unavailable (see Retry-After)"},
+    },
     dependencies=[ApiKey],
 )
 async def get_job(job_id: JobId, runtime: RuntimeDep) -> JobState:
