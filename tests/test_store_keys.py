@@ -36,8 +36,10 @@ def test_the_red_team_job_id_cannot_read_a_file_outside_the_store(tmp_path):
     for job_id in ("..:..:..:etc:passwd", ":".join([".."] * depth + ["etc", "passwd"]),
                    "..:..:..:etc:passwd\0", "%2e%2e:%2e%2e:%2e%2e:etc:passwd"):
         assert store.get_job(job_id) is None
-        store.put_job(job_id, {"state": "x"})
-        assert store.get_job(job_id) == {"state": "x"}
+        key = store._k("job", job_id)
+        store.backend.set(key, b'{"state": "x"}')
+        assert store.backend.get(key) == b'{"state": "x"}'
+        assert set(store.backend.keys(store._k("job") + ":")) >= {key}
     assert json.loads(secret.read_text())["secret"] == "root:x:0:0"
 
 
