@@ -2,8 +2,12 @@
 
 Built-in sets (``imagenet1k``, ``cifar10``, ``stl10``) ship as package data. A custom set is a
 ``.txt`` file (one label per line) or a ``.json``/``.yaml`` list of ``{name, synset?, id?}``
-(a top-level ``{"name": ..., "classes": [...]}`` object is accepted too). Labels without an
-explicit synset are resolved through WordNet (:func:`gloss_gen.wordnet.resolve_label`).
+(a top-level ``{"name": ..., "classes": [...], "templates": ...}`` object is accepted too). Labels
+without an explicit synset are resolved through WordNet (:func:`gloss_gen.wordnet.resolve_label`).
+
+Every class set names the prompt template set its class-name prompts use
+(:data:`gloss_gen.prompts.TEMPLATE_SETS`): CLIP's per-dataset templates for ``cifar10`` and
+``stl10``, CLIP's 80 ImageNet templates (``openai``) for everything else unless a file says otherwise.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class ClassSet:
     name: str
     classes: list[ClassSpec]
     description: str = ""
+    templates: str = "openai"  # the template set for class-name prompts (gloss_gen.prompts)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -78,6 +83,7 @@ class ClassSet:
         return {
             "name": self.name,
             "description": self.description,
+            "templates": self.templates,
             "classes": [c.to_dict() for c in self.classes],
         }
 
@@ -87,6 +93,7 @@ class ClassSet:
             name=data["name"],
             description=data.get("description", ""),
             classes=[ClassSpec(**c) for c in data["classes"]],
+            templates=data.get("templates") or "openai",
         )
 
 
@@ -117,8 +124,22 @@ MAX_LABEL_CHARS = 300
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
+def validate_template_set(templates: str, where: str) -> str:
+    from .prompts import TEMPLATE_SETS
+
+    if templates not in TEMPLATE_SETS:
+        raise ClassSetError(
+            f"{where}: unknown template set {templates!r}; choose from {', '.join(TEMPLATE_SETS)}"
+        )
+    return templates
+
+
 def build_class_set(
-    name: str, entries: Sequence[str | dict], description: str = "", lines: Sequence[int] | None = None
+    name: str,
+    entries: Sequence[str | dict],
+    description: str = "",
+    lines: Sequence[int] | None = None,
+    templates: str = "openai",
 ) -> ClassSet:
     """A class set from labels or ``{name, synset?, id?}`` dicts, resolving synsets via WordNet.
 
@@ -174,7 +195,8 @@ def build_class_set(
                 alternatives=resolution.alternatives,
             )
         )
-    return ClassSet(name=name, classes=classes, description=description)
+    templates = validate_template_set(templates, f"class set {name!r}")
+    return ClassSet(name=name, classes=classes, description=description, templates=templates)
 
 
 def _where(name: str, position: int, lines: Sequence[int] | None, short: bool = False) -> str:
@@ -211,8 +233,9 @@ def _checked_entry(name: str, position: int, entry, lines) -> tuple[str, str | N
     return label, values["synset"], values["id"]
 
 
-def _read_entries(path: Path) -> tuple[list, str, list[int] | None]:
-    """(entries, description, line of each entry) from a ``.txt``, ``.json`` or ``.yaml`` file."""
+def _read_entries(path: Path) -> tuple[list, str, list[int] | None, str]:
+    """(entries, description, line of each entry, template set) from a ``.txt``, ``.json`` or
+    ``.yaml`` file."""
     suffix = path.suffix.lower()
     if path.stat().st_size > MAX_FILE_BYTES:
         raise ClassSetError(f"{path}: over {MAX_FILE_BYTES // (1024 * 1024)} MiB; is it a class-set file?")
@@ -220,7 +243,7 @@ def _read_entries(path: Path) -> tuple[list, str, list[int] | None]:
     if suffix == ".txt":
         numbered = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
         kept = [(n, line) for n, line in numbered if line and not line.startswith("#")]
-        return [line for _, line in kept], "", [n for n, _ in kept]
+        return [line for _, line in kept], "", [n for n, _ in kept], "openai"
     try:
         if suffix == ".json":
             data, lines = json.loads(text), _json_entry_lines(text)
@@ -230,15 +253,18 @@ def _read_entries(path: Path) -> tuple[list, str, list[int] | None]:
         raise ClassSetError(f"{path}: {exc.message}") from None
     except Exception as exc:  # JSONDecodeError, yaml.YAMLError, RecursionError for deep nesting
         raise ClassSetError(f"{path}: not valid {suffix[1:].upper()}: {_one_line(exc)}") from None
-    description = ""
+    description, templates = "", "openai"
     if isinstance(data, dict):
         description = data.get("description", "")
         if not isinstance(description, str):
             raise ClassSetError(f"{path}: 'description' must be text")
+        templates = data.get("templates") or "openai"
+        if not isinstance(templates, str):
+            raise ClassSetError(f"{path}: 'templates' must be text")
         data = data.get("classes")
     if not isinstance(data, list):
         raise ClassSetError(f"{path}: expected a list of classes or {{'classes': [...]}}")
-    return data, description, lines
+    return data, description, lines, templates
 
 
 def _one_line(exc: BaseException) -> str:
@@ -322,8 +348,9 @@ def load_class_set(ref: str | Path) -> ClassSet:
             raise ClassSetError(f"class set file {path} does not exist")
         if not is_valid_name(path.stem):
             raise ClassSetError(f"{path.name}: the file name names the class set; use {NAME_RULE} before the suffix")
-        entries, description, lines = _read_entries(path)
-        return build_class_set(path.stem, entries, description, lines)
+        entries, description, lines, templates = _read_entries(path)
+        validate_template_set(templates, str(path))
+        return build_class_set(path.stem, entries, description, lines, templates)
     return builtin_class_set(ref_str)  # raises the "unknown class set" error
 
 

@@ -1,26 +1,63 @@
 """How descriptions become CLIP text prompts.
 
-Three prompt styles, recorded in every classifier's key so that a change of style can never reuse
-a stale entry:
+Prompt styles, recorded in every classifier's key so that a change of style can never reuse a
+stale entry:
 
-- ``templates`` — the class name in prompt templates (open_clip's 80 OpenAI ImageNet templates, or
-  the simple set), the CLIP baseline;
-- ``dclip`` — Menon & Vondrick's construction: ``"{before}{class}, which is/has {descriptor}"``
-  with DCLIP's connective rules, for short descriptor phrases (DCLIP files, V-GLOSS output);
-- ``gloss`` — a dictionary definition: ``"{before}{class}, which is {definition}"``;
-- ``sentence`` — the text as written, for full sentences (CuPL files, WordNet glosses already
-  turned into sentences).
+- ``templates`` — the class name in prompt templates (a template set: CLIP's 80 ImageNet
+  templates, its per-dataset CIFAR-10 / STL-10 sets, or open_clip's 7 "simple" ones), the CLIP
+  baseline;
+- ``dclip`` — exactly the prompt DCLIP's released code embeds for ImageNet
+  (``classify_by_description_release``, ``load.py``: ``before_text=""``, ``between_text=", "``,
+  ``after_text="."`` and ``make_descriptor_sentence``): ``"tench, which is a freshwater fish."``;
+- ``dclip-photo`` — the same connective after ``"a photo of a "`` and without the full stop
+  (``"a photo of a tench, which is a freshwater fish"``), the form vgloss used before;
+- ``gloss`` — a dictionary definition: ``"a photo of a {class}, which is {definition}"``;
+- ``sentence`` — the text as written, for full sentences (CuPL files).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-PROMPT_STYLES = ("templates", "dclip", "gloss", "sentence")
-# openai: CLIP's 80 ImageNet templates; simple: open_clip's 7-template subset.
-TEMPLATE_SETS = ("openai", "simple")
-DCLIP_BEFORE_TEXT = "a photo of a "
+PROMPT_STYLES = ("templates", "dclip", "dclip-photo", "gloss", "sentence")
+
+# Template sets by name. openai: CLIP's 80 ImageNet templates; simple: open_clip's 7-template
+# subset; cifar10 / stl10: CLIP's per-dataset templates (CLIP's data/prompts.md, the same lists as
+# CLIP_benchmark's en_zeroshot_classification_templates.json).
+TEMPLATE_SETS = ("openai", "simple", "cifar10", "stl10")
+DEFAULT_TEMPLATE_SET = "openai"
+_DATASET_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "cifar10": (
+        "a photo of a {}.",
+        "a blurry photo of a {}.",
+        "a black and white photo of a {}.",
+        "a low contrast photo of a {}.",
+        "a high contrast photo of a {}.",
+        "a bad photo of a {}.",
+        "a good photo of a {}.",
+        "a photo of a small {}.",
+        "a photo of a big {}.",
+        "a photo of the {}.",
+        "a blurry photo of the {}.",
+        "a black and white photo of the {}.",
+        "a low contrast photo of the {}.",
+        "a high contrast photo of the {}.",
+        "a bad photo of the {}.",
+        "a good photo of the {}.",
+        "a photo of the small {}.",
+        "a photo of the big {}.",
+    ),
+    "stl10": (
+        "a photo of a {}.",
+        "a photo of the {}.",
+    ),
+}
+
+# DCLIP's ImageNet settings (load.py); "dclip-photo" keeps vgloss's earlier prefix instead.
+DCLIP_BEFORE_TEXT = ""
 DCLIP_BETWEEN_TEXT = ", "
+DCLIP_AFTER_TEXT = "."
+PHOTO_BEFORE_TEXT = "a photo of a "
 
 
 def wordify(name: str) -> str:
@@ -38,11 +75,19 @@ def dclip_connective(descriptor: str) -> str:
     return f"which has {descriptor}"
 
 
-def dclip_prompt(class_name: str, descriptor: str, before_text: str = DCLIP_BEFORE_TEXT) -> str:
-    return f"{before_text}{wordify(class_name)}{DCLIP_BETWEEN_TEXT}{dclip_connective(descriptor)}"
+def dclip_prompt(
+    class_name: str,
+    descriptor: str,
+    before_text: str = DCLIP_BEFORE_TEXT,
+    after_text: str = DCLIP_AFTER_TEXT,
+) -> str:
+    """DCLIP's prepended-category prompt; the defaults are its ImageNet settings."""
+    return f"{before_text}{wordify(class_name)}{DCLIP_BETWEEN_TEXT}{dclip_connective(descriptor)}{after_text}"
 
 
-def _templates(template_set: str) -> Sequence[Callable[[str], str]]:
+def _templates(template_set: str) -> Sequence[Callable[[str], str] | str]:
+    if template_set in _DATASET_TEMPLATES:
+        return _DATASET_TEMPLATES[template_set]
     from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
     if template_set == "openai":
@@ -52,13 +97,13 @@ def _templates(template_set: str) -> Sequence[Callable[[str], str]]:
     raise ValueError(f"unknown template set {template_set!r}; choose from {', '.join(TEMPLATE_SETS)}")
 
 
-def template_prompts(class_name: str, template_set: str = "openai") -> list[str]:
+def template_prompts(class_name: str, template_set: str = DEFAULT_TEMPLATE_SET) -> list[str]:
     templates = _templates(template_set)
     return [t(class_name) if callable(t) else t.format(class_name) for t in templates]
 
 
 def build_prompts(
-    class_name: str, descriptions: Sequence[str], style: str, template_set: str = "openai"
+    class_name: str, descriptions: Sequence[str], style: str, template_set: str = DEFAULT_TEMPLATE_SET
 ) -> list[str]:
     """Prompts for one class. ``templates`` ignores ``descriptions``; the others need at least one
     and fall back to the templates when a class has none (a class WordNet did not know)."""
@@ -66,8 +111,10 @@ def build_prompts(
         return template_prompts(class_name, template_set)
     if style == "dclip":
         return [dclip_prompt(class_name, d) for d in descriptions]
+    if style == "dclip-photo":
+        return [dclip_prompt(class_name, d, PHOTO_BEFORE_TEXT, "") for d in descriptions]
     if style == "gloss":
-        return [f"{DCLIP_BEFORE_TEXT}{wordify(class_name)}, which is {d}" for d in descriptions]
+        return [f"{PHOTO_BEFORE_TEXT}{wordify(class_name)}, which is {d}" for d in descriptions]
     if style == "sentence":
         return list(descriptions)
     raise ValueError(f"unknown prompt style {style!r}; choose from {', '.join(PROMPT_STYLES)}")

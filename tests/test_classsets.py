@@ -74,3 +74,16 @@ def test_unknown_builtin_and_missing_file():
         load_class_set("imagenet22k")
     with pytest.raises(ClassSetError, match="does not exist"):
         load_class_set("nope/none.txt")
+
+
+def test_class_sets_carry_their_template_set(tmp_path: Path):
+    assert [load_class_set(n).templates for n in ("imagenet1k", "cifar10", "stl10")] == ["openai", "cifar10", "stl10"]
+    (tmp_path / "pets.txt").write_text("golden retriever\n")
+    assert load_class_set(tmp_path / "pets.txt").templates == "openai"
+    (tmp_path / "vehicles.json").write_text(json.dumps({"templates": "stl10", "classes": ["car", "ship"]}))
+    vehicles = load_class_set(tmp_path / "vehicles.json")
+    assert vehicles.templates == "stl10"
+    assert type(vehicles).from_dict(vehicles.to_dict()).templates == "stl10"
+    (tmp_path / "bad.json").write_text(json.dumps({"templates": "cifar100", "classes": ["car"]}))
+    with pytest.raises(ClassSetError, match="unknown template set 'cifar100'"):
+        load_class_set(tmp_path / "bad.json")

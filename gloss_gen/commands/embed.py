@@ -22,6 +22,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..methods import OFFLINE_METHODS
+    from ..prompts import TEMPLATE_SETS  # light: no torch
 
     parser.add_argument(
         "descriptions",
@@ -31,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=OFFLINE_METHODS,
                         help="describe DESCRIPTIONS (a class set) with an offline method first")
     parser.add_argument("--class-set", help="the class set the file was made for (default: from the file)")
-    parser.add_argument("--templates", choices=["openai", "simple"], default="openai",
-                        help="template set for class-name prompts (default: openai, 80 templates)")
+    parser.add_argument("--templates", choices=TEMPLATE_SETS, default=None,
+                        help="template set for class-name prompts (default: the class set's own: CLIP's "
+                        "cifar10 / stl10 sets for those, openai = CLIP's 80 ImageNet templates otherwise)")
     parser.add_argument("--batch-size", type=int, default=256, help="prompts per text-encoder batch")
     parser.add_argument("--allow-missing", action="store_true",
                         help="embed classes that failed in `describe` with class-name prompts instead of refusing")
