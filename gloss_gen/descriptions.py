@@ -57,6 +57,12 @@ class DescriptionRecord:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def prompt_name(self) -> str:
+        """The class name description prompts use: the source's own (an imported file's key, as
+        its authors wrote it into their prompts), else the class set's name."""
+        return str(self.provenance.get("prompt_name") or self.name)
+
     def to_json(self) -> dict:
         data = {
             "class_id": self.class_id,
@@ -124,10 +130,14 @@ class DescriptionSet:
 
     @property
     def id(self) -> str:
-        """Content hash: classes, method, prompt style and every description text."""
+        """Content hash: classes, method, prompt style, every description text (and the name
+        prompts use where it is not the class's own)."""
         payload = json.dumps(
             [self.class_set.content_hash(), self.method, self.prompt_style]
-            + [[r.class_id, r.descriptions] for r in self.records],
+            + [
+                [r.class_id, r.descriptions] + ([r.prompt_name] if r.prompt_name != r.name else [])
+                for r in self.records
+            ],
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -305,9 +315,21 @@ class ImportReport:
     collisions: dict[str, list[str]] = field(default_factory=dict)  # file key -> class ids
     unmatched_keys: list[str] = field(default_factory=list)
     classes_without: list[str] = field(default_factory=list)
+    by_position: bool = False
+    renamed: dict[str, str] = field(default_factory=dict)  # class id -> file key, where they differ
 
     def lines(self) -> list[str]:
         out = [f"imported descriptions for {self.matched} classes"]
+        if self.by_position:
+            out.append(
+                f"the file lists the class set's {self.matched} classes in its order: mapped by position"
+            )
+        if self.renamed:
+            shown = [f"{cid} as {key!r}" for cid, key in list(self.renamed.items())[:10]]
+            out.append(
+                f"{len(self.renamed)} classes are named in prompts as the file names them: "
+                + ", ".join(shown) + (" ..." if len(self.renamed) > 10 else "")
+            )
         for key, ids in self.collisions.items():
             out.append(
                 f"name collision: file key {key!r} matches {len(ids)} classes ({', '.join(ids)}); "
@@ -353,13 +375,47 @@ def read_import_file(path: Path) -> dict[str, list[str]]:
     return data
 
 
-def match_import_keys(class_set: ClassSet, data: dict[str, list[str]]) -> tuple[dict[str, str], ImportReport]:
-    """Map file keys to class ids. A key that names several classes goes to none of them.
+def _key_names_class(key: str, spec: ClassSpec, lemma_index) -> bool:
+    """Whether ``key`` could name ``spec``: its id, name, normalised name or a synset lemma."""
+    if key == spec.id or key == spec.name or _norm_key(key) == _norm_key(spec.name):
+        return True
+    return spec.id in lemma_index().get(_norm_key(key), [])
 
-    Matching, first hit wins per key: class id, exact name, normalised name, then (only when
-    unique) a lemma of the class's synset.
+
+def _positional_assignment(class_set: ClassSet, keys: list[str]) -> dict[str, str] | None:
+    """Class id -> key when the file lists exactly the class set's classes in its order (every
+    key could name the class at its position), as the authors' code reads its own file."""
+    if len(keys) != len(class_set):
+        return None
+    index: dict[str, list[str]] | None = None
+
+    def lemma_index() -> dict[str, list[str]]:
+        nonlocal index
+        if index is None:
+            index = _lemma_index(class_set)
+        return index
+
+    if all(_key_names_class(key, spec, lemma_index) for key, spec in zip(keys, class_set.classes)):
+        return {spec.id: key for key, spec in zip(keys, class_set.classes)}
+    return None
+
+
+def match_import_keys(class_set: ClassSet, data: dict[str, list[str]]) -> tuple[dict[str, str], ImportReport]:
+    """Map file keys to class ids.
+
+    A file that lists exactly the class set's classes in its order (same length, every key a
+    possible name of the class at its position) is mapped by position, as DCLIP's and CuPL's code
+    read their own files; repeated names (DCLIP's two "missile" classes) then stay apart.
+    Otherwise keys are matched by name, first hit wins per key: class id, exact name, normalised
+    name, then a lemma of the class's synset; a key that names several classes goes to none.
     """
     report = ImportReport()
+    positional = _positional_assignment(class_set, list(data))
+    if positional is not None:
+        report.by_position = True
+        report.matched = len(positional)
+        report.renamed = {spec.id: key for key, spec in zip(data, class_set.classes) if key != spec.name}
+        return positional, report
     by_id = {c.id: c for c in class_set.classes}
     by_name: dict[str, list[str]] = {}
     by_norm: dict[str, list[str]] = {}
@@ -391,6 +447,8 @@ def match_import_keys(class_set: ClassSet, data: dict[str, list[str]]) -> tuple[
             report.unmatched_keys.append(key)
     report.matched = len(assignment)
     report.classes_without = [c.id for c in class_set.classes if c.id not in assignment]
+    names = {c.id: c.name for c in class_set.classes}
+    report.renamed = {cid: key for cid, key in assignment.items() if key != names[cid]}
     return assignment, report
 
 
@@ -410,8 +468,15 @@ def _lemma_index(class_set: ClassSet) -> dict[str, list[str]]:
     return index
 
 
-def describe_import(class_set: ClassSet, path: Path, fmt: str = "auto") -> tuple[DescriptionSet, ImportReport]:
-    """Import a CuPL (sentences) or DCLIP (descriptor phrases) JSON file onto a class set."""
+def describe_import(
+    class_set: ClassSet, path: Path, fmt: str = "auto", dedupe: bool = False
+) -> tuple[DescriptionSet, ImportReport]:
+    """Import a CuPL (sentences) or DCLIP (descriptor phrases) JSON file onto a class set, as its
+    authors' code uses it: every text of a class, repeats included (CuPL's and CLIP_benchmark's
+    averages count a repeated sentence twice), embedded in the authors' prompt form (``sentence``
+    for CuPL, ``dclip`` for DCLIP) with the file's own class name. Texts are stripped of
+    surrounding whitespace, which CLIP's tokenizer drops anyway. ``dedupe=True`` keeps only the
+    first copy of each text (not the published construction)."""
     path = Path(path)
     data = read_import_file(path)
     if fmt == "auto":
@@ -426,9 +491,15 @@ def describe_import(class_set: ClassSet, path: Path, fmt: str = "auto") -> tuple
         extra = {"prompt_style": style, "import_format": fmt, "source": path.name}
         key = assignment.get(spec.id)
         if key is not None:
-            texts = [t.strip() for t in data[key] if t.strip()]
-            record.descriptions = list(dict.fromkeys(texts))
+            texts = [t.strip() for t in data[key]]
+            if dedupe:
+                kept = list(dict.fromkeys(t for t in texts if t))
+                extra["repeats_dropped"] = len(texts) - len(kept)
+                texts = kept
+            record.descriptions = texts
             extra["source_key"] = key
+            if key != spec.name:
+                extra["prompt_name"] = key
         else:
             collided = [k for k, ids in report.collisions.items() if spec.id in ids]
             extra["fallback"] = "templates (" + (

@@ -28,13 +28,59 @@ def test_wordnet_method_uses_definitions_and_falls_back_without_synset(tmp_path:
     assert ds.records[1].descriptions == [] and "fallback" in ds.records[1].provenance
 
 
+def _imagenet_slice(*wnids: str):
+    from gloss_gen.classsets import ClassSet
+
+    imagenet = load_class_set("imagenet1k")
+    return ClassSet("imagenet-slice", [imagenet.classes[imagenet.ids.index(w)] for w in wnids])
+
+
+def test_cupl_import_keeps_every_sentence_as_published(tmp_path: Path):
+    path = tmp_path / "cupl_prompts.json"
+    cifar = load_class_set("cifar10")
+    cupl = {name: [f"A {name} is a thing.", f"\n\nA photo of a {name}.", f"A {name} is a thing."]
+            for name in cifar.names}
+    path.write_text(json.dumps(cupl))
+    ds, report = describe_import(cifar, path)
+    assert ds.prompt_style == "sentence" and report.by_position
+    assert any("mapped by position" in line for line in report.lines())
+    assert ds.records[3].descriptions == ["A cat is a thing.", "A photo of a cat.", "A cat is a thing."]
+    deduped, _ = describe_import(cifar, path, dedupe=True)
+    assert deduped.records[3].descriptions == ["A cat is a thing.", "A photo of a cat."]
+    assert deduped.records[3].provenance["repeats_dropped"] == 1 and deduped.id != ds.id
+
+
 def test_cupl_cifar10_import(data_dir: Path):
     source = json.loads((data_dir / "descriptions" / "cupl_cifar10.json").read_text())
     ds, report = describe_import(load_class_set("cifar10"), data_dir / "descriptions" / "cupl_cifar10.json")
-    assert report.matched == 10 and not report.collisions
+    assert report.matched == 10 and not report.collisions and report.by_position
     assert ds.prompt_style == "sentence"
-    cat = next(r for r in ds.records if r.class_id == "cat")
-    assert cat.descriptions == list(dict.fromkeys(t.strip() for t in source["cat"] if t.strip()))
+    for record in ds.records:  # 30 sentences each, repeats included, as CuPL averages them
+        assert record.descriptions == [t.strip() for t in source[record.name]]
+    assert len(ds.records[0].descriptions) == 30
+
+
+def test_dclip_file_in_class_order_is_mapped_by_position_with_its_own_names(tmp_path: Path):
+    # two classes named "missile" and a lemma-named class, as in DCLIP's ImageNet file
+    class_set = _imagenet_slice("n01440764", "n01631663", "n03773504", "n04008634")
+    assert class_set.names == ["tench", "newt", "missile", "missile"]
+    descriptors = {"tench": ["a freshwater fish"], "eft": ["a small lizard-like amphibian"],
+                   "missile": ["a long, cylindrical body"], "projectile": ["a pointed tip", "a pointed tip"]}
+    path = tmp_path / "descriptors_slice.json"
+    path.write_text(json.dumps(descriptors))
+    ds, report = describe_import(class_set, path)
+    assert report.by_position and report.matched == 4 and not report.collisions
+    assert ds.prompt_style == "dclip"
+    assert [r.descriptions for r in ds.records] == list(descriptors.values())
+    assert [r.prompt_name for r in ds.records] == ["tench", "eft", "missile", "projectile"]
+    assert report.renamed == {"n01631663": "eft", "n04008634": "projectile"}
+
+    # the same keys in another order are matched by name: the repeated name goes to no class
+    path.write_text(json.dumps(dict(reversed(list(descriptors.items())))))
+    ds, report = describe_import(class_set, path)
+    assert not report.by_position and "missile" in report.collisions
+    assert ds.records[2].descriptions == [] and "collision" in ds.records[2].provenance["fallback"]
+    assert ds.records[3].descriptions == ["a pointed tip", "a pointed tip"]  # by the lemma "projectile"
 
 
 def test_cupl_imagenet_collisions_never_give_a_class_another_class_text(data_dir: Path):
@@ -56,11 +102,14 @@ def test_cupl_imagenet_collisions_never_give_a_class_another_class_text(data_dir
     assert report.matched + len(report.classes_without) == 1000
 
 
-def test_dclip_import_detects_descriptor_format(data_dir: Path):
-    ds, report = describe_import(load_class_set("imagenet1k"), data_dir / "descriptions" / "dclip_imagenet.json")
+def test_dclip_imagenet_maps_all_1000_classes_by_position(data_dir: Path):
+    path = data_dir / "descriptions" / "dclip_imagenet.json"
+    source = json.loads(path.read_text())
+    ds, report = describe_import(load_class_set("imagenet1k"), path)
     assert ds.prompt_style == "dclip"
-    assert ds.records[0].descriptions[0] == "a freshwater fish"
-    assert report.matched >= 995
+    assert report.by_position and report.matched == 1000 and not report.collisions
+    assert [r.prompt_name for r in ds.records] == list(source)  # DCLIP's own names in its prompts
+    assert [r.descriptions for r in ds.records] == list(source.values())
 
 
 def test_bad_import_files(tmp_path: Path):
