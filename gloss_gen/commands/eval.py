@@ -15,7 +15,8 @@ Measure zero-shot accuracy of several description methods on the same labelled i
 
 Every image is embedded once and cached in the store per (model, data set), so adding a method
 or changing --scoring re-encodes no image; each method's classifier is cached by its key too.
-Accuracies come with 95% Wilson score intervals.
+Accuracies come with 95% Wilson score intervals. Images are decoded exactly as open_clip's
+own preprocessing does (no JPEG draft decoding unless --jpeg-draft).
 
 DATA layouts (auto-detected, or --layout):
   imagefolder  DATA/<class id or name>/<image>
@@ -27,10 +28,13 @@ DATA layouts (auto-detected, or --layout):
 Every label must name a class of --class-set (by id or name); otherwise nothing runs.
 
 Methods (--methods, comma-separated):
-  classname        the class name in prompt templates (the CLIP baseline)
+  classname        the class name in the class set's prompt templates (the CLIP baseline:
+                   CLIP's 18 CIFAR-10 / 2 STL-10 templates, its 80 ImageNet ones otherwise)
   wordnet          the WordNet gloss of each class's synset
   vgloss:FILE      descriptions written by `vgloss describe` (JSONL)
-  import:FILE      a CuPL or DCLIP description JSON
+  import:FILE      a CuPL or DCLIP description JSON, embedded as its authors' code does:
+                   CuPL sentences as written, repeats included; DCLIP descriptors as
+                   "{name}, which is/has {descriptor}."
 
 Scoring (--scoring):
   prototype         (default) cosine to each class's mean prompt embedding, as CuPL and
@@ -43,6 +47,9 @@ Examples:
   vgloss eval ./stl10_binary --class-set stl10 --model ViT-B-16 --methods classname,wordnet
   vgloss eval ./val --layout csv --class-set imagenet1k --scoring mean-description \\
       --methods import:descriptors_imagenet.json --limit 5000
+  vgloss eval ./cifar-10-batches-bin/test_batch.bin --class-set cifar10 --templates openai \\
+      --methods classname        # CIFAR-10 with the 80 ImageNet templates instead of CLIP's 18
+  vgloss eval ./imagenet-val --class-set imagenet1k --jpeg-draft --limit 1000   # as the server decodes
 """
 
 
@@ -72,8 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--templates",
         choices=TEMPLATE_SETS,
-        default="openai",
-        help="prompt templates for class-name prompts: openai = CLIP's 80 ImageNet templates (default)",
+        default=None,
+        help="prompt templates for class-name prompts (default: the class set's own: CLIP's "
+        "cifar10 / stl10 sets for those, openai = CLIP's 80 ImageNet templates otherwise; "
+        "simple = open_clip's 7)",
     )
     parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="data layout (default: auto)")
     parser.add_argument(
@@ -88,9 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jpeg-draft",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="decode large JPEGs at reduced scale as the server does (default: VGLOSS_JPEG_DRAFT); "
-        "--no-jpeg-draft gives open_clip's exact preprocessing",
+        default=False,
+        help="decode large JPEGs at reduced scale as the server does with VGLOSS_JPEG_DRAFT "
+        "(default: off, open_clip's exact preprocessing)",
     )
     parser.add_argument(
         "--top-confusions", type=int, default=20, help="true -> predicted pairs kept in results.json (default: 20)"
@@ -136,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         workers=default_workers(args.workers if args.workers is not None else settings.decode_threads),
-        jpeg_draft=settings.jpeg_draft if args.jpeg_draft is None else args.jpeg_draft,
+        jpeg_draft=bool(args.jpeg_draft),
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
         template_set=args.templates,

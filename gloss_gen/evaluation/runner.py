@@ -319,11 +319,13 @@ def classifier_for(
     prepared: PreparedMethod,
     models: ModelSource,
     store: Store | None,
-    template_set: str = "openai",
+    template_set: str | None = None,
     progress: bool = False,
 ) -> tuple[Classifier, bool]:
-    """(classifier, whether it came from the store). A new one is stored but not activated."""
+    """(classifier, whether it came from the store). A new one is stored but not activated.
+    ``template_set`` defaults to the class set's own."""
     descriptions = prepared.descriptions
+    template_set = template_set or descriptions.class_set.templates
     if store is not None:
         cached = store.get_classifier(classifier_key(models.id, descriptions.id, descriptions.prompt_style, template_set))
         if cached is not None:
@@ -332,7 +334,7 @@ def classifier_for(
                             progress=progress)
     if store is None:
         return built, False
-    # Score with the stored form (evidence is kept as float16) so a later cached run agrees exactly.
+    # Score with the stored form so a later cached run agrees exactly.
     return store.get_classifier(built.key) or built, False
 
 
@@ -364,10 +366,10 @@ class EvalConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     limit: int | None = None
     workers: int = 2
-    jpeg_draft: bool = True
+    jpeg_draft: bool = False  # exact decoding: accuracy is measured on open_clip's own pixels
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
-    template_set: str = "openai"
+    template_set: str | None = None  # None: the class set's own template set
     max_confusions: int = 20
     scoring_device: str = "cpu"
     progress: bool = False
@@ -450,9 +452,10 @@ def evaluate(
         notify(f"{len(embeddings.unreadable)} images could not be read and are left out: {shown}")
     vectors, readable_truth = embeddings.vectors[readable], truth[readable]
 
+    template_set = config.template_set or config.class_set.templates
     results = []
     for method in prepared:
-        classifier, cached = classifier_for(method, models, store, config.template_set, config.progress)
+        classifier, cached = classifier_for(method, models, store, template_set, config.progress)
         head = ScoringHead(classifier, config.scoring_device)
         ranked = rank_classes(head, vectors, config.scoring, TOP_K)
         scores = score_predictions(ranked, readable_truth, config.class_set, config.max_confusions)
@@ -474,7 +477,7 @@ def evaluate(
         class_set=config.class_set,
         model_id=models.id,
         scoring=config.scoring,
-        template_set=config.template_set,
+        template_set=template_set,
         jpeg_draft=config.jpeg_draft,
         limit=config.limit,
         num_images=int(readable.sum()),

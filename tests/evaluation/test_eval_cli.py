@@ -20,6 +20,7 @@ ROW = re.compile(rf"^(\S+)\s+{NUMBER}\s+{INTERVAL}\s+{NUMBER}\s+{INTERVAL}$")
 def test_eval_prints_one_table_and_writes_results_and_chart(isolated_env: dict, tmp_path: Path, data_dir: Path):
     out = tmp_path / "results"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")} | isolated_env
+    env["VGLOSS_JPEG_DRAFT"] = "true"  # the server's speed setting; eval decodes exactly regardless
     command = [
         sys.executable, "-m", "gloss_gen.cli", "eval", "../shared/data/cifar10-sample",
         "--class-set", "cifar10",
@@ -44,6 +45,7 @@ def test_eval_prints_one_table_and_writes_results_and_chart(isolated_env: dict, 
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["num_images"] == 500 and results["data"]["layout"] == "imagefolder"
     assert results["model"] == "vgloss-tiny/none" and results["scoring"] == "prototype"
+    assert results["template_set"] == "cifar10" and results["jpeg_draft"] is False
     assert list(results["methods"]) == ["classname", "wordnet", "import:cupl_cifar10.json"]
     for label, method in results["methods"].items():
         assert {"top1", "top5", "n", "per_class", "top_confusions"} <= set(method), label

@@ -194,7 +194,7 @@ def test_known_answers_give_exactly_known_accuracy_and_confusions(
     class_set = synthetic_class_set()
     models = ModelSource.of(counted_model)
     dataset = open_dataset(synthetic_folder)
-    embeddings = embed_images(dataset, models, dir_store, ImageLimits())
+    embeddings = embed_images(dataset, models, dir_store, ImageLimits(jpeg_draft=EvalConfig.jpeg_draft))
     truth = resolve_labels(dataset.labels, class_set)
     own = normalize_rows(np.stack([embeddings.vectors[truth == c].mean(axis=0) for c in range(4)]))
     store_classifier(dir_store, models, describe_classname(class_set), own)
