@@ -23,8 +23,11 @@ from .descriptions import DescriptionSet, utc_now
 from .errors import CorruptDataError, InputError
 from .prompts import build_prompts
 
-# 2: evidence stored as float32 (1 stored it as float16); per-dataset template sets.
+# 2: evidence stored as float32 (1 stored it as float16); per-dataset template sets. The version
+# is part of every key, so nothing built now reuses a format-1 entry, but a stored format-1
+# classifier (an active one, say) still loads until it is rebuilt.
 FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 EVIDENCE_DTYPES = {"float32": "<f4", "float16": "<f2"}
 
 
@@ -124,9 +127,11 @@ class Classifier:
             meta = json.loads(header)
         except json.JSONDecodeError as exc:
             raise ClassifierFormatError(f"the classifier header is not JSON: {exc}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        if not isinstance(meta, dict) or meta.get("format") not in READABLE_FORMATS:
             found = meta.get("format") if isinstance(meta, dict) else None
-            raise ClassifierFormatError(f"classifier format {found} is not {FORMAT_VERSION}")
+            raise ClassifierFormatError(
+                f"classifier format {found} is not one of {', '.join(map(str, READABLE_FORMATS))}"
+            )
         try:
             return cls._from_parts(meta, _load_arrays(data))
         except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:

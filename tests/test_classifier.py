@@ -225,5 +225,14 @@ def test_serialisation_roundtrip_is_safetensors_not_pickle_and_exact(tiny_model,
     assert len(clf.to_bytes(evidence_dtype="float16")) < len(data)
     with pytest.raises(ValueError, match="evidence_dtype"):
         clf.to_bytes(evidence_dtype="int8")
+
+    from safetensors.numpy import save  # a format-1 entry (float16 evidence) written before the bump
+
+    old = save({"prototypes": clf.prototypes, "evidence": clf.evidence.astype("<f2"), "offsets": clf.offsets},
+               metadata={"vgloss": json.dumps({**clf.header(), "format": 1, "template_set": "openai"})})
+    assert Classifier.from_bytes(old).evidence.dtype == np.float32
+    future = save({"prototypes": clf.prototypes}, metadata={"vgloss": json.dumps({**clf.header(), "format": 9})})
+    with pytest.raises(ClassifierFormatError, match="format 9"):
+        Classifier.from_bytes(future)
     with pytest.raises(ClassifierFormatError):
         Classifier.from_bytes(b"\x00" * 4)
