@@ -31,7 +31,7 @@ from typing import Any
 
 from .classsets import ClassSet
 from .descriptions import (
-    DEFAULT_PROMPT_STYLE,
+    VGLOSS_STYLES,
     DescriptionError,
     DescriptionRecord,
     DescriptionSet,
@@ -62,6 +62,7 @@ class DescribeOptions:
 
     method: str
     llm_model: str = "gpt-4o-mini"
+    style: str = "phrases"  # vgloss: phrases or gloss (gloss_gen.llm.VGLOSS_STYLES)
     n_descriptions: int = 5
     k_confusables: int = 5
     import_file: str | None = None
@@ -81,6 +82,8 @@ class DescribeOptions:
             raise DescriptionError(f"the {self.method} method needs an import file (--import FILE)")
         if not method.needs_file and self.import_file:
             raise DescriptionError(f"an import file is only read by --method import, not {self.method}")
+        if self.style not in VGLOSS_STYLES:
+            raise DescriptionError(f"unknown vgloss style {self.style!r}; choose from {', '.join(VGLOSS_STYLES)}")
         if self.import_format not in IMPORT_FORMATS:
             raise DescriptionError(
                 f"unknown import format {self.import_format!r}; choose from {', '.join(IMPORT_FORMATS)}"
@@ -157,7 +160,7 @@ class DescribeContext:
         from .llm import build_messages
 
         others = [self.facts(j) for j in self.confusables[index]] if self.confusables else []
-        return build_messages(self.facts(index), others, self.options.n_descriptions)
+        return build_messages(self.facts(index), others, self.options.n_descriptions, self.options.style)
 
 
 def prepare(class_set: ClassSet, options: DescribeOptions) -> DescribeContext:
@@ -169,7 +172,7 @@ def prepare(class_set: ClassSet, options: DescribeOptions) -> DescribeContext:
         return DescribeContext(
             class_set=class_set,
             options=options,
-            prompt_style=DEFAULT_PROMPT_STYLE[options.method],
+            prompt_style=VGLOSS_STYLES[options.style],
             confusables=find_confusables(class_set, options.k_confusables),
         )
     offline, report = describe_offline(
@@ -195,14 +198,15 @@ async def describe_one(context: DescribeContext, index: int, client=None) -> Des
         done = context.offline.records[index]
         return dataclasses.replace(done, descriptions=list(done.descriptions),
                                    provenance=dict(done.provenance))
-    from .llm import PROMPT_VERSION, LLMError, endpoint_label, request_descriptions
+    from .llm import PROMPT_VERSIONS, LLMError, endpoint_label, request_descriptions
 
     options = context.options
     spec = context.class_set.classes[index]
     record = DescriptionRecord.for_class(spec, context.class_set, index, "vgloss")
     provenance: dict[str, Any] = {
         "method": "vgloss",
-        "prompt_version": PROMPT_VERSION,
+        "prompt_version": PROMPT_VERSIONS[options.style],
+        "vgloss_style": options.style,
         "prompt_style": context.prompt_style,
         "llm_model": options.llm_model,
         "n_requested": options.n_descriptions,
@@ -220,6 +224,7 @@ async def describe_one(context: DescribeContext, index: int, client=None) -> Des
             messages=context.messages(index),
             class_name=spec.name,
             n=options.n_descriptions,
+            style=options.style,
             policy=options.retry_policy,
             temperature=options.temperature,
         )
@@ -335,6 +340,17 @@ def finished_class_ids(records: Iterable[DescriptionRecord], class_set: ClassSet
     }
 
 
+def _refuse_other_style(records: list[DescriptionRecord], finished: set[str], style: str, path: Path) -> None:
+    """One file, one vgloss style: resuming phrases with glosses would embed both one way."""
+    others = {r.provenance.get("vgloss_style", "phrases") for r in records if r.class_id in finished and r.ok}
+    others.discard(style)
+    if others:
+        raise DescriptionError(
+            f"{path} holds vgloss descriptions in the {others.pop()} style, not {style}; "
+            "write this style to another file (--out)"
+        )
+
+
 async def run_describe_job(
     class_set: ClassSet,
     options: DescribeOptions,
@@ -355,6 +371,8 @@ async def run_describe_job(
     out_path = Path(out_path)
     previous = read_jsonl(out_path) if out_path.is_file() else []
     finished = finished_class_ids(previous, class_set, options.method)
+    if options.method == "vgloss":
+        _refuse_other_style(previous, finished, options.style, out_path)
     todo = [i for i, spec in enumerate(class_set.classes) if spec.id not in finished]
     total = len(class_set)
     summary = DescribeSummary(

@@ -29,8 +29,11 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-# The prompt style each method's descriptions are embedded with (see gloss_gen.prompts).
-DEFAULT_PROMPT_STYLE = {"classname": "templates", "wordnet": "gloss", "vgloss": "dclip"}
+# The prompt style each method's descriptions are embedded with (see gloss_gen.prompts); a vgloss
+# file records its own ("phrases" or "gloss", by its vgloss style).
+DEFAULT_PROMPT_STYLE = {"classname": "templates", "wordnet": "gloss", "vgloss": "phrases"}
+# The vgloss method's styles (gloss_gen.llm) -> the prompt style their texts are embedded with.
+VGLOSS_STYLES = {"phrases": "phrases", "gloss": "gloss"}
 
 
 class DescriptionError(InputError):
@@ -236,10 +239,19 @@ def assemble(class_set: ClassSet, records: Iterable[DescriptionRecord], method: 
         ordered.append(record)
     methods = {r.method for r in ordered if r.ok}
     method = method or (methods.pop() if len(methods) == 1 else "mixed")
-    styles = {r.provenance.get("prompt_style") for r in ordered if r.ok} - {None}
+    styles = {_recorded_style(r) for r in ordered if r.ok} - {None}
     if prompt_style is None:
         prompt_style = styles.pop() if len(styles) == 1 else DEFAULT_PROMPT_STYLE.get(method, "dclip")
     return DescriptionSet(class_set=class_set, method=method, records=ordered, prompt_style=prompt_style)
+
+
+def _recorded_style(record: DescriptionRecord) -> str | None:
+    """The prompt style a line was written for. vgloss-v1 lines say "dclip", which then meant
+    "a photo of a {class}, which ..." (now "dclip-photo"; "dclip" is DCLIP's own prompt)."""
+    style = record.provenance.get("prompt_style")
+    if style == "dclip" and record.method == "vgloss" and record.provenance.get("prompt_version") == "vgloss-v1":
+        return "dclip-photo"
+    return style
 
 
 def class_set_from_records(records: list[DescriptionRecord]) -> ClassSet:

@@ -11,7 +11,12 @@ stale entry:
   ``after_text="."`` and ``make_descriptor_sentence``): ``"tench, which is a freshwater fish."``;
 - ``dclip-photo`` — the same connective after ``"a photo of a "`` and without the full stop
   (``"a photo of a tench, which is a freshwater fish"``), the form vgloss used before;
-- ``gloss`` — a dictionary definition: ``"a photo of a {class}, which is {definition}"``;
+- ``phrases`` — the ``vgloss`` method's phrases, in the sentence its LLM instruction shows:
+  ``"tench, which has {phrase}."``, or ``"tench, which {phrase}."`` for a phrase that brings its
+  own verb ("is often seen near water", "typically swims near the bottom"); unlike DCLIP's rule
+  it never turns "a long olive-green body" into "which is a long olive-green body";
+- ``gloss`` — a definition, WordNet's or a V-GLOSS visual gloss:
+  ``"a photo of a {class}, which is {definition}"``;
 - ``sentence`` — the text as written, for full sentences (CuPL files).
 """
 
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-PROMPT_STYLES = ("templates", "dclip", "dclip-photo", "gloss", "sentence")
+PROMPT_STYLES = ("templates", "dclip", "dclip-photo", "phrases", "gloss", "sentence")
 
 # Template sets by name. openai: CLIP's 80 ImageNet templates; simple: open_clip's 7-template
 # subset; cifar10 / stl10: CLIP's per-dataset templates (CLIP's data/prompts.md, the same lists as
@@ -85,6 +90,49 @@ def dclip_prompt(
     return f"{before_text}{wordify(class_name)}{DCLIP_BETWEEN_TEXT}{dclip_connective(descriptor)}{after_text}"
 
 
+# Openings that bring their own verb ("which typically swims ..."); an adverb before a participle
+# takes "is" ("which is typically seen ..."), as does a participle before a preposition.
+_OWN_VERBS = frozenset(
+    "has is are was can may might will often typically usually commonly frequently sometimes generally "
+    "mostly lives grows looks appears resembles swims flies stands sits runs walks hangs tends".split()
+)
+_ADVERBS = frozenset("often typically usually commonly frequently sometimes generally mostly".split())
+_PARTICIPLES = frozenset(
+    "seen found kept worn built made held shown known grown used covered spotted placed mounted "
+    "attached located painted shaped sold bred fed drawn set arranged".split()
+)
+_PREPOSITIONS = frozenset("in on for with by near at to from under over as into around along".split())
+
+
+def _is_participle(word: str) -> bool:
+    return word in _PARTICIPLES or (word.endswith("ed") and len(word) > 4)
+
+
+def phrase_connective(phrase: str) -> str:
+    """The relative clause for a ``vgloss`` phrase: "which has" unless the phrase has its verb."""
+    words = phrase.lower().split()
+    first = words[0] if words else ""
+    second = words[1] if len(words) > 1 else ""
+    if first in _ADVERBS and _is_participle(second):
+        return f"which is {phrase}"
+    if first in _OWN_VERBS:
+        return f"which {phrase}"
+    if _is_participle(first) and second in _PREPOSITIONS:
+        return f"which is {phrase}"  # "covered in fine scales", "used for rowing"
+    if first == "with":
+        return f"which has {phrase[len('with'):].lstrip()}"
+    return f"which has {phrase}"
+
+
+def phrase_prompt(class_name: str, phrase: str) -> str:
+    """``"{class}, which has {phrase}."`` (see :func:`phrase_connective`)."""
+    return f"{wordify(class_name)}, {phrase_connective(phrase)}."
+
+
+def gloss_prompt(class_name: str, definition: str) -> str:
+    return f"{PHOTO_BEFORE_TEXT}{wordify(class_name)}, which is {definition}"
+
+
 def _templates(template_set: str) -> Sequence[Callable[[str], str] | str]:
     if template_set in _DATASET_TEMPLATES:
         return _DATASET_TEMPLATES[template_set]
@@ -113,8 +161,10 @@ def build_prompts(
         return [dclip_prompt(class_name, d) for d in descriptions]
     if style == "dclip-photo":
         return [dclip_prompt(class_name, d, PHOTO_BEFORE_TEXT, "") for d in descriptions]
+    if style == "phrases":
+        return [phrase_prompt(class_name, d) for d in descriptions]
     if style == "gloss":
-        return [f"{PHOTO_BEFORE_TEXT}{wordify(class_name)}, which is {d}" for d in descriptions]
+        return [gloss_prompt(class_name, d) for d in descriptions]
     if style == "sentence":
         return list(descriptions)
     raise ValueError(f"unknown prompt style {style!r}; choose from {', '.join(PROMPT_STYLES)}")

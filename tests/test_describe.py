@@ -109,14 +109,14 @@ def test_vgloss_job_writes_one_line_per_class_with_provenance(stub, cifar10, tmp
         assert f"distinctive {record.name} markings" in record.descriptions  # class-specific
         p = record.provenance
         assert p["prompt_version"] == PROMPT_VERSION and p["llm_model"] == "stub-model"
-        assert p["prompt_style"] == "dclip" and p["attempts"] == 1 and p["created_at"]
+        assert p["prompt_style"] == "phrases" and p["vgloss_style"] == "phrases" and p["attempts"] == 1 and p["created_at"]
         assert len(p["confusables"]) == 5 and set(p["confusables"]) <= set(cifar10.names) - {record.name}
     cat = next(r for r in records if r.class_id == "cat")
     assert cat.provenance["confusables"][0] == "dog"
     assert any("domestic cat" in r.prompt or "feline" in r.prompt for r in stub.requests_for("cat"))
 
     loaded = load_description_set(out)
-    assert loaded.prompt_style == "dclip" and [r.class_id for r in loaded.records] == cifar10.ids
+    assert loaded.prompt_style == "phrases" and [r.class_id for r in loaded.records] == cifar10.ids
 
 
 def test_concurrency_bound_is_respected(cifar10, tmp_path):
@@ -167,7 +167,7 @@ def test_generate_descriptions_in_memory_reports_each_record(stub, cifar10, tmp_
 
     result = asyncio.run(generate_descriptions(cifar10, _options(stub), on_record=on_record))
     assert [r.class_id for r in result.records] == cifar10.ids
-    assert result.prompt_style == "dclip" and result.method == "vgloss" and not result.failed
+    assert result.prompt_style == "phrases" and result.method == "vgloss" and not result.failed
     assert [done for _, done, _ in seen] == list(range(1, 11)) and {t for _, _, t in seen} == {10}
     assert sorted(c for c, _, _ in seen) == sorted(cifar10.ids)
     assert list(tmp_path.iterdir()) == []  # nothing written

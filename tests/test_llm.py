@@ -169,7 +169,7 @@ def test_chatty_answer_with_list_and_fence_gives_each_description_once():
     [
         ("A tench has a long olive-green body.", "has a long olive-green body"),
         ("Tench have small red eyes", "has small red eyes"),
-        ("It is a stout fish", "a stout fish"),
+        ("It is a stout fish", "is a stout fish"),  # "which is a stout fish", not "which has"
         ("which has thick lips", "has thick lips"),
         ('"Olive-green scales"', "olive-green scales"),
         ("3. **Small** red eyes;", "small red eyes"),

@@ -14,8 +14,11 @@ Ctrl-C) and retries the classes that failed. Exit status 1 when any class failed
 Methods:
   classname  no descriptions; the class name in prompt templates (the CLIP baseline)
   wordnet    the synset's WordNet definition
-  vgloss     an LLM writes short visual descriptions grounded in WordNet that tell each class
-             apart from its most confusable classes in the same set
+  vgloss     an LLM writes visual descriptions grounded in WordNet that tell each class
+             apart from its most confusable classes in the same set, in one of two styles
+             (--style): phrases (default; short phrases, embedded as "{class}, which has
+             {phrase}.") or gloss (visual glosses that replace the WordNet definition, as in
+             the V-GLOSS paper, embedded like the wordnet method's definitions)
   import     a CuPL ({class: [sentences]}) or DCLIP ({class: [descriptors]}) JSON file
 
 The vgloss method talks to any OpenAI-compatible endpoint: OPENAI_API_KEY and OPENAI_BASE_URL
@@ -28,6 +31,7 @@ Examples:
       --llm-model meta-llama/Llama-3.1-8B-Instruct --concurrency 32
   vgloss describe imagenet1k --method import --import cupl_imagenet.json --out cupl.jsonl
   vgloss describe labels.txt --method vgloss --queue
+  vgloss describe cifar10 --method vgloss --style gloss --descriptions 1   # cifar10.vgloss-gloss.jsonl
 """
 
 NO_WORKER_WARNING_S = 10  # two of arq's health checks: a live worker has refreshed its key by then
@@ -41,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CuPL or DCLIP JSON file (with --method import)")
     parser.add_argument("--import-format", choices=("auto", "cupl", "dclip"), default="auto",
                         help="cupl: full sentences; dclip: descriptor phrases (default: auto)")
+    parser.add_argument("--style", choices=("phrases", "gloss"), default="phrases",
+                        help="vgloss: short phrases (default) or visual glosses replacing the WordNet definition")
     parser.add_argument("--llm-model", metavar="M", help="chat model (default: VGLOSS_LLM_MODEL)")
     parser.add_argument("--concurrency", type=int, metavar="N",
                         help="LLM requests in flight (default: VGLOSS_LLM_CONCURRENCY, 8)")
@@ -66,6 +72,7 @@ def _options(args: argparse.Namespace, settings):
         args.method,
         settings,
         llm_model=args.llm_model,
+        style=args.style,
         concurrency=args.concurrency,
         n_descriptions=args.descriptions,
         k_confusables=args.confusables,
@@ -141,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     if args.queue:
         return _run_queued(args, class_set, options, settings)
 
-    out = Path(args.out) if args.out else Path(f"{class_set.name}.{args.method}.jsonl")
+    stem = "vgloss-gloss" if args.method == "vgloss" and args.style == "gloss" else args.method
+    out = Path(args.out) if args.out else Path(f"{class_set.name}.{stem}.jsonl")
     if out.exists() and not out.is_file():
         raise UserError(f"--out {out} is not a file")
     try:

@@ -3,11 +3,18 @@ with a testable retry policy, and defensive parsing of what comes back.
 
 For each class the prompt gives the synset's lemmas, definition and two levels of hypernyms, plus
 up to K *confusable* classes of the same class set (nearest by Wu-Palmer similarity, by name
-similarity for classes WordNet does not know) with their definitions, and asks for N short visual
-phrases that tell the class apart from them. The phrases are embedded in DCLIP's form
-``"a photo of a {class}, which is/has {phrase}"`` (:func:`gloss_gen.prompts.dclip_prompt`), so the
-prompt asks for noun phrases that read after "which has"/"which is", and every phrase is cut on a
-word boundary until that full prompt fits CLIP's 77-token context.
+similarity for classes WordNet does not know) with their definitions, and asks, in one of two
+styles (:data:`gloss_gen.descriptions.VGLOSS_STYLES`), for N visual texts that tell the class apart
+from them:
+
+- ``phrases`` — short phrases, each completing the sentence the instruction shows and the
+  ``phrases`` prompt style embeds, ``"{class}, which has {phrase}."`` (or ``"which {phrase}"`` for
+  a phrase with its own verb; :func:`gloss_gen.prompts.phrase_connective`);
+- ``gloss`` — visual glosses that replace the WordNet definition, as in the V-GLOSS paper's
+  Table 1 (rooster: "adult male chicken" → "a male bird that is larger than the female and has a
+  red comb on its head"), embedded like the ``wordnet`` method's definitions (``gloss`` style).
+
+Every text is cut on a word boundary until its full prompt fits CLIP's 77-token context.
 
 Modules: :mod:`.facts` (what the prompt says about a class), :mod:`.confusables` (Wu-Palmer
 neighbours), :mod:`.prompt`, :mod:`.parsing` (answer → descriptions, the 77-token cap) and
@@ -35,12 +42,13 @@ from .parsing import (
     fit_clip_context,
     parse_descriptions,
 )
-from .prompt import PROMPT_VERSION, build_messages
+from .prompt import PROMPT_VERSION, PROMPT_VERSIONS, build_messages
 
 __all__ = [
     "CLIP_CONTEXT_LENGTH",
     "PLACEHOLDER_API_KEY",
     "PROMPT_VERSION",
+    "PROMPT_VERSIONS",
     "ClassFacts",
     "LLMConfigError",
     "LLMError",

@@ -156,6 +156,7 @@ async def request_descriptions(
     messages: list[dict[str, str]],
     class_name: str,
     n: int = DEFAULT_N_DESCRIPTIONS,
+    style: str = "phrases",
     policy: RetryPolicy = RetryPolicy(),
     temperature: float | None = None,
     rng: random.Random | None = None,
@@ -191,7 +192,7 @@ async def request_descriptions(
             content = (choice.message.content if choice and choice.message else None) or ""
             cut_off = choice is not None and choice.finish_reason == "length"
             # parsing is CPU work on outside input: off the event loop
-            descriptions = await asyncio.to_thread(extract_descriptions, content, class_name, n)
+            descriptions = await asyncio.to_thread(extract_descriptions, content, class_name, n, style)
             if descriptions and (not cut_off or last):
                 return LLMAnswer(descriptions, attempt + 1, getattr(response, "model", None),
                                  time.monotonic() - started)

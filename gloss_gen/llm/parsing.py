@@ -9,7 +9,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from ..prompts import dclip_prompt
+from ..descriptions import VGLOSS_STYLES
+from ..prompts import build_prompts
 from .sanitize import bounded, json_values, sanitize_description
 
 CLIP_CONTEXT_LENGTH = 77  # tokens, start and end of text included
@@ -95,16 +96,19 @@ def _lead_in(class_name: str) -> re.Pattern[str]:
     )
 
 
-def clean_description(text: str, class_name: str) -> str:
-    """One phrase tidied to read after "which has"/"which is": no list marks, quotes, trailing
-    full stop or lead-in that repeats the class ("A tench has ..." → "has ...")."""
+def clean_description(text: str, class_name: str, style: str = "phrases") -> str:
+    """One text tidied to read after "which" (``phrases``) or "which is" (``gloss``): no list
+    marks, quotes, trailing full stop or lead-in that repeats the class ("A tench has ..." →
+    "has ...")."""
     text = " ".join(str(text).split())[:MAX_DESCRIPTION_CHARS]
     text = _LEADING_MARK_RE.sub("", text)
     text = text.replace("**", "").strip(_QUOTES + " ").rstrip(".;,:!").strip(_QUOTES + " ")
     text = _lead_in(class_name).sub("", text)
     text = re.sub(r"^have\b", "has", text, flags=re.IGNORECASE)
-    # "is a large fish" → "a large fish" (DCLIP writes "which is a ..." for an article).
-    text = re.sub(r"^(?:is|are)\s+(?=(?:a|an)\s)", "", text, flags=re.IGNORECASE)
+    if style == "gloss":  # "is a male bird ..." → "a male bird ..." (embedded after "which is")
+        text = re.sub(r"^(?:is|are)\s+", "", text, flags=re.IGNORECASE)
+    else:
+        text = re.sub(r"^are\b", "is", text, flags=re.IGNORECASE)
     first, _, rest = text.partition(" ")
     if not (len(first) > 1 and first[:2].isupper()):  # keep acronyms ("UV-reflective")
         first = first.lower()
@@ -127,10 +131,15 @@ def clip_token_count(text: str) -> int:
 
 
 def fit_clip_context(class_name: str, description: str,
-                     context_length: int = CLIP_CONTEXT_LENGTH) -> str:
-    """``description``, cut on a word boundary so ``dclip_prompt(class_name, description)`` fits
+                     context_length: int = CLIP_CONTEXT_LENGTH, style: str = "phrases") -> str:
+    """``description``, cut on a word boundary so its prompt in the style's prompt form fits
     ``context_length`` tokens; ``""`` when not even one word fits."""
-    if clip_token_count(dclip_prompt(class_name, description)) <= context_length:
+    prompt_style = VGLOSS_STYLES[style]
+
+    def prompt_of(name: str, text: str) -> str:
+        return build_prompts(name, [text], prompt_style)[0]
+
+    if clip_token_count(prompt_of(class_name, description)) <= context_length:
         return description
     words = description.split()
 
@@ -144,7 +153,7 @@ def fit_clip_context(class_name: str, description: str,
     while low < high:
         mid = (low + high + 1) // 2
         candidate = prefix(mid)
-        if candidate and clip_token_count(dclip_prompt(class_name, candidate)) <= context_length:
+        if candidate and clip_token_count(prompt_of(class_name, candidate)) <= context_length:
             low = mid
         else:
             high = mid - 1
@@ -155,14 +164,15 @@ def _dedupe_key(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
-def extract_descriptions(text: str | None, class_name: str, n: int | None = None) -> list[str]:
+def extract_descriptions(text: str | None, class_name: str, n: int | None = None,
+                         style: str = "phrases") -> list[str]:
     """Parsed, cleaned, 77-token-capped, case-insensitively de-duplicated descriptions (at most
     ``n``) from an LLM answer."""
     out: list[str] = []
     seen: set[str] = set()
     for raw in parse_descriptions(text):
-        cleaned = clean_description(sanitize_description(raw), class_name)
-        fitted = fit_clip_context(class_name, cleaned) if cleaned else ""
+        cleaned = clean_description(sanitize_description(raw), class_name, style)
+        fitted = fit_clip_context(class_name, cleaned, style=style) if cleaned else ""
         key = _dedupe_key(fitted)
         if not key or key in seen:
             continue

@@ -1,5 +1,6 @@
-"""The vgloss prompt: a class's WordNet facts and its confusable classes, asking for short visual
-phrases that read after DCLIP's "which has"/"which is" (:func:`gloss_gen.prompts.dclip_prompt`)."""
+"""The vgloss prompt: a class's WordNet facts and its confusable classes, asking for visual texts in
+one of two styles (:data:`gloss_gen.descriptions.VGLOSS_STYLES`): ``phrases`` that complete the very
+sentence the ``phrases`` prompt style embeds, or ``gloss`` sentences that replace the WordNet gloss."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from collections.abc import Sequence
 
 from .facts import ClassFacts
 
-PROMPT_VERSION = "vgloss-v1"
+# v1 asked for phrases completing "a photo of a {class}, which has ..." and embedded them with
+# DCLIP's connective rule, which disagreed with it ("which is a long olive-green body").
+PROMPT_VERSIONS = {"phrases": "vgloss-v2", "gloss": "vgloss-gloss-v1"}
+PROMPT_VERSION = PROMPT_VERSIONS["phrases"]
 DEFAULT_N_DESCRIPTIONS = 5
 
 SYSTEM_PROMPT = (
@@ -17,9 +21,32 @@ SYSTEM_PROMPT = (
 )
 
 
+def _style_instructions(name: str, a_name: str, n: int, style: str, confusables: bool) -> list[str]:
+    apart = " from the classes above" if confusables else ""
+    if style == "gloss":
+        return [
+            f"Write {n} visual gloss{'es' if n > 1 else ''} of {a_name}: a dictionary-style definition "
+            f"that says what kind of thing it is and what a camera can see that tells it apart{apart}.",
+            'For example, the WordNet gloss of rooster, "adult male chicken", becomes "a male bird that is '
+            'larger than the female and has a red comb on its head". Each one completes the sentence '
+            f'"a photo of a {name}, which is ..."; 10 to 30 words; do not repeat the class name.',
+        ]
+    return [
+        f"Write {n} short visual descriptions of {a_name} in a photo"
+        + (", each naming a feature that distinguishes it from the classes above." if confusables else "."),
+        (  # the very sentence the descriptions are embedded in (gloss_gen.prompts.phrase_prompt)
+            f'Each one completes the sentence "{name}, which has ...": write what it has, such as '
+            '"a long olive-green body" or "small red eyes". A phrase may bring its own verb instead, '
+            'as in "is often seen near water" or "typically swims near the bottom". At most 12 words '
+            "each; do not repeat the class name or name the other classes."
+        ),
+    ]
+
+
 def build_messages(target: ClassFacts, confusables: Sequence[ClassFacts],
-                   n: int = DEFAULT_N_DESCRIPTIONS) -> list[dict[str, str]]:
-    """The chat messages asking for ``n`` distinguishing visual descriptions of ``target``."""
+                   n: int = DEFAULT_N_DESCRIPTIONS, style: str = "phrases") -> list[dict[str, str]]:
+    """The chat messages asking for ``n`` distinguishing visual descriptions of ``target`` in a
+    :data:`~gloss_gen.descriptions.VGLOSS_STYLES` style."""
     name = target.name
     a_name = f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
     lines = [f"Class: {name}"]
@@ -36,14 +63,7 @@ def build_messages(target: ClassFacts, confusables: Sequence[ClassFacts],
             lines.append(f"- {other.name}: {other.definition}" if other.definition else f"- {other.name}")
     lines += [
         "",
-        f"Write {n} short visual descriptions of {a_name} in a photo"
-        + (", each naming a feature that distinguishes it from the classes above." if confusables else "."),
-        (  # the very sentence the descriptions are embedded in (gloss_gen.prompts.dclip_prompt)
-            f'Each one completes the sentence "a photo of a {name}, which has ..." (or "which is '
-            '..."), so write noun phrases such as "a long olive-green body" or "small red eyes", or '
-            'phrases starting with "has", "often" or "typically". At most 12 words each; do not '
-            "repeat the class name or name the other classes."
-        ),
+        *_style_instructions(name, a_name, n, style, bool(confusables)),
         f"Answer with only a JSON array of {n} strings.",
     ]
     return [
