@@ -23,7 +23,7 @@ def build_and_store(
     description_set: DescriptionSet,
     store: Store | None,
     *,
-    template_set: str = "openai",
+    template_set: str | None = None,
     activate: bool = True,
     keep_on_store_error: bool = False,
     batch_size: int = 256,
@@ -35,7 +35,8 @@ def build_and_store(
         model: a :class:`~gloss_gen.models.ClipModel` (or anything with ``id``, ``encode_text``,
             ``logit_scale`` and ``logit_bias``).
         store: where to write; ``None`` builds without writing.
-        template_set: the template set of class-name prompts (part of the classifier key).
+        template_set: the template set of class-name prompts (part of the classifier key);
+            ``None``: the class set's own (CLIP's per-dataset templates for CIFAR-10 and STL-10).
         activate: make the classifier the one served for its class set under this model.
         keep_on_store_error: a store that cannot be written is logged and the classifier is
             returned anyway (the server keeps serving from memory); otherwise the error is raised.
