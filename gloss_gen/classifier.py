@@ -4,7 +4,7 @@ A classifier is keyed by a content hash of (model id, description set id, prompt
 set, format version), so a change of model, descriptions, prompt style or templates can never reuse
 a stale entry. Serialised as safetensors (raw little-endian arrays) with a JSON header — never
 pickle. Prototypes and per-description evidence are stored as float32 by default, exactly as built;
-``to_bytes(evidence_dtype="float16")`` halves the evidence at a cost of up to ~1e-5 in
+``to_bytes(evidence_dtype="float16")`` halves the evidence at a cost of a few 1e-5 in
 mean-description scores (the size of the smallest top-1/top-2 gaps on real data).
 """
 
