@@ -1,4 +1,10 @@
-"""Fixtures shared by the whole suite: paths to ../shared, real Redis, tiny random CLIP models."""
+"""Fixtures shared by the whole suite: sample photos and description files, paths to ../shared, real
+Redis, tiny random CLIP models.
+
+Everything but ``shared_dir``/``data_dir`` works in a clone with nothing beside it (see sample_data.py);
+tests that need the large samples or the published description files ask for ``data_dir`` and skip
+without it (CI, which has ../shared, fails instead).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sample_data import CIFAR10_CUPL, CIFAR10_DCLIP, write_description_file, write_sample_photos
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
@@ -19,13 +26,32 @@ def shared_dir() -> Path:
     if not (SHARED_DIR / "data").is_dir():
         if IN_CI:
             pytest.fail(f"{SHARED_DIR}/data is missing: CI must run with ../shared beside the checkout")
-        pytest.skip(f"{SHARED_DIR}/data is not beside the checkout")
+        pytest.skip(f"needs {SHARED_DIR}/data beside the checkout (the 250 ImageNet / 500 CIFAR-10 sample JPEGs, "
+                    "the ImageNet class index or the published CuPL/DCLIP files); CI runs these")
     return SHARED_DIR
 
 
 @pytest.fixture(scope="session")
 def data_dir(shared_dir: Path) -> Path:
     return shared_dir / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """24 real photographs as JPEGs (scikit-image's bundled samples, full frames and crops; 6 grayscale)."""
+    return write_sample_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def cupl_cifar10_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CuPL-format description file (two sentences per CIFAR-10 class), written by the test."""
+    return write_description_file(tmp_path_factory.mktemp("descriptions") / "cupl_cifar10.json", CIFAR10_CUPL)
+
+
+@pytest.fixture(scope="session")
+def dclip_cifar10_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DCLIP-format description file (three descriptor phrases per CIFAR-10 class), written by the test."""
+    return write_description_file(tmp_path_factory.mktemp("descriptions") / "dclip_cifar10.json", CIFAR10_DCLIP)
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,8 @@ def vgloss(*args: str, env: dict, cwd: Path, check: bool = True) -> subprocess.C
 
 
 @pytest.fixture()
-def cupl_file(tmp_path: Path, data_dir: Path) -> Path:
-    ds, _ = describe_import(load_class_set("cifar10"), data_dir / "descriptions" / "cupl_cifar10.json")
+def cupl_file(tmp_path: Path, cupl_cifar10_file: Path) -> Path:
+    ds, _ = describe_import(load_class_set("cifar10"), cupl_cifar10_file)
     path = tmp_path / "cifar10.import.jsonl"
     write_jsonl(path, ds.records)
     return path
@@ -73,9 +73,9 @@ def test_embed_refuses_failed_classes_unless_allowed(isolated_env, tmp_path, cup
     vgloss("embed", str(cupl_file), "--allow-missing", env=isolated_env, cwd=tmp_path)
 
 
-def test_classify_local_images_with_explain(isolated_env, tmp_path, cupl_file, data_dir):
+def test_classify_local_images_with_explain(isolated_env, tmp_path, cupl_file, sample_photos):
     vgloss("embed", str(cupl_file), env=isolated_env, cwd=tmp_path)
-    images = sorted((data_dir / "cifar10-sample" / "cat").glob("*.jpg"))[:2]
+    images = sample_photos[:2]
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
     proc = vgloss("classify", *map(str, images), str(bad), "--class-set", "cifar10", "--top-k", "3",
@@ -91,9 +91,9 @@ def test_classify_local_images_with_explain(isolated_env, tmp_path, cupl_file, d
     assert failed["error"]["code"] == "invalid_image"
 
 
-def test_classify_builds_a_missing_default_with_wordnet(isolated_env, tmp_path, data_dir):
+def test_classify_builds_a_missing_default_with_wordnet(isolated_env, tmp_path, sample_photos):
     env = isolated_env | {"VGLOSS_DEFAULT_CLASS_SET": "stl10"}
-    image = next((data_dir / "cifar10-sample" / "ship").glob("*.jpg"))
+    image = sample_photos[0]
     proc = vgloss("classify", str(image), "--json", env=env, cwd=tmp_path)
     assert json.loads(proc.stdout)["class_set"] == "stl10"
     from gloss_gen.config import Settings

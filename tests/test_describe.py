@@ -292,7 +292,8 @@ def _norm(text: str) -> str:
 
 
 def test_cli_import_of_cupl_onto_imagenet_reports_collisions_and_keeps_classes_apart(tmp_path, monkeypatch,
-                                                                                    capsys):
+                                                                                    capsys, data_dir):
+    """Needs the published CuPL ImageNet file from ../shared (skips without it)."""
     monkeypatch.chdir(tmp_path)
     assert _main("imagenet1k", "--method", "import", "--import", str(CUPL_IMAGENET), "--no-progress") == 0
     printed = capsys.readouterr().out

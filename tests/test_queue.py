@@ -364,7 +364,7 @@ def test_worker_command_needs_redis(tmp_path):
     assert "VGLOSS_REDIS_URL" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_api_class_set_jobs_can_run_on_the_worker_queue(qenv, data_dir):
+def test_api_class_set_jobs_can_run_on_the_worker_queue(qenv, sample_photos):
     """With VGLOSS_JOBS_ON_QUEUE, POST /v1/class-sets queues the job for `vgloss worker`; the api
     reports its progress from the store and serves the set once the worker's embed step is done."""
     from fastapi.testclient import TestClient
@@ -374,7 +374,7 @@ def test_api_class_set_jobs_can_run_on_the_worker_queue(qenv, data_dir):
     settings = qenv.settings.model_copy(
         update={"jobs_on_queue": True, "admin_keys": ["admin-key"], "default_class_set": "cifar10"}
     )
-    image = next((data_dir / "cifar10-sample" / "cat").glob("*.jpg")).read_bytes()
+    image = sample_photos[0].read_bytes()
     with TestClient(create_app(settings)) as api:
         deadline = time.monotonic() + 120
         while api.get("/readyz").status_code != 200:

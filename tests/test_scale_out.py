@@ -100,9 +100,9 @@ def replicas(tmp_path, redis_url, redis_namespace):
 
 
 def test_a_class_set_created_on_one_replica_serves_from_every_replica(replicas, redis_url, redis_namespace,
-                                                                        data_dir):
+                                                                        sample_photos):
     a, b = replicas
-    image = data_dir / "imagenet-sample" / "n01440764_tench.JPEG"
+    image = sample_photos[0]
     name = f"scaleout-{uuid.uuid4().hex[:8]}"
     labels = ["tench", "goldfish", "great white shark", "hammerhead shark", "stingray"]
 

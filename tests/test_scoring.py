@@ -7,13 +7,13 @@ from gloss_gen.descriptions import describe_import
 from gloss_gen.scoring import ScoringHead
 
 
-def _head(tiny_model, data_dir):
-    ds, _ = describe_import(load_class_set("cifar10"), data_dir / "descriptions" / "cupl_cifar10.json")
+def _head(tiny_model, cupl_file):
+    ds, _ = describe_import(load_class_set("cifar10"), cupl_file)
     return ScoringHead(build_classifier(tiny_model, ds))
 
 
-def test_softmax_scores_topk_and_evidence(tiny_model, data_dir):
-    head = _head(tiny_model, data_dir)
+def test_softmax_scores_topk_and_evidence(tiny_model, cupl_cifar10_file):
+    head = _head(tiny_model, cupl_cifar10_file)
     clf = head.classifier
     image = torch.nn.functional.normalize(torch.randn(4, clf.dim, generator=torch.Generator().manual_seed(1)), dim=-1)
     preds = head.predict(image, top_k=3, explain=True)
@@ -31,8 +31,8 @@ def test_softmax_scores_topk_and_evidence(tiny_model, data_dir):
             assert p.evidence == clf.evidence_texts[best]
 
 
-def test_sigmoid_with_bias_and_topk_clamped(tiny_model, data_dir):
-    head = _head(tiny_model, data_dir)
+def test_sigmoid_with_bias_and_topk_clamped(tiny_model, cupl_cifar10_file):
+    head = _head(tiny_model, cupl_cifar10_file)
     head.logit_bias = -10.0
     image = torch.nn.functional.normalize(torch.randn(1, head.classifier.dim), dim=-1)
     preds = head.predict(image, top_k=100)[0]
@@ -42,8 +42,8 @@ def test_sigmoid_with_bias_and_topk_clamped(tiny_model, data_dir):
     assert torch.allclose(torch.tensor([p.score for p in preds]), expected, atol=1e-6)
 
 
-def test_mean_description_scoring_matches_dclip_average(tiny_model, data_dir):
-    head = _head(tiny_model, data_dir)
+def test_mean_description_scoring_matches_dclip_average(tiny_model, cupl_cifar10_file):
+    head = _head(tiny_model, cupl_cifar10_file)
     clf = head.classifier
     image = torch.nn.functional.normalize(torch.randn(2, clf.dim), dim=-1)
     sims = head.similarities(image, "mean-description").numpy()

@@ -44,15 +44,9 @@ def client(app_factory) -> TestClient:
 
 
 @pytest.fixture(scope="session")
-def imagenet_files(data_dir: Path) -> list[Path]:
-    files = sorted((data_dir / "imagenet-sample").glob("*.JPEG"))
-    assert len(files) >= 16, "expected the ImageNet sample JPEGs in ../shared/data/imagenet-sample"
-    return files
-
-
-@pytest.fixture(scope="session")
-def jpeg_bytes(imagenet_files: list[Path]) -> list[bytes]:
-    return [path.read_bytes() for path in imagenet_files[:16]]
+def jpeg_bytes(sample_photos: list[Path]) -> list[bytes]:
+    """16 real JPEG photographs (colour and grayscale, 190x380 to 1411x1411)."""
+    return [path.read_bytes() for path in sample_photos[:16]]
 
 
 @pytest.fixture()

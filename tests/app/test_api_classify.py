@@ -180,7 +180,7 @@ def test_unknown_class_set_is_404_and_the_server_keeps_answering(client, jpeg_by
     assert client.post("/v1/classify", **multipart(jpeg_bytes[:1])).status_code == 200
 
 
-def test_fresh_server_serves_imagenet1k_by_default(app_factory, tmp_path, jpeg_bytes, imagenet_files):
+def test_fresh_server_serves_imagenet1k_by_default(app_factory, tmp_path, jpeg_bytes):
     data_dir = tmp_path / "fresh"
     client = app_factory(data_dir=data_dir, default_class_set="imagenet1k")
     response = client.post("/v1/classify", **multipart(jpeg_bytes[:1], ["tench.jpg"]))

@@ -28,13 +28,13 @@ def vit_client(tmp_path_factory):
         yield client
 
 
-def test_classify_matches_open_clip_encode_image(vit_client, imagenet_files):
+def test_classify_matches_open_clip_encode_image(vit_client, sample_photos):
     runtime = runtime_of(vit_client)
     clip = runtime.model.clip
     assert clip.id == "ViT-B-32/none"
     classifier = runtime.registry.loaded("cifar10").classifier
     # small and large images (the large ones would be draft-decoded with jpeg_draft on)
-    files = sorted(imagenet_files, key=lambda p: Image.open(p).size[0] * Image.open(p).size[1])
+    files = sorted(sample_photos, key=lambda p: Image.open(p).size[0] * Image.open(p).size[1])
     chosen = files[:3] + files[len(files) // 2 : len(files) // 2 + 2] + files[-3:]
     response = vit_client.post(
         "/v1/classify", **multipart([p.read_bytes() for p in chosen], [p.name for p in chosen], top_k=5)

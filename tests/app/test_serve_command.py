@@ -16,7 +16,7 @@ from api_helpers import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_vgloss_serve_starts_classifies_and_stops_cleanly(tmp_path, imagenet_files):
+def test_vgloss_serve_starts_classifies_and_stops_cleanly(tmp_path, sample_photos):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
     env.update(
@@ -45,7 +45,7 @@ def test_vgloss_serve_starts_classifies_and_stops_cleanly(tmp_path, imagenet_fil
                 pass
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.1)
-        image = imagenet_files[0]
+        image = sample_photos[0]
         response = httpx.post(
             f"{base}/v1/classify",
             files={"images": (image.name, image.read_bytes(), "image/jpeg")},

@@ -1,7 +1,8 @@
 """Tests for gloss_gen.imaging: limits, decoding of untrusted bytes, RGB conversion, open_clip parity.
 
-Real images come from ../shared/data beside the checkout (ImageNet and CIFAR-10 samples); every
-other image is written here with PIL. No network; the one model built is a random-init ViT-B-32.
+Real images are the ImageNet and CIFAR-10 samples in ../shared/data where they are beside the
+checkout, else photographs from scikit-image's samples (and 32x32 thumbnails of them); every other
+image is written here with PIL. No network; the one model built is a random-init ViT-B-32.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image, ImageFile, ImageOps
+from sample_data import cifar_like_files, imagenet_like_files
 
 from app.errors import status_for
 from gloss_gen.imaging import (
@@ -35,13 +37,8 @@ from gloss_gen.imaging import (
     to_rgb,
 )
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-IMAGENET = sorted((DATA / "imagenet-sample").glob("*.JPEG"))
-CIFAR = sorted((DATA / "cifar10-sample").glob("*/*.jpg"))
-
-pytestmark = pytest.mark.skipif(
-    len(IMAGENET) < 20 or not CIFAR, reason=f"sample images missing under {DATA}"
-)
+IMAGENET = imagenet_like_files()
+CIFAR = cifar_like_files()
 
 DEFAULTS = ImageLimits()
 NO_DRAFT = ImageLimits(jpeg_draft=False)
@@ -454,7 +451,7 @@ def all_parity_images() -> list[Image.Image]:
 
 
 def test_parity_with_open_clip_default_transform(all_parity_images: list[Image.Image]) -> None:
-    """All 250 ImageNet samples, 10 CIFAR 32x32, and odd shapes: bit-identical pixels."""
+    """Every ImageNet-sized sample, CIFAR-sized 32x32 ones, and odd shapes: bit-identical pixels."""
     reference = open_clip.image_transform(224, is_train=False)
     pre = Preprocessor.from_open_clip(OPENAI_CFG)
     assert pre.image_size == (224, 224)
