@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import class_sets, classify, health, jobs
+from app.api.routes import class_sets, classify, health, jobs, web
 from app.errors import install_exception_handlers
 from app.middleware import RequestContextMiddleware
 from app.services.runtime import ServerRuntime
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.runtime = runtime
     install_exception_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics, body_limit=body_limits(settings))
-    for module in (health, classify, class_sets, jobs):
+    for module in (health, classify, class_sets, jobs, web):
         app.include_router(module.router)
     return app
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything vgloss needs into the current Python environment (activate a venv first
-# if you want one): WordNet 3.0, the pinned PyTorch, the package with its test extras, and the
-# NLTK layout of WordNet. Safe to re-run.
+# if you want one): WordNet 3.0, the pinned PyTorch, the package with its test extras, the NLTK
+# layout of WordNet, and headless Chromium + chromedriver for the web-page test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -16,6 +16,17 @@ if ! wordnet_ready; then
     $SUDO apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null 2>&1 \
       || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null; } \
       || echo "warning: could not install WordNet with apt-get; falling back to nltk.download below"
+  fi
+fi
+
+if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+    echo "installing headless Chromium for the web-page test (Debian packages chromium, chromium-driver)"
+    $SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium chromium-driver >/dev/null; } \
+      || echo "warning: could not install chromium with apt-get; tests/app/test_web_page.py will skip (fail in CI)"
   fi
 fi
 
