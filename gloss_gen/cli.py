@@ -16,6 +16,12 @@ import sys
 from .errors import InputError, VglossError
 
 VERBS = ("describe", "embed", "serve", "classify", "eval", "export", "worker")
+# Loggers of libraries whose INFO lines are noise in verb output (shown with --verbose).
+NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "open_clip", "urllib3", "matplotlib", "PIL")
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: pretrained=none: the CLIP model has RANDOM weights, so every score it gives is meaningless "
+    "(fine for smoke tests; set VGLOSS_PRETRAINED or --pretrained, e.g. openai, for real results)"
+)
 
 
 class UserError(InputError):
@@ -24,13 +30,59 @@ class UserError(InputError):
     code = "usage_error"
 
 
+class QuietThirdPartyFilter(logging.Filter):
+    """Drops below-WARNING records logged through the root logger itself: libraries that call
+    ``logging.info`` directly (open_clip's "Parsing tokenizer identifier ...") rather than their own
+    logger. vgloss's own loggers are named, so they pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != "root" or record.levelno >= logging.WARNING
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keep library chatter out of verb output unless ``verbose``."""
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.DEBUG if verbose else logging.ERROR)  # the font-cache line
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, QuietThirdPartyFilter) for f in handler.filters):
+                handler.addFilter(QuietThirdPartyFilter())
+
+
+def warn_if_random_weights(args: argparse.Namespace) -> None:
+    """One loud line on stderr when a verb that loads CLIP loaded random weights."""
+    if not hasattr(args, "pretrained"):  # the verb takes no model options: it loads no model
+        return
+    pretrained = args.pretrained
+    if pretrained is None:
+        try:
+            from .config import get_settings
+
+            pretrained = get_settings().pretrained
+        except Exception:  # invalid settings are the verb's to report
+            return
+    if str(pretrained).strip().lower() == "none":
+        print(f"vgloss {args.verb}: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vgloss")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vgloss",
         description="Zero-shot image classification with V-GLOSS descriptions and CLIP. "
         "Settings come from VGLOSS_* environment variables or a .env file.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages, library logs included")
+    parser.add_argument("--version", action="version", version=f"vgloss {_version()}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb in VERBS:
@@ -58,10 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "httpx2", "httpcore", "openai", "open_clip", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+    quiet_libraries(args.verbose)
     try:
-        return int(args._module.run(args) or 0)
+        code = int(args._module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -69,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         message = getattr(exc, "message", None) or (exc.args[0] if exc.args else str(exc))
         print(f"vgloss {args.verb}: error: {message}", file=sys.stderr)
         return 2
+    if args.verb != "serve":  # serve warns as it starts; other verbs under the scores they printed
+        warn_if_random_weights(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -20,6 +20,17 @@ SILVER_FEATURES = {
     "prompt_version": "string",
     "created_at": "string",
 }
+# The dataset card's types: ``datasets``' JSON reader parses ISO 8601 strings into timestamps anyway
+# (and a ``string`` declaration would then print them without their "T" and offset), so the card
+# declares what the column is: an instant in UTC.
+HF_FEATURES = {**SILVER_FEATURES, "created_at": "timestamp[us, tz=UTC]"}
+
+
+def _require_file(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DescriptionError(f"description file {path} does not exist")
+    return path
 
 
 def silver_rows(path: Path, include_failed: bool = False) -> Iterator[dict]:
@@ -57,24 +68,30 @@ def _write_rows(rows: Iterator[dict], out: Path) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     count = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps({k: row[k] for k in SILVER_FEATURES}, ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(tmp, out)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps({k: row[k] for k in SILVER_FEATURES}, ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return count
 
 
 def export_jsonl(path: Path, out: Path, include_failed: bool = False) -> int:
-    return _write_rows(silver_rows(Path(path), include_failed), Path(out))
+    return _write_rows(silver_rows(_require_file(path), include_failed), Path(out))
 
 
 def export_hf(path: Path, out_dir: Path, include_failed: bool = False) -> int:
     """A folder ``datasets.load_dataset(out_dir)`` reads: data/train.jsonl and a dataset card."""
     out_dir = Path(out_dir)
-    count = _write_rows(silver_rows(Path(path), include_failed), out_dir / "data" / "train.jsonl")
+    rows = list(silver_rows(_require_file(path), include_failed))  # every input error before out_dir exists
+    data_file = out_dir / "data" / "train.jsonl"
+    count = _write_rows(iter(rows), data_file)
     features = "\n".join(
-        f"  - name: {name}\n    dtype: {dtype}" for name, dtype in SILVER_FEATURES.items()
+        f"  - name: {name}\n    dtype: {dtype}" for name, dtype in HF_FEATURES.items()
     )
     card = f"""---
 configs:
@@ -87,6 +104,7 @@ dataset_info:
 {features}
   splits:
   - name: train
+    num_bytes: {data_file.stat().st_size}
     num_examples: {count}
 task_categories:
 - zero-shot-image-classification

@@ -35,7 +35,10 @@ def test_every_verb_has_help(isolated_env, tmp_path):
 
     for verb in VERBS:
         assert verb in out
-        assert "usage: vgloss " + verb in vgloss(verb, "--help", env=isolated_env, cwd=tmp_path).stdout
+        verb_help = vgloss(verb, "--help", env=isolated_env, cwd=tmp_path).stdout
+        assert "usage: vgloss " + verb in verb_help
+        assert "\nExamples:\n  vgloss " + verb in verb_help and "examples:" not in verb_help, verb  # one style
+    assert vgloss("--version", env=isolated_env, cwd=tmp_path).stdout.strip() == "vgloss 0.1.0"
 
 
 def test_embed_writes_to_the_data_dir_without_redis(isolated_env, tmp_path, cupl_file):
@@ -116,7 +119,9 @@ def test_export_jsonl_and_hf(isolated_env, tmp_path, cupl_file):
 
 def test_bad_input_exits_2_with_one_line(isolated_env, tmp_path):
     for args, message in [
-        (("embed", "missing.jsonl"), "is not a description file"),
+        (("embed", "missing.jsonl"), "missing.jsonl does not exist"),
+        (("classify", "nofile.jpg"), "nofile.jpg: no such file"),
+        (("export", "missing.jsonl", "--format", "hf"), "does not exist"),
         (("embed", "imagenet22k", "--method", "wordnet"), "unknown class set 'imagenet22k'"),
         (("classify", "x.jpg", "--top-k", "0"), "--top-k must be between 1 and 100"),
         (("export", "missing.jsonl", "--format", "jsonl"), "does not exist"),
@@ -137,3 +142,73 @@ def test_help_does_not_import_torch():
     code = "import sys; from gloss_gen.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def test_classify_checks_its_inputs_before_loading_the_model(isolated_env, tmp_path, sample_photos):
+    for args, message in [
+        (("classify", "nofile.jpg"), "vgloss classify: error: nofile.jpg: no such file"),
+        (("classify", str(sample_photos[0]), "--class-set", "cifar100"), "unknown class set 'cifar100'"),
+        (("classify", str(sample_photos[0]), "--labels", " ", ""), "--labels needs at least one non-empty label"),
+    ]:
+        proc = vgloss(*args, env=isolated_env, cwd=tmp_path, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert len(_stderr_lines(proc)) == 1 and message in proc.stderr, proc.stderr
+        assert "loaded vgloss-tiny" not in proc.stderr  # the model was never loaded
+
+
+def test_model_verbs_are_quiet_and_warn_once_about_random_weights(isolated_env, tmp_path, sample_photos):
+    from gloss_gen.cli import RANDOM_WEIGHTS_WARNING
+
+    proc = vgloss("classify", str(sample_photos[0]), "--class-set", "cifar10", env=isolated_env, cwd=tmp_path)
+    assert proc.stderr.count(RANDOM_WEIGHTS_WARNING) == 1
+    assert "Parsing" not in proc.stderr and "INFO root" not in proc.stderr and "font cache" not in proc.stderr
+    assert [line for line in _stderr_lines(proc) if line.startswith("INFO")] == [
+        line for line in _stderr_lines(proc) if line.startswith("INFO gloss_gen")
+    ]
+    verbose = vgloss("-v", "classify", str(sample_photos[0]), env=isolated_env, cwd=tmp_path)
+    assert "INFO root: Parsing" in verbose.stderr  # the library lines are only hidden, not lost
+    real = vgloss("classify", "--help", env=isolated_env | {"VGLOSS_PRETRAINED": "openai"}, cwd=tmp_path)
+    assert RANDOM_WEIGHTS_WARNING not in real.stderr
+
+
+def test_classify_labels_reuse_the_stored_label_classifier(isolated_env, tmp_path, sample_photos):
+    from gloss_gen.classifier import ad_hoc_class_set
+    from gloss_gen.config import Settings
+    from gloss_gen.store import open_store
+
+    args = ("classify", str(sample_photos[0]), "--labels", "a cat", "a rocket", "a cup of coffee", "--json")
+    first = vgloss(*args, env=isolated_env, cwd=tmp_path)
+    assert "embedded 3 labels" in first.stderr
+    name = ad_hoc_class_set(["a cat", "a rocket", "a cup of coffee"]).name  # the server's name for these labels
+    stored = open_store(Settings()).get_active_classifier("vgloss-tiny/none", name)
+    assert stored is not None and stored.class_set.names == ["a cat", "a rocket", "a cup of coffee"]
+    second = vgloss(*args, env=isolated_env, cwd=tmp_path)
+    assert "no text encoded" in second.stderr and "embedded" not in second.stderr
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    assert json.loads(first.stdout)["class_set"] == name
+
+
+def test_failed_export_leaves_no_files_and_embed_names_a_missing_file(isolated_env, tmp_path):
+    for fmt in ("jsonl", "hf"):
+        proc = vgloss("export", "missing.jsonl", "--format", fmt, env=isolated_env, cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and "missing.jsonl does not exist" in proc.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*") if "vgloss-data" not in p.parts) == []
+    proc = vgloss("embed", "missing.jsonl", env=isolated_env, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "missing.jsonl does not exist" in proc.stderr
+
+
+def test_eval_reports_progress_when_stderr_is_not_a_terminal(isolated_env, tmp_path, sample_photos):
+    import shutil
+
+    data = tmp_path / "photos"
+    for index, photo in enumerate(sample_photos[:6]):
+        folder = data / ("cat" if index % 2 else "ship")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, folder / photo.name)
+    proc = vgloss("eval", str(data), "--class-set", "cifar10", "--methods", "classname",
+                  env=isolated_env, cwd=tmp_path)  # stderr is a pipe here, as in a CI log
+    assert "encoding images" in proc.stderr and "6/6" in proc.stderr

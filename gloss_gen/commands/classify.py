@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from ._common import add_model_arguments, get_or_build_classifier, load_model, settings_from_args
@@ -12,7 +13,10 @@ Classify image files with the model and the stored classifier for a class set, a
 would (same decoding, preprocessing and scoring). A class set with no stored classifier is built
 first with VGLOSS_DEFAULT_METHOD (wordnet), as `vgloss serve` does.
 
-examples:
+Ad-hoc --labels are embedded once per model and kept in the store under the same name the server
+uses (labels-<hash>), so the next run with the same labels, or the server, encodes no text.
+
+Examples:
   vgloss classify cat.jpg dog.png
   vgloss classify photos/*.jpg --class-set cifar10 --top-k 3 --explain
   vgloss classify x.jpg --labels "a red car" "a blue bike" --json
@@ -29,31 +33,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
+log = logging.getLogger(__name__)
+
+
+def check_inputs(args: argparse.Namespace, settings, store) -> None:
+    """Everything that can be wrong with the command line, found before the model loads."""
+    from ..classsets import BUILTIN_CLASS_SETS, load_class_set
+    from ..cli import UserError
+
+    if not 1 <= args.top_k <= 100:
+        raise UserError("--top-k must be between 1 and 100")
+    if args.labels and args.class_set:
+        raise UserError("give --class-set or --labels, not both")
+    if args.labels is not None and not any(label.strip() for label in args.labels):
+        raise UserError("--labels needs at least one non-empty label")
+    missing = [str(path) for path in args.images if not path.exists()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise UserError(f"{shown}: no such file" if len(missing) == 1 else f"{len(missing)} files do not exist: {shown}")
+    if not args.labels:
+        ref = args.class_set or settings.default_class_set
+        if ref not in BUILTIN_CLASS_SETS and store.get_class_set(ref) is None:
+            load_class_set(ref)  # raises the one-line "unknown class set" / "file does not exist" error
+
+
+def label_classifier(store, model, labels: list[str]):
+    """The classifier for ad-hoc labels: from the store if this model embedded them before (by the
+    server or an earlier run), else embedded now and stored under the same name the server uses."""
+    from ..classifier import ad_hoc_class_set, build_classifier
+    from ..descriptions import describe_classname
+
+    class_set = ad_hoc_class_set(labels)
+    classifier = store.get_active_classifier(model.id, class_set.name)
+    if classifier is not None and classifier.class_set.names == class_set.names:
+        log.info("labels %s: using the classifier stored for %s (no text encoded)", class_set.name, model.id)
+        return classifier
+    classifier = build_classifier(model, describe_classname(class_set))
+    store.put_classifier(classifier)
+    log.info("labels %s: embedded %d labels and stored them for the next run", class_set.name, len(labels))
+    return classifier
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..classifier import ad_hoc_class_set, build_classifier
-    from ..cli import UserError
-    from ..descriptions import describe_classname
     from ..errors import InputError
     from ..imaging import ImageError, ImageLimits, Preprocessor, load_tensor
     from ..results import ClassifyResult, ImageResult
     from ..scoring import ScoringHead
     from ..store import open_store
 
-    if not 1 <= args.top_k <= 100:
-        raise UserError("--top-k must be between 1 and 100")
-    if args.labels and args.class_set:
-        raise UserError("give --class-set or --labels, not both")
     settings = settings_from_args(args)
     store = open_store(settings)
+    check_inputs(args, settings, store)
     model = load_model(settings)
     if args.labels:
-        labels = [label.strip() for label in args.labels if label.strip()]
-        if not labels:
-            raise UserError("--labels needs at least one non-empty label")
-        description_set = describe_classname(ad_hoc_class_set(labels))
-        classifier = build_classifier(model, description_set)
+        classifier = label_classifier(store, model, [label.strip() for label in args.labels if label.strip()])
     else:
         classifier = get_or_build_classifier(
             store, model, args.class_set or settings.default_class_set, settings.default_method

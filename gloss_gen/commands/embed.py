@@ -13,7 +13,7 @@ Build a classifier from a description file written by `vgloss describe` and writ
 classifier becomes the active one for its class set and model, so `vgloss serve` and
 `vgloss classify` use it.
 
-examples:
+Examples:
   vgloss embed cifar10.vgloss.jsonl
   vgloss embed imagenet1k.wordnet.jsonl --model ViT-L-14 --pretrained openai
   vgloss embed cifar10 --method classname        # no file: an offline method on a class set
@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if args.method:
         description_set, _ = describe_offline(load_class_set(args.descriptions), args.method)
     else:
+        if not path.exists():
+            raise UserError(f"{path} does not exist (give a JSONL from `vgloss describe`, or a class set with --method)")
         if not path.is_file():
             raise UserError(
                 f"{path} is not a description file (give a JSONL from `vgloss describe`, "

@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         template_set=args.templates,
         max_confusions=max(0, args.top_confusions),
         scoring_device=models.device,
-        progress=sys.stderr.isatty(),
+        progress=True,  # a bar on a terminal; tqdm's plain updates in a log file, as describe and embed
     )
 
     def notify(message: str) -> None:

@@ -12,7 +12,7 @@ the class id, label, WordNet synset and definition, the method and its provenanc
   --format hf      a folder loadable with `datasets.load_dataset(FOLDER)`: data/train.jsonl plus a
                    README.md dataset card declaring the features (default output: <input>-hf/)
 
-examples:
+Examples:
   vgloss export cifar10.vgloss.jsonl --format jsonl
   vgloss export imagenet1k.vgloss.jsonl --format hf --out imagenet1k-vgloss
 """

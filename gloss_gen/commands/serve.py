@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from ._common import add_model_arguments
 
@@ -11,8 +12,10 @@ Serve the HTTP API (see DESIGN.md, "HTTP API (v1)") with uvicorn. Start-up loads
 the default class set's classifier in the background: /healthz answers at once, /readyz turns 200
 when classification can start. A missing default classifier is built with VGLOSS_DEFAULT_METHOD
 (wordnet: no LLM needed) and written to the store. Settings come from VGLOSS_* variables or .env.
+A taken port, an unknown VGLOSS_DEFAULT_CLASS_SET or missing WordNet is reported in one line
+(exit 2) before the model loads. The web page is at http://HOST:PORT/, the API docs at /docs.
 
-examples:
+Examples:
   vgloss serve
   vgloss serve --host 0.0.0.0 --port 8000 --workers 2
   VGLOSS_PRETRAINED=none vgloss serve --model vgloss-tiny     # offline smoke test
@@ -35,6 +38,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
+def preflight(settings, host: str, port: int) -> None:
+    """Start-up problems a user can fix, found before uvicorn starts and the model loads."""
+    import socket
+
+    from ..classsets import BUILTIN_CLASS_SETS, CUSTOM_SUFFIXES, load_class_set
+    from ..cli import UserError
+    from ..store import StoreError, open_store
+    from ..wordnet import find_wordnet_corpus
+
+    if port:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    name = settings.default_class_set
+    if name not in BUILTIN_CLASS_SETS:
+        if Path(name).suffix.lower() in CUSTOM_SUFFIXES:
+            load_class_set(name)  # "class set file ... does not exist" or its parse error
+        else:
+            try:
+                known = open_store(settings).get_class_set(name) is not None
+            except StoreError:
+                known = True  # the store is down: the server waits for it, then reports
+            if not known:
+                raise UserError(
+                    f"VGLOSS_DEFAULT_CLASS_SET={name!r} is not a built-in class set "
+                    f"({', '.join(BUILTIN_CLASS_SETS)}), a class-set file or a set in the store"
+                )
+    find_wordnet_corpus(settings.nltk_data, settings.data_dir)  # WordNetMissingError: one line, exit 2
+
+
 def run(args: argparse.Namespace) -> int:
     from ..cli import UserError
 
@@ -51,19 +92,28 @@ def run(args: argparse.Namespace) -> int:
 
     get_settings.cache_clear()
     try:
-        get_settings()
+        settings = get_settings()
     except Exception as exc:  # pydantic's ValidationError names the bad variable
         raise UserError(f"invalid settings: {exc}") from None
+    preflight(settings, args.host, args.port)
+    from ..cli import warn_if_random_weights
+
+    warn_if_random_weights(args)
 
     import uvicorn
 
+    log_config = _uvicorn_log_config(args.log_level, json_logs=not args.plain_logs)
+    if not args.verbose and args.log_level != "debug":  # open_clip's root-logger INFO lines, matplotlib's cache line
+        log_config.setdefault("filters", {})["quiet_libraries"] = {"()": "gloss_gen.cli.QuietThirdPartyFilter"}
+        log_config["handlers"]["default"].setdefault("filters", []).append("quiet_libraries")
+        log_config.setdefault("loggers", {})["matplotlib"] = {"level": "ERROR"}
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_config=_uvicorn_log_config(args.log_level, json_logs=not args.plain_logs),
+        log_config=log_config,
         log_level=args.log_level,
         access_log=False,  # app.access logs every request with its request id
         timeout_graceful_shutdown=args.graceful_timeout,

@@ -16,7 +16,7 @@ back to the queue at once.
 The LLM client reads OPENAI_API_KEY and OPENAI_BASE_URL; the embed step loads the model the job
 was queued with, on this worker's VGLOSS_DEVICE.
 
-examples:
+Examples:
   vgloss worker                          # VGLOSS_LLM_CONCURRENCY requests in flight
   vgloss worker --concurrency 16
   vgloss worker --burst                  # exit once the queue is empty
