@@ -73,3 +73,53 @@ def test_vgloss_serve_rejects_a_bad_port():
     )
     assert result.returncode == 2
     assert "--port" in result.stderr
+
+
+def _serve_env(tmp_path: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
+    env.update(VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu",
+               VGLOSS_DATA_DIR=str(tmp_path / "data"), VGLOSS_DEFAULT_CLASS_SET="cifar10",
+               PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(extra)
+    return env
+
+
+def test_vgloss_serve_reports_start_up_errors_in_one_line_before_loading_the_model(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = [
+            ((), {}, f"cannot listen on 127.0.0.1:{port}"),
+            (("--port", "0"), {"VGLOSS_DEFAULT_CLASS_SET": "no-such-set"}, "VGLOSS_DEFAULT_CLASS_SET='no-such-set'"),
+            (("--port", "0"), {"VGLOSS_DEFAULT_CLASS_SET": "mine.yaml"}, "class set file mine.yaml does not exist"),
+        ]
+        for args, extra, message in cases:
+            result = subprocess.run(
+                [sys.executable, "-m", "gloss_gen.cli", "serve", "--port", str(port), *args],
+                check=False, cwd=tmp_path, env=_serve_env(tmp_path, **extra), capture_output=True, text=True,
+                timeout=60,
+            )
+            assert result.returncode == 2, result.stderr
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("vgloss serve: error:") and message in lines[0], lines
+
+
+def test_vgloss_serve_without_wordnet_exits_2(tmp_path, monkeypatch, capsys):
+    from gloss_gen import wordnet
+    from gloss_gen.cli import main
+    from gloss_gen.config import get_settings
+
+    for key, value in _serve_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(wordnet, "_candidate_roots", lambda extra: [])
+    monkeypatch.setattr(wordnet, "DEBIAN_WORDNET_DIR", tmp_path / "no-wordnet")
+    get_settings.cache_clear()
+    try:
+        assert main(["serve", "--port", "0"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vgloss serve: error:") and "WordNet" in err and "\n" not in err
