@@ -38,6 +38,7 @@ _EXPORTS = {
     "Store": "store",
     "StoreError": "store",
     "open_store": "store",
+    "ZeroShotClassifier": "zeroshot",
 }
 
 __all__ = sorted(_EXPORTS)

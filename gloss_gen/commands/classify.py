@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from ._common import add_model_arguments, get_or_build_classifier, load_model, settings_from_args
@@ -33,9 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
-log = logging.getLogger(__name__)
-
-
 def check_inputs(args: argparse.Namespace, settings, store) -> None:
     """Everything that can be wrong with the command line, found before the model loads."""
     from ..classsets import BUILTIN_CLASS_SETS, load_class_set
@@ -57,23 +53,6 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
             load_class_set(ref)  # raises the one-line "unknown class set" / "file does not exist" error
 
 
-def label_classifier(store, model, labels: list[str]):
-    """The classifier for ad-hoc labels: from the store if this model embedded them before (by the
-    server or an earlier run), else embedded now and stored under the same name the server uses."""
-    from ..classifier import ad_hoc_class_set, build_classifier
-    from ..descriptions import describe_classname
-
-    class_set = ad_hoc_class_set(labels)
-    classifier = store.get_active_classifier(model.id, class_set.name)
-    if classifier is not None and classifier.class_set.names == class_set.names:
-        log.info("labels %s: using the classifier stored for %s (no text encoded)", class_set.name, model.id)
-        return classifier
-    classifier = build_classifier(model, describe_classname(class_set))
-    store.put_classifier(classifier)
-    log.info("labels %s: embedded %d labels and stored them for the next run", class_set.name, len(labels))
-    return classifier
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -82,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..results import ClassifyResult, ImageResult
     from ..scoring import ScoringHead
     from ..store import open_store
+    from ..zeroshot import label_classifier
 
     settings = settings_from_args(args)
     store = open_store(settings)

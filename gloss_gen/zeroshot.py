@@ -1,0 +1,241 @@
+"""The Python entry point: ``ZeroShotClassifier``, zero-shot classification in a notebook or script.
+
+    from gloss_gen import ZeroShotClassifier
+
+    clf = ZeroShotClassifier(class_set="cifar10")
+    clf.classify("cat.jpg", top_k=3, explain=True)          # -> [{"class_id", "label", "score", ...}]
+    clf.classify("cat.jpg", candidate_labels=["a cat", "a teapot"])
+
+It gives the predictions the server gives for the same image: the same stored classifier (the
+store named by the ``VGLOSS_*`` settings, built with the server's default method when missing),
+the same decoding and preprocessing (:mod:`app.imaging`) and the same scoring head
+(:class:`gloss_gen.scoring.ScoringHead`). Ad-hoc labels are cached in the store under the name the
+server uses, so labels embedded here, by ``vgloss classify --labels`` or by the server are shared.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .classifier import Classifier
+    from .config import Settings
+    from .models import ClipModel
+    from .store import Store
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, "Image.Image"]
+"""A file path, the bytes of an image file, or a PIL image."""
+
+_models: dict[tuple, ClipModel] = {}
+_models_lock = threading.Lock()
+
+
+def _load_model(settings: Settings) -> ClipModel:
+    """One loaded model per (name, pretrained, device, precision) in this process."""
+    from .models import load_clip_from_settings
+
+    key = (settings.model, settings.pretrained, settings.resolved_device(), settings.resolved_precision())
+    with _models_lock:
+        if key not in _models:
+            _models[key] = load_clip_from_settings(settings)
+        return _models[key]
+
+
+def label_classifier(store: Store, model: ClipModel, labels: Sequence[str]) -> Classifier:
+    """The classifier for ad-hoc labels: the one stored for this model under the server's name for
+    them (:func:`gloss_gen.classifier.ad_hoc_class_set`) if any, else class-name prompts embedded
+    now and stored under that name."""
+    import logging
+
+    from .classifier import ad_hoc_class_set, build_classifier
+    from .descriptions import describe_classname
+
+    log = logging.getLogger(__name__)
+    class_set = ad_hoc_class_set(list(labels))
+    classifier = store.get_active_classifier(model.id, class_set.name)
+    if classifier is not None and classifier.class_set.names == class_set.names:
+        log.info("labels %s: using the classifier stored for %s (no text encoded)", class_set.name, model.id)
+        return classifier
+    classifier = build_classifier(model, describe_classname(class_set))
+    store.put_classifier(classifier)
+    log.info("labels %s: embedded %d labels and stored them for the next run", class_set.name, len(labels))
+    return classifier
+
+
+def _clean_labels(labels: Sequence[str]) -> list[str]:
+    if isinstance(labels, str):
+        raise InputError("labels must be a list of strings, e.g. ['a cat', 'a dog'], not one string")
+    cleaned = [str(label).strip() for label in labels if str(label).strip()]
+    if not cleaned:
+        raise InputError("give at least one non-empty label")
+    return cleaned
+
+
+class ZeroShotClassifier:
+    """Classify images against a class set (or ad-hoc labels) with CLIP and stored descriptions.
+
+    ``class_set``: a built-in name (``imagenet1k``, ``cifar10``, ``stl10``), a class-set file, or a
+    set in the store (default: ``VGLOSS_DEFAULT_CLASS_SET``). ``method``: ``None`` uses the active
+    stored classifier, as the server does, building one with ``VGLOSS_DEFAULT_METHOD`` if there is
+    none; ``"wordnet"`` or ``"classname"`` uses a classifier built with that method (built and
+    stored if missing). ``model``/``pretrained``/``device`` default to the ``VGLOSS_*`` settings;
+    ``store`` to the store they name.
+    """
+
+    def __init__(
+        self,
+        class_set: str | None = None,
+        method: str | None = None,
+        *,
+        model: str | None = None,
+        pretrained: str | None = None,
+        device: str | None = None,
+        store: Store | None = None,
+        settings: Settings | None = None,
+        _labels: Sequence[str] | None = None,
+    ) -> None:
+        from .config import get_settings
+        from .store import open_store
+
+        overrides = {k: v for k, v in {"model": model, "pretrained": pretrained, "device": device}.items() if v}
+        base = settings or get_settings()
+        self.settings = base.model_copy(update=overrides) if overrides else base
+        if method is not None and method not in ("wordnet", "classname"):
+            raise InputError(
+                f"method {method!r} needs a description file: run `vgloss describe` and `vgloss embed`, "
+                "then use ZeroShotClassifier(class_set=...) to classify with the stored classifier"
+            )
+        self.store = store or open_store(self.settings)
+        if _labels is None:
+            self._check_class_set(class_set or self.settings.default_class_set)
+        self.model = _load_model(self.settings)
+        if _labels is not None:
+            self.classifier = label_classifier(self.store, self.model, _clean_labels(_labels))
+        else:
+            self.classifier = self._named_classifier(class_set or self.settings.default_class_set, method)
+        self._heads: dict[str, Any] = {}
+        self._label_classifiers: dict[tuple[str, ...], Classifier] = {}
+        self._preprocessor = None
+
+    @classmethod
+    def from_labels(cls, labels: Sequence[str], **options: Any) -> ZeroShotClassifier:
+        """A classifier for ad-hoc labels (class-name prompts, cached in the store like the server's)."""
+        return cls(_labels=_clean_labels(labels), **options)
+
+    # ------------------------------------------------------------------------------ public
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.classifier.class_set.names)
+
+    @property
+    def class_set(self) -> str:
+        return self.classifier.class_set.name
+
+    def classify(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        top_k: int = 5,
+        explain: bool = False,
+        candidate_labels: Sequence[str] | None = None,
+    ) -> list[dict] | list[list[dict]]:
+        """Top-``top_k`` predictions, best first, as the server's ``predictions`` lists: dicts with
+        ``class_id``, ``label``, ``score``, ``similarity`` (and ``evidence`` with ``explain``).
+
+        One image (a path, bytes or a PIL image) gives one list; a list of images gives a list of
+        lists. ``candidate_labels`` classifies against those labels instead of the class set. A file
+        that is not a readable image raises :class:`app.imaging.ImageError` (its message is the
+        server's).
+        """
+        import torch
+
+        if not 1 <= int(top_k) <= 100:
+            raise InputError("top_k must be between 1 and 100")
+        single = not isinstance(images, (list, tuple))
+        batch = [images] if single else list(images)
+        classifier = self.classifier
+        if candidate_labels is not None:
+            labels = tuple(_clean_labels(candidate_labels))
+            if labels not in self._label_classifiers:
+                self._label_classifiers[labels] = label_classifier(self.store, self.model, labels)
+            classifier = self._label_classifiers[labels]
+        head = self._head(classifier)
+        tensors = [self._tensor(image) for image in batch]
+        results: list[list[dict]] = []
+        step = self.settings.max_batch
+        for start in range(0, len(tensors), step):
+            embeddings = self.model.encode_images(torch.stack(tensors[start : start + step]))
+            for predictions in head.predict(embeddings, top_k=int(top_k), explain=explain):
+                results.append([p.to_dict(explain) for p in predictions])
+        return results[0] if single else results
+
+    __call__ = classify
+
+    def __repr__(self) -> str:
+        return (f"ZeroShotClassifier(class_set={self.class_set!r}, classes={len(self.labels)}, "
+                f"method={self.classifier.method!r}, model={self.model.id!r})")
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _check_class_set(self, name: str) -> None:
+        """Unknown names fail before the model loads."""
+        from .classsets import BUILTIN_CLASS_SETS, load_class_set
+
+        if name not in BUILTIN_CLASS_SETS and self.store.get_class_set(name) is None:
+            load_class_set(name)  # raises ClassSetError with the one-line reason
+
+    def _named_classifier(self, name: str, method: str | None) -> Classifier:
+        from .commands._common import get_or_build_classifier, offline_descriptions
+
+        if method is None:
+            return get_or_build_classifier(self.store, self.model, name, self.settings.default_method,
+                                           progress=False)
+        from .classifier import build_classifier
+        from .classsets import BUILTIN_CLASS_SETS, load_class_set
+
+        active = self.store.get_active_classifier(self.model.id, name)
+        if active is not None and active.method == method:
+            return active
+        class_set = (self.store.get_class_set(name) if name not in BUILTIN_CLASS_SETS else None) or load_class_set(name)
+        description_set = offline_descriptions(class_set, method)
+        classifier = build_classifier(self.model, description_set)
+        self.store.put_descriptions(description_set)
+        self.store.put_classifier(classifier, activate=active is None)  # never replaces what a server serves
+        return classifier
+
+    def _head(self, classifier: Classifier):
+        from .scoring import ScoringHead
+
+        if classifier.key not in self._heads:
+            self._heads[classifier.key] = ScoringHead(classifier, self.model.device)
+        return self._heads[classifier.key]
+
+    def _tensor(self, image: ImageInput):
+        from PIL import Image, ImageOps
+
+        from app.imaging import ImageLimits, Preprocessor, load_tensor, to_rgb
+
+        if self._preprocessor is None:
+            self._preprocessor = Preprocessor.from_open_clip(self.model.model)
+        limits = ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels, self.settings.jpeg_draft)
+        if isinstance(image, Image.Image):
+            return self._preprocessor(to_rgb(ImageOps.exif_transpose(image)))
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return load_tensor(bytes(image), limits, self._preprocessor)
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            if not path.is_file():
+                raise InputError(f"{path}: no such file")
+            return load_tensor(path.read_bytes(), limits, self._preprocessor)
+        if isinstance(image, io.IOBase):
+            return load_tensor(image.read(), limits, self._preprocessor)
+        raise InputError(f"cannot classify a {type(image).__name__}: give a path, bytes or a PIL image")
