@@ -171,8 +171,22 @@ def test_model_verbs_are_quiet_and_warn_once_about_random_weights(isolated_env, 
     ]
     verbose = vgloss("-v", "classify", str(sample_photos[0]), env=isolated_env, cwd=tmp_path)
     assert "INFO root: Parsing" in verbose.stderr  # the library lines are only hidden, not lost
-    real = vgloss("classify", "--help", env=isolated_env | {"VGLOSS_PRETRAINED": "openai"}, cwd=tmp_path)
-    assert RANDOM_WEIGHTS_WARNING not in real.stderr
+
+
+def test_the_random_weights_warning_follows_the_effective_pretrained_setting(isolated_env, monkeypatch, capsys):
+    import argparse
+
+    from gloss_gen.cli import RANDOM_WEIGHTS_WARNING, warn_if_random_weights
+    from gloss_gen.config import get_settings
+
+    warn_if_random_weights(argparse.Namespace(verb="embed", pretrained=None))  # VGLOSS_PRETRAINED=none
+    assert capsys.readouterr().err.count(RANDOM_WEIGHTS_WARNING) == 1
+    warn_if_random_weights(argparse.Namespace(verb="embed", pretrained="openai"))  # --pretrained wins
+    warn_if_random_weights(argparse.Namespace(verb="describe"))  # loads no model
+    monkeypatch.setenv("VGLOSS_PRETRAINED", "openai")
+    get_settings.cache_clear()
+    warn_if_random_weights(argparse.Namespace(verb="classify", pretrained=None))
+    assert capsys.readouterr().err == ""
 
 
 def test_classify_labels_reuse_the_stored_label_classifier(isolated_env, tmp_path, sample_photos):
