@@ -8,16 +8,17 @@
 
 It gives the predictions the server gives for the same image: the same stored classifier (the
 store named by the ``VGLOSS_*`` settings, built with the server's default method when missing),
-the same decoding and preprocessing (:mod:`app.imaging`) and the same scoring head
-(:class:`gloss_gen.scoring.ScoringHead`). Ad-hoc labels are cached in the store under the name the
+the same decoding and preprocessing (:mod:`gloss_gen.imaging`), the same scoring head
+(:class:`gloss_gen.scoring.ScoringHead`), the process's model cache and the one build-and-store
+step (:func:`gloss_gen.pipeline.build_and_store`). Ad-hoc labels are cached in the store under the name the
 server uses, so labels embedded here, by ``vgloss classify --labels`` or by the server are shared.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -35,38 +36,23 @@ if TYPE_CHECKING:
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, "Image.Image"]
 """A file path, the bytes of an image file, or a PIL image."""
 
-_models: dict[tuple, ClipModel] = {}
-_models_lock = threading.Lock()
-
-
-def _load_model(settings: Settings) -> ClipModel:
-    """One loaded model per (name, pretrained, device, precision) in this process."""
-    from .models import load_clip_from_settings
-
-    key = (settings.model, settings.pretrained, settings.resolved_device(), settings.resolved_precision())
-    with _models_lock:
-        if key not in _models:
-            _models[key] = load_clip_from_settings(settings)
-        return _models[key]
+log = logging.getLogger(__name__)
 
 
 def label_classifier(store: Store, model: ClipModel, labels: Sequence[str]) -> Classifier:
     """The classifier for ad-hoc labels: the one stored for this model under the server's name for
     them (:func:`gloss_gen.classifier.ad_hoc_class_set`) if any, else class-name prompts embedded
     now and stored under that name."""
-    import logging
-
-    from .classifier import ad_hoc_class_set, build_classifier
+    from .classifier import ad_hoc_class_set
     from .descriptions import describe_classname
+    from .pipeline import build_and_store
 
-    log = logging.getLogger(__name__)
     class_set = ad_hoc_class_set(list(labels))
     classifier = store.get_active_classifier(model.id, class_set.name)
     if classifier is not None and classifier.class_set.names == class_set.names:
         log.info("labels %s: using the classifier stored for %s (no text encoded)", class_set.name, model.id)
         return classifier
-    classifier = build_classifier(model, describe_classname(class_set))
-    store.put_classifier(classifier)
+    classifier = build_and_store(model, describe_classname(class_set), store)
     log.info("labels %s: embedded %d labels and stored them for the next run", class_set.name, len(labels))
     return classifier
 
@@ -104,12 +90,14 @@ class ZeroShotClassifier:
         _labels: Sequence[str] | None = None,
     ) -> None:
         from .config import get_settings
+        from .methods import OFFLINE_METHODS
+        from .models import get_model
         from .store import open_store
 
         overrides = {k: v for k, v in {"model": model, "pretrained": pretrained, "device": device}.items() if v}
         base = settings or get_settings()
         self.settings = base.model_copy(update=overrides) if overrides else base
-        if method is not None and method not in ("wordnet", "classname"):
+        if method is not None and method not in OFFLINE_METHODS:
             raise InputError(
                 f"method {method!r} needs a description file: run `vgloss describe` and `vgloss embed`, "
                 "then use ZeroShotClassifier(class_set=...) to classify with the stored classifier"
@@ -117,7 +105,7 @@ class ZeroShotClassifier:
         self.store = store or open_store(self.settings)
         if _labels is None:
             self._check_class_set(class_set or self.settings.default_class_set)
-        self.model = _load_model(self.settings)
+        self.model = get_model(self.settings)
         if _labels is not None:
             self.classifier = label_classifier(self.store, self.model, _clean_labels(_labels))
         else:
@@ -153,7 +141,7 @@ class ZeroShotClassifier:
 
         One image (a path, bytes or a PIL image) gives one list; a list of images gives a list of
         lists. ``candidate_labels`` classifies against those labels instead of the class set. A file
-        that is not a readable image raises :class:`app.imaging.ImageError` (its message is the
+        that is not a readable image raises :class:`gloss_gen.imaging.ImageError` (its message is the
         server's).
         """
         import torch
@@ -194,23 +182,22 @@ class ZeroShotClassifier:
             load_class_set(name)  # raises ClassSetError with the one-line reason
 
     def _named_classifier(self, name: str, method: str | None) -> Classifier:
-        from .commands._common import get_or_build_classifier, offline_descriptions
+        from .commands._common import get_or_build_classifier
 
         if method is None:
             return get_or_build_classifier(self.store, self.model, name, self.settings.default_method,
                                            progress=False)
-        from .classifier import build_classifier
         from .classsets import BUILTIN_CLASS_SETS, load_class_set
+        from .methods import describe_offline
+        from .pipeline import build_and_store
 
         active = self.store.get_active_classifier(self.model.id, name)
         if active is not None and active.method == method:
             return active
         class_set = (self.store.get_class_set(name) if name not in BUILTIN_CLASS_SETS else None) or load_class_set(name)
-        description_set = offline_descriptions(class_set, method)
-        classifier = build_classifier(self.model, description_set)
-        self.store.put_descriptions(description_set)
-        self.store.put_classifier(classifier, activate=active is None)  # never replaces what a server serves
-        return classifier
+        description_set, _ = describe_offline(class_set, method)
+        # activated only where nothing is active: never replaces what a server serves
+        return build_and_store(self.model, description_set, self.store, activate=active is None)
 
     def _head(self, classifier: Classifier):
         from .scoring import ScoringHead
@@ -222,11 +209,11 @@ class ZeroShotClassifier:
     def _tensor(self, image: ImageInput):
         from PIL import Image, ImageOps
 
-        from app.imaging import ImageLimits, Preprocessor, load_tensor, to_rgb
+        from .imaging import ImageLimits, Preprocessor, load_tensor, to_rgb
 
         if self._preprocessor is None:
             self._preprocessor = Preprocessor.from_open_clip(self.model.model)
-        limits = ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels, self.settings.jpeg_draft)
+        limits = ImageLimits.from_settings(self.settings)
         if isinstance(image, Image.Image):
             return self._preprocessor(to_rgb(ImageOps.exif_transpose(image)))
         if isinstance(image, (bytes, bytearray, memoryview)):
