@@ -52,6 +52,18 @@ class Metrics:
             "Text prompts run through the text encoder (label sets, class-set builds)",
             registry=r,
         )
+        self.inference_items = Counter(
+            "vgloss_inference_items",
+            "Images and prompts through a model tower, by tower and inference path (backend/precision)",
+            ["tower", "path"],
+            registry=r,
+        )
+        self.inference_seconds = Counter(
+            "vgloss_inference_seconds",
+            "Seconds spent in a model tower, by tower and inference path (backend/precision)",
+            ["tower", "path"],
+            registry=r,
+        )
         self.label_classifiers = Counter(
             "vgloss_label_classifier_lookups",
             "Ad-hoc label classifiers by where they came from (memory, store, built)",

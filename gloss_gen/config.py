@@ -28,8 +28,14 @@ class Settings(BaseSettings):
     model: str = Field("ViT-B-32", description="open_clip model name (also hf-hub:/local-dir:)")
     pretrained: str = Field("openai", description="pretrained tag, checkpoint path, or 'none'")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="auto = fp16 on CUDA, fp32 on CPU"
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto",
+        description="auto = fp16 on CUDA; on the CPU the fastest path that passes the fidelity gate "
+        "(see backend); bf16 / int8 force that precision on the CPU",
+    )
+    backend: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto",
+        description="CPU inference runtime; auto = measured at start-up (cached in the data dir)",
     )
     cache_dir: Path | None = Field(None, description="where open_clip caches downloaded weights")
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,6 +102,7 @@ class ClipModel:
     pretrained: str
     device: torch.device
     precision: str
+    engine: Any = None  # a gloss_gen.inference.InferenceEngine, or None for eager self.model
 
     @property
     def id(self) -> str:
@@ -142,8 +144,11 @@ class ClipModel:
 
             starts = tqdm(starts, desc="encoding text", unit="batch")
         for start in starts:
-            tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
-            emb = self.model.encode_text(tokens, normalize=True)
+            tokens = self.tokenizer(list(texts[start : start + batch_size]))
+            if self.engine is not None:
+                out.append(torch.nn.functional.normalize(self.engine.text_features(tokens).float(), dim=-1))
+                continue
+            emb = self.model.encode_text(tokens.to(self.device), normalize=True)
             out.append(emb.float().cpu())
         if not out:
             return np.zeros((0, 0), dtype=np.float32)
@@ -152,6 +157,8 @@ class ClipModel:
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """L2-normalised float32 image embeddings (on the CPU) for a preprocessed batch."""
+        if self.engine is not None:
+            return torch.nn.functional.normalize(self.engine.image_features(pixels).float(), dim=-1)
         non_blocking = self.device.type == "cuda"
         if non_blocking and not pixels.is_pinned():
             pixels = pixels.pin_memory()
@@ -223,6 +230,11 @@ class ModelSpec:
     device: str = "cpu"
     precision: str = "fp32"
     cache_dir: str | None = None
+    # CPU inference path (gloss_gen.inference): with precision auto|bf16|int8 or another backend, the
+    # model loads in fp32 and the engine chosen for these settings serves both towers
+    backend: str = "torch"
+    data_dir: str | None = None
+    max_batch: int = 32
 
     @classmethod
     def create(
@@ -232,10 +244,14 @@ class ModelSpec:
         device: str = "auto",
         precision: str = "auto",
         cache_dir: str | Path | None = None,
+        backend: str = "torch",
+        data_dir: str | Path | None = None,
+        max_batch: int = 32,
     ) -> ModelSpec:
         device = resolve_device(device)
-        return cls(name, pretrained or "none", device, resolve_precision(precision, device),
-                   str(cache_dir) if cache_dir else None)
+        keep = device == "cpu" and precision in ("auto", "bf16", "int8")  # the engine resolves these
+        return cls(name, pretrained or "none", device, precision if keep else resolve_precision(precision, device),
+                   str(cache_dir) if cache_dir else None, backend, str(data_dir) if data_dir else None, max_batch)
 
     @classmethod
     def from_settings(cls, settings=None, **overrides) -> ModelSpec:
@@ -245,7 +261,8 @@ class ModelSpec:
 
         s = settings or get_settings()
         values = {"name": s.model, "pretrained": s.pretrained, "device": s.device,
-                  "precision": s.precision, "cache_dir": s.cache_dir}
+                  "precision": s.precision, "cache_dir": s.cache_dir, "backend": s.backend,
+                  "data_dir": s.data_dir, "max_batch": s.max_batch}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.create(**values)
 
@@ -292,7 +309,17 @@ class ModelCache:
 
 
 def _load_spec(spec: ModelSpec) -> ClipModel:
-    return load_clip(spec.name, spec.pretrained, spec.device, spec.precision, spec.cache_dir)
+    if spec.device != "cpu" or (spec.backend, spec.precision) == ("torch", "fp32"):
+        if spec.precision in ("auto", "int8") or spec.backend not in ("auto", "torch"):
+            from .errors import ConfigError
+
+            raise ConfigError(f"VGLOSS_BACKEND={spec.backend} VGLOSS_PRECISION={spec.precision} run on the CPU only")
+        return load_clip(spec.name, spec.pretrained, spec.device, spec.precision, spec.cache_dir)
+    from .inference import attach_engine
+
+    clip = load_clip(spec.name, spec.pretrained, spec.device, "fp32", spec.cache_dir)
+    attach_engine(clip, spec)
+    return clip
 
 
 MODEL_CACHE = ModelCache()

@@ -112,6 +112,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
         "VGLOSS_PRETRAINED": "none",
         "VGLOSS_DATA_DIR": str(tmp_path / "vgloss-data"),
         "VGLOSS_DEVICE": "cpu",
+        # the fp32 reference path: no start-up probe (tests/inference covers the other paths)
+        "VGLOSS_BACKEND": "torch",
+        "VGLOSS_PRECISION": "fp32",
     }
     for key in list(os.environ):
         if key.startswith("VGLOSS_") and key not in env:

@@ -78,7 +78,7 @@ class QueueEnv:
             VGLOSS_REDIS_URL=self.redis_url, VGLOSS_REDIS_NAMESPACE=self.namespace,
             VGLOSS_QUEUE_NAME=self.queue, VGLOSS_QUEUE_LEASE_S=str(self.lease_s),
             VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu",
-            VGLOSS_LLM_MAX_RETRIES="1", VGLOSS_DATA_DIR=str(self.tmp / "data"),
+            VGLOSS_BACKEND="torch", VGLOSS_PRECISION="fp32", VGLOSS_LLM_MAX_RETRIES="1", VGLOSS_DATA_DIR=str(self.tmp / "data"),
             OPENAI_BASE_URL=self.openai_base_url, OPENAI_API_KEY="test-key",
         )
         return env

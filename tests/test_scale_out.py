@@ -41,6 +41,7 @@ class Replica:
         env.update(
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
             VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu",
+            VGLOSS_BACKEND="torch", VGLOSS_PRECISION="fp32",
             VGLOSS_REDIS_URL=redis_url, VGLOSS_REDIS_NAMESPACE=namespace,
             VGLOSS_DEFAULT_CLASS_SET="cifar10", VGLOSS_ADMIN_KEYS=ADMIN_KEY,
             VGLOSS_DATA_DIR=str(tmp / f"data-{name}"),

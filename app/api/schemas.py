@@ -125,3 +125,8 @@ class Ready(BaseModel):
     model: str = Field(examples=["ViT-B-32/openai"])
     default_class_set: str
     class_sets_loaded: list[str] = Field(description="Class sets whose classifier is in memory.")
+    inference: dict = Field(
+        default_factory=dict,
+        description="Which inference path (backend/precision) serves the image tower at which batch sizes "
+        "and the text tower, and why (the start-up probe and fidelity gate).",
+    )

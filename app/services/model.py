@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,7 +38,22 @@ class CountingTextEncoder:
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
         self._metrics.text_prompts_encoded.inc(len(texts))
-        return self._clip.encode_text(texts, batch_size=batch_size, progress=progress)
+        started = time.perf_counter()
+        embeddings = self._clip.encode_text(texts, batch_size=batch_size, progress=progress)
+        _count(self._metrics, "text", inference_path(self._clip, "text"), len(texts), started)
+        return embeddings
+
+
+def inference_path(clip: ClipModel, tower: str, batch: int = 1) -> str:
+    """The ``backend/precision`` serving ``tower`` at ``batch`` (eager torch when no engine is attached)."""
+    if clip.engine is None:
+        return f"torch/{clip.precision}"
+    return clip.engine.image_path(batch) if tower == "image" else clip.engine.text.path
+
+
+def _count(metrics: Metrics, tower: str, path: str, items: int, started: float) -> None:
+    metrics.inference_items.labels(tower=tower, path=path).inc(items)
+    metrics.inference_seconds.labels(tower=tower, path=path).inc(time.perf_counter() - started)
 
 
 class ModelHolder:
@@ -93,5 +109,16 @@ class ModelHolder:
         self._text_encoder = CountingTextEncoder(clip, self.metrics)
         self._clip = clip
 
+    def inference(self) -> dict:
+        """Which inference path serves each tower and why (for ``/readyz``)."""
+        if self.clip.engine is not None:
+            return self.clip.engine.describe()
+        path = inference_path(self.clip, "image")
+        why = f"eager torch on {self.clip.device}"
+        return {"image": [{"path": path, "batch_sizes": "1+"}], "text": path, "why": {"image": why, "text": why}}
+
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_images(pixels)
+        started = time.perf_counter()
+        embeddings = self.clip.encode_images(pixels)
+        _count(self.metrics, "image", inference_path(self.clip, "image", len(pixels)), len(pixels), started)
+        return embeddings

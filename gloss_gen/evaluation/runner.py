@@ -175,6 +175,13 @@ class ModelSource:
     def device(self) -> str:
         return self.spec.device
 
+    @property
+    def cache_tag(self) -> str:
+        """The embeddings-cache identity: the model id, plus the CPU inference path asked for when it
+        is not eager torch fp32 (cached embeddings never come from another numeric path)."""
+        path = f"{self.spec.backend}/{self.spec.precision}"
+        return self.id if self.device != "cpu" or path == "torch/fp32" else f"{self.id}@{path}"
+
     def get(self) -> ClipModel:
         if self._model is None:
             self._model = self._cache.get(self.spec)
@@ -288,7 +295,7 @@ def embed_images(
     progress: bool = False,
 ) -> ImageEmbeddings:
     """Image embeddings from the store, or encoded now and written to it."""
-    key = embeddings_cache_key(models.id, dataset, limits.jpeg_draft)
+    key = embeddings_cache_key(models.cache_tag, dataset, limits.jpeg_draft)
     cached = store.get_array(EMBEDDINGS_KIND, key) if store is not None else None
     if cached is not None:
         vectors, meta = cached

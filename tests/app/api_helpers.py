@@ -23,6 +23,8 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
         "model": "vgloss-tiny",
         "pretrained": "none",
         "device": "cpu",
+        "backend": "torch",  # the fp32 reference path: no start-up probe (tests/inference covers auto)
+        "precision": "fp32",
         "data_dir": data_dir,
         "default_class_set": "cifar10",
         "redis_url": None,

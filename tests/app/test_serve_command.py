@@ -23,6 +23,8 @@ def test_vgloss_serve_starts_classifies_and_stops_cleanly(tmp_path, sample_photo
         VGLOSS_MODEL="vgloss-tiny",
         VGLOSS_PRETRAINED="none",
         VGLOSS_DEVICE="cpu",
+        VGLOSS_BACKEND="torch",
+        VGLOSS_PRECISION="fp32",
         VGLOSS_DATA_DIR=str(tmp_path / "data"),
         VGLOSS_DEFAULT_CLASS_SET="cifar10",
         PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),

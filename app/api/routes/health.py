@@ -35,6 +35,7 @@ async def readyz(runtime: RuntimeDep) -> Ready | JSONResponse:
         model=runtime.model.model_id,
         default_class_set=runtime.settings.default_class_set,
         class_sets_loaded=runtime.registry.loaded_names(),
+        inference=runtime.model.inference(),
     )
 
 
