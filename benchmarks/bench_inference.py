@@ -1,0 +1,111 @@
+"""Raw forward of every inference path over torch fp32, with the fidelity gate's figures beside.
+
+    python3 benchmarks/bench_inference.py [--batches 1 8 32] [--repeats 3] [--paths ...] [--data-dir DIR]
+
+The real ViT-B-32 architecture with deterministic random weights, on the CPU with the thread count
+the server uses (one per core). Each path is built by the same builders ``VGLOSS_BACKEND=auto``
+probes (gloss_gen.inference.paths); exported graphs are cached in ``--data-dir``. At each batch
+size the paths run interleaved, one call each in turn, ``--repeats`` times after a warm-up, so
+background load hits them alike; the figure is the median. The text tower runs on 64 ImageNet
+prompts and on the 800 prompts (10 labels x 80 templates) of a first ad-hoc-label request. The
+gate columns are the start-up gate's (64 real JPEGs / 64 prompts): cosine to fp32 and top-1
+agreement over a 1000-class classifier; "gate" says whether ``auto`` may choose the path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch
+
+from app.services.model import available_cores
+from gloss_gen.inference import paths
+from gloss_gen.inference.export import GraphCache
+from gloss_gen.inference.fidelity import compare, gate_pixels, gate_prompts, run_in_batches
+from gloss_gen.inference.probe import time_runners
+from gloss_gen.models import load_clip
+from gloss_gen.prompts import template_prompts
+
+LABELS = ["red fox", "harbour seal", "espresso machine", "tandem bicycle", "snow leopard", "sea anemone",
+          "pipe organ", "fire truck", "barn owl", "paper lantern"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--paths", nargs="+", default=[n for n, s in paths.PATHS.items() if s.available])
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "vgloss-bench")
+    parser.add_argument("--skip-text", action="store_true")
+    args = parser.parse_args()
+    if paths.REFERENCE not in args.paths:
+        args.paths.insert(0, paths.REFERENCE)
+
+    torch.set_num_threads(available_cores())
+    print(f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"{args.model} random weights; load average {os.getloadavg()[0]:.1f}", flush=True)
+    clip = load_clip(args.model, "none")
+    size = clip.preprocess_cfg["size"]
+    height, width = (size, size) if isinstance(size, int) else size
+    graphs = GraphCache(args.data_dir, clip.id, clip.model,
+                        {"image": torch.zeros(1, 3, height, width), "text": clip.tokenizer(["a dog"])})
+    context = paths.BuildContext(clip.model, graphs, torch.get_num_threads(), clip.device)
+    towers = ["image"] if args.skip_text else ["image", "text"]
+    runners = {tower: {} for tower in towers}
+    for name in args.paths:
+        for tower in towers:
+            started = time.perf_counter()
+            try:
+                runners[tower][name] = paths.PATHS[name].build(context, tower)
+            except Exception as exc:
+                print(f"  {name} {tower}: failed to build ({type(exc).__name__}: {exc})")
+                continue
+            print(f"  built {name} {tower} in {time.perf_counter() - started:.1f}s", flush=True)
+
+    pixels, source = gate_pixels(clip.preprocess)
+    gate_inputs = {"image": pixels, "text": clip.tokenizer(gate_prompts())}
+    gates = {}
+    for tower in towers:
+        reference = run_in_batches(runners[tower][paths.REFERENCE], gate_inputs[tower], 32)
+        gates[tower] = {n: compare(reference, run_in_batches(r, gate_inputs[tower], 32)) for n, r in runners[tower].items()}
+    print(f"  gate on {source} and 64 prompts", flush=True)
+
+    table = {}
+    for batch in args.batches:
+        table[("image", batch)] = time_runners(runners["image"], pixels[:batch].contiguous(), args.repeats)
+        print(f"  image batch {batch} done; load average {os.getloadavg()[0]:.1f}", flush=True)
+    if not args.skip_text:
+        table[("text", 64)] = time_runners(runners["text"], gate_inputs["text"], args.repeats)
+        first_request = clip.tokenizer([p for label in LABELS for p in template_prompts(label)])
+        table[("text", len(first_request))] = time_runners(
+            {n: (lambda tokens, r=r: run_in_batches(r, tokens, 256)) for n, r in runners["text"].items()},
+            first_request, max(1, args.repeats - 1))
+
+    print(f"\n{'tower':<6} {'batch':>5} {'path':<18} {'ms/call':>9} {'items/s':>9} {'vs fp32':>8} "
+          f"{'cos min':>8} {'top-1':>6} {'gate':>5}")
+    summary = {}
+    for (tower, batch), timings in table.items():
+        ref = timings[paths.REFERENCE]
+        for name, seconds in sorted(timings.items(), key=lambda kv: kv[1]):
+            gate = gates[tower][name]
+            ok = "ref" if name == paths.REFERENCE else ("pass" if gate.passed else "FAIL")
+            print(f"{tower:<6} {batch:>5} {name:<18} {1000 * seconds:>9.1f} {batch / seconds:>9.1f} "
+                  f"{ref / seconds:>7.2f}x {gate.cosine_min:>8.5f} {100 * gate.top1_agreement:>5.1f}% {ok:>5}")
+            summary[f"{tower}_bs{batch}_{name}"] = round(ref / seconds, 3)
+        print()
+    print(f"load average now {os.getloadavg()[0]:.1f}")
+    print("json: " + json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
