@@ -6,7 +6,8 @@ The real ViT-B-32 architecture with deterministic random weights, on the CPU wit
 the server uses (one per core). Each path is built by the same builders ``VGLOSS_BACKEND=auto``
 probes (gloss_gen.inference.paths); exported graphs are cached in ``--data-dir``. At each batch
 size the paths run interleaved, one call each in turn, ``--repeats`` times after a warm-up, so
-background load hits them alike; the figure is the median. The text tower runs on 64 ImageNet
+background load hits them alike; the figure is the median. A path more than 3x slower than the
+best at batch 1 is not timed at larger batches (as the probe does). The text tower runs on 64 ImageNet
 prompts and on the 800 prompts (10 labels x 80 templates) of a first ad-hoc-label request. The
 gate columns are the start-up gate's (64 real JPEGs / 64 prompts): cosine to fp32 and top-1
 agreement over a 1000-class classifier; "gate" says whether ``auto`` may choose the path.
@@ -30,7 +31,7 @@ from app.services.model import available_cores
 from gloss_gen.inference import paths
 from gloss_gen.inference.export import GraphCache
 from gloss_gen.inference.fidelity import compare, gate_pixels, gate_prompts, run_in_batches
-from gloss_gen.inference.probe import time_runners
+from gloss_gen.inference.probe import SLOW_CUTOFF, probe_tower, time_runners
 from gloss_gen.models import load_clip
 from gloss_gen.prompts import template_prompts
 
@@ -60,6 +61,8 @@ def main() -> int:
                         {"image": torch.zeros(1, 3, height, width), "text": clip.tokenizer(["a dog"])})
     context = paths.BuildContext(clip.model, graphs, torch.get_num_threads(), clip.device)
     towers = ["image"] if args.skip_text else ["image", "text"]
+    print(f"paths: {', '.join(args.paths)}; a path over {SLOW_CUTOFF:.0f}x slower than the best at the first "
+          "size is not timed at larger ones (as the auto probe does)", flush=True)
     runners = {tower: {} for tower in towers}
     for name in args.paths:
         for tower in towers:
@@ -72,35 +75,49 @@ def main() -> int:
             print(f"  built {name} {tower} in {time.perf_counter() - started:.1f}s", flush=True)
 
     pixels, source = gate_pixels(clip.preprocess)
-    gate_inputs = {"image": pixels, "text": clip.tokenizer(gate_prompts())}
-    gates = {}
-    for tower in towers:
-        reference = run_in_batches(runners[tower][paths.REFERENCE], gate_inputs[tower], 32)
-        gates[tower] = {n: compare(reference, run_in_batches(r, gate_inputs[tower], 32)) for n, r in runners[tower].items()}
-    print(f"  gate on {source} and 64 prompts", flush=True)
-
+    prompts = clip.tokenizer(gate_prompts())
     table = {}
+    image_times = probe_tower(runners["image"], lambda n: pixels[:n].contiguous(), args.batches, args.repeats)
     for batch in args.batches:
-        table[("image", batch)] = time_runners(runners["image"], pixels[:batch].contiguous(), args.repeats)
-        print(f"  image batch {batch} done; load average {os.getloadavg()[0]:.1f}", flush=True)
+        table[("image", batch)] = {n: per[batch] for n, per in image_times.items() if batch in per}
+    print(f"  image timed; load average {os.getloadavg()[0]:.1f}", flush=True)
     if not args.skip_text:
-        table[("text", 64)] = time_runners(runners["text"], gate_inputs["text"], args.repeats)
+        table[("text", 64)] = time_runners(runners["text"], prompts, args.repeats)
+        fast = {n for n, t in table[("text", 64)].items() if t <= SLOW_CUTOFF * min(table[("text", 64)].values())}
         first_request = clip.tokenizer([p for label in LABELS for p in template_prompts(label)])
         table[("text", len(first_request))] = time_runners(
-            {n: (lambda tokens, r=r: run_in_batches(r, tokens, 256)) for n, r in runners["text"].items()},
+            {n: (lambda tokens, r=r: run_in_batches(r, tokens, 256)) for n, r in runners["text"].items() if n in fast},
             first_request, max(1, args.repeats - 1))
+        print(f"  text timed; load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    # the gate: 64 items, or 16 for paths too slow to be timed past batch 1 (they can never win)
+    gates, gate_sizes = {}, {}
+    for tower, inputs in (("image", pixels), ("text", prompts)):
+        if tower not in runners or (tower == "text" and args.skip_text):
+            continue
+        reference = run_in_batches(runners[tower][paths.REFERENCE], inputs, 32)
+        gates[tower] = {}
+        for name, runner in runners[tower].items():
+            count = len(inputs) if any(name in t for (tw, b), t in table.items() if tw == tower and b > 1) else 16
+            gates[tower][name] = compare(reference[:count], run_in_batches(runner, inputs[:count], 32))
+            gate_sizes[(tower, name)] = count
+    print(f"  gate on {source} and 64 prompts", flush=True)
 
     print(f"\n{'tower':<6} {'batch':>5} {'path':<18} {'ms/call':>9} {'items/s':>9} {'vs fp32':>8} "
           f"{'cos min':>8} {'top-1':>6} {'gate':>5}")
     summary = {}
     for (tower, batch), timings in table.items():
         ref = timings[paths.REFERENCE]
+        skipped = [n for n in runners[tower] if n not in timings]
         for name, seconds in sorted(timings.items(), key=lambda kv: kv[1]):
             gate = gates[tower][name]
             ok = "ref" if name == paths.REFERENCE else ("pass" if gate.passed else "FAIL")
             print(f"{tower:<6} {batch:>5} {name:<18} {1000 * seconds:>9.1f} {batch / seconds:>9.1f} "
-                  f"{ref / seconds:>7.2f}x {gate.cosine_min:>8.5f} {100 * gate.top1_agreement:>5.1f}% {ok:>5}")
+                  f"{ref / seconds:>7.2f}x {gate.cosine_min:>8.5f} {100 * gate.top1_agreement:>5.1f}% {ok:>5}"
+                  + ("" if gate_sizes[(tower, name)] == 64 else f" (gate on {gate_sizes[(tower, name)]})"))
             summary[f"{tower}_bs{batch}_{name}"] = round(ref / seconds, 3)
+        if skipped:
+            print(f"{tower:<6} {batch:>5} not timed (over {SLOW_CUTOFF:.0f}x slower at the first size): {', '.join(skipped)}")
         print()
     print(f"load average now {os.getloadavg()[0]:.1f}")
     print("json: " + json.dumps(summary))
