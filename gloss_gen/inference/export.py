@@ -94,13 +94,17 @@ class GraphCache:
         self._fingerprint: str | None = None
         self.exports = 0  # graphs actually written by this process (tests check restarts write none)
 
-    def _dir(self, *libraries: str) -> Path:
+    @property
+    def fingerprint(self) -> str:
         if self._fingerprint is None:
             self._fingerprint = weights_fingerprint(self.model)
+        return self._fingerprint
+
+    def _dir(self, *libraries: str) -> Path:
         parts = {
             "format": GRAPH_FORMAT,
             "model": self.model_id,
-            "weights": self._fingerprint,
+            "weights": self.fingerprint,
             "opset": ONNX_OPSET,
             "versions": library_versions("torch", "open_clip_torch", *libraries),
         }

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import ConfigError
 from .engine import InferenceEngine, Route
-from .export import GraphCache, library_versions, weights_fingerprint
+from .export import GraphCache, library_versions
 from .fidelity import (
     GATE_CLASSES,
     GATE_IMAGES,
@@ -139,7 +139,7 @@ class Selector:
         return {
             "format": PROBE_FORMAT,
             "model": self.clip.id,
-            "weights": weights_fingerprint(self.clip.model),
+            "weights": self.graphs.fingerprint,
             "cpu": cpu_signature(),
             "threads": self.threads,
             "max_batch": self.max_batch,

@@ -4,6 +4,7 @@ the probe is cached, each backend can be forced or fails with one clear line."""
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -147,3 +148,18 @@ def test_settings_take_backend_and_the_new_precisions():
     assert Settings(_env_file=None).backend == "auto"
     with pytest.raises(ValueError):
         Settings(_env_file=None, backend="tensorrt")
+
+
+def test_the_cli_reports_an_impossible_path_in_one_line(isolated_env, tmp_path, data_dir):
+    import subprocess
+    import sys
+
+    image = sorted((data_dir / "imagenet-sample").glob("*.JPEG"))[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
+    env |= isolated_env | {"VGLOSS_BACKEND": "openvino", "VGLOSS_PRECISION": "int8"}
+    proc = subprocess.run([sys.executable, "-m", "gloss_gen.cli", "classify", str(image), "--class-set", "cifar10"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "no inference path is openvino/int8; known paths" in errors[0]
+    assert "Traceback" not in proc.stderr
