@@ -250,8 +250,13 @@ class ModelSpec:
     ) -> ModelSpec:
         device = resolve_device(device)
         keep = device == "cpu" and precision in ("auto", "bf16", "int8")  # the engine resolves these
-        return cls(name, pretrained or "none", device, precision if keep else resolve_precision(precision, device),
-                   str(cache_dir) if cache_dir else None, backend, str(data_dir) if data_dir else None, max_batch)
+        precision = precision if keep else resolve_precision(precision, device)
+        if device != "cpu" and backend == "auto":
+            backend = "torch"
+        if device != "cpu" or (backend, precision) == ("torch", "fp32"):
+            data_dir, max_batch = None, 32  # no engine: keep one cache entry for every data dir
+        return cls(name, pretrained or "none", device, precision, str(cache_dir) if cache_dir else None,
+                   backend, str(data_dir) if data_dir else None, max_batch)
 
     @classmethod
     def from_settings(cls, settings=None, **overrides) -> ModelSpec:

@@ -182,15 +182,6 @@ class ModelSource:
         path = f"{self.spec.backend}/{self.spec.precision}"
         return self.id if self.device != "cpu" or path == "torch/fp32" else f"{self.id}@{path}"
 
-    @property
-    def cache_tag(self) -> str:
-        """The embeddings-cache identity: the model id, plus the requested CPU inference path when it
-        is not eager torch fp32 (cached embeddings never come from another numeric path)."""
-        if self.settings is None or self.device != "cpu":
-            return self.id
-        path = f"{getattr(self.settings, 'backend', 'torch')}/{self.settings.precision}"
-        return self.id if path == "torch/fp32" else f"{self.id}@{path}"
-
     def get(self) -> ClipModel:
         if self._model is None:
             self._model = self._cache.get(self.spec)

@@ -71,7 +71,7 @@ def test_each_path_can_be_forced_and_serves_both_towers(name, fresh_tiny, engine
     spec = paths.PATHS[name]
     if not spec.available:
         pytest.skip(f"{spec.requires[0]} is not installed")
-    from app.imaging import ImageLimits, Preprocessor, load_tensor
+    from gloss_gen.imaging import ImageLimits, Preprocessor, load_tensor
 
     preprocessor = Preprocessor.from_open_clip(fresh_tiny.model)
     files = sorted((data_dir / "imagenet-sample").glob("*.JPEG"))[:4]
