@@ -39,6 +39,14 @@ LABELS = ["red fox", "harbour seal", "espresso machine", "tandem bicycle", "snow
           "pipe organ", "fire truck", "barn owl", "paper lantern"]
 
 
+def print_ratios(table: dict) -> None:
+    """The timings as soon as they are measured (the gate columns come in the final table)."""
+    for (tower, batch), timings in table.items():
+        ref = timings[paths.REFERENCE]
+        figures = ", ".join(f"{n} {1000 * t:.0f} ms ({ref / t:.2f}x)" for n, t in sorted(timings.items(), key=lambda kv: kv[1]))
+        print(f"    {tower} batch {batch}: {figures}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
@@ -81,6 +89,7 @@ def main() -> int:
     for batch in args.batches:
         table[("image", batch)] = {n: per[batch] for n, per in image_times.items() if batch in per}
     print(f"  image timed; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print_ratios(table)
     if not args.skip_text:
         table[("text", 64)] = time_runners(runners["text"], prompts, args.repeats)
         fast = {n for n, t in table[("text", 64)].items() if t <= SLOW_CUTOFF * min(table[("text", 64)].values())}
@@ -89,6 +98,7 @@ def main() -> int:
             {n: (lambda tokens, r=r: run_in_batches(r, tokens, 256)) for n, r in runners["text"].items() if n in fast},
             first_request, max(1, args.repeats - 1))
         print(f"  text timed; load average {os.getloadavg()[0]:.1f}", flush=True)
+        print_ratios({k: v for k, v in table.items() if k[0] == "text"})
 
     # the gate: 64 items, or 16 for paths too slow to be timed past batch 1 (they can never win)
     gates, gate_sizes = {}, {}
