@@ -52,11 +52,11 @@ FIRST_LABELS = ["red fox", "harbour seal", "espresso machine", "tandem bicycle",
 def auto_model(data_dir: Path):
     """The model with the engine ``vgloss serve`` attaches (read from the probe cache it wrote)."""
     from gloss_gen.config import Settings
-    from gloss_gen.models import load_clip_from_settings
+    from gloss_gen.models import get_model
 
     torch.set_num_threads(available_cores())  # as ModelHolder.load does
     settings = Settings(_env_file=None, model=MODEL, pretrained=PRETRAINED, device="cpu", data_dir=data_dir)
-    return load_clip_from_settings(settings)
+    return get_model(settings)
 
 
 def first_label_request(server: ServerProcess, image: tuple[str, bytes]) -> float:
