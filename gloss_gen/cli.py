@@ -15,7 +15,7 @@ import sys
 
 from .errors import InputError, VglossError
 
-VERBS = ("describe", "embed", "serve", "classify", "eval", "export", "worker")
+VERBS = ("describe", "embed", "serve", "classify", "eval", "export", "worker", "adapt", "fit")
 # Loggers of libraries whose INFO lines are noise in verb output (shown with --verbose).
 NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "open_clip", "urllib3", "matplotlib", "PIL")
 RANDOM_WEIGHTS_WARNING = (

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     label_cache_size: int = Field(64, ge=1)
     decode_threads: int = Field(0, ge=0, description="0 = one per CPU core")
     jpeg_draft: bool = True
+    max_examples: int = Field(20_000, ge=1, description="labelled example images kept per class set (API)")
+    max_examples_per_request: int = Field(256, ge=1, description="example images in one upload (API)")
+    max_example_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="total bytes of example images kept per class set (API)"
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated Bearer keys for /v1/*"
     )

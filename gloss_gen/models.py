@@ -9,7 +9,8 @@ Model names follow open_clip: a built-in architecture (``ViT-B-32``) with a ``pr
 checkpoint path, or a schema-prefixed name (``hf-hub:org/repo``, ``local-dir:/path``) that
 carries its own weights. ``pretrained='none'`` builds the architecture with random weights from a
 fixed seed, so two processes given the same settings get the same model (tests and offline smoke
-checks rely on this).
+checks rely on this). ``pretrained='BASE+DELTA.safetensors'`` loads BASE and applies a ClipFit
+delta over it (:mod:`gloss_gen.adapt.delta`); the delta's hash is part of the model id.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def pretrained_tag(model_name: str, pretrained: str | None) -> str | None:
 
 def model_id(model_name: str, pretrained: str | None) -> str:
     """The identifier a classifier is keyed by: ``ViT-B-32/openai``, ``hf-hub:org/repo``, ..."""
+    from .adapt.delta import delta_model_id, split_pretrained
+
+    base, delta = split_pretrained((pretrained or "none").strip())
+    if delta is not None:
+        return delta_model_id(model_id(model_name, base), delta)
     if has_own_weights(model_name):
         return model_name
     tag = pretrained_tag(model_name, pretrained)
@@ -196,6 +202,14 @@ def load_clip(
     """
     import open_clip
 
+    from .adapt.delta import apply_delta, split_pretrained
+
+    base, delta = split_pretrained((pretrained or "none").strip())
+    if delta is not None:
+        loaded = load_clip(model_name, base, device, precision, cache_dir)
+        apply_delta(loaded.model, delta, loaded.id)
+        loaded.pretrained = pretrained
+        return loaded
     register_model_configs()
     device = resolve_device(device)
     precision = resolve_precision(precision, device)

@@ -42,9 +42,12 @@ class ClassifyResult:
     descriptions: str
     results: list[ImageResult]
     explain: bool = False
+    adapter: str | None = None  # key of the few-shot adapter applied, if any
 
     @classmethod
-    def for_classifier(cls, classifier: Classifier, results: list[ImageResult], explain: bool = False) -> ClassifyResult:
+    def for_classifier(
+        cls, classifier: Classifier, results: list[ImageResult], explain: bool = False, adapter: str | None = None
+    ) -> ClassifyResult:
         """The result of scoring with ``classifier``: its model, class set and descriptions are named."""
         return cls(
             model=classifier.model_id,
@@ -52,6 +55,7 @@ class ClassifyResult:
             descriptions=classifier.descriptions_id,
             results=results,
             explain=explain,
+            adapter=adapter,
         )
 
     def to_dict(self) -> dict:
@@ -60,5 +64,7 @@ class ClassifyResult:
             "model": self.model,
             "class_set": self.class_set,
             "descriptions": self.descriptions,
+            # only with an adapter, so a zero-shot body keeps its documented shape
+            **({"adapter": self.adapter} if self.adapter is not None else {}),
             "results": [result.to_dict(self.explain) for result in self.results],
         }

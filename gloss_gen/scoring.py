@@ -4,6 +4,10 @@ classify`` and ``vgloss eval`` share.
 Scores are ``softmax(logit_scale · cos)`` over the class set, or ``sigmoid(logit_scale · cos +
 logit_bias)`` for models that carry a bias (SigLIP). ``similarity`` is the cosine itself.
 Evidence is the description of a predicted class most similar to the image.
+
+A few-shot cache adapter (:mod:`gloss_gen.adapt.tip`) may be attached: its cache logits are
+added to ``logit_scale · cos`` before the softmax, and ``explain`` then also names the labelled
+example of each predicted class nearest to the image.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class Prediction:
     score: float
     similarity: float
     evidence: str | None = None
+    example: str | None = None  # nearest labelled example of the class, with an adapter
 
     def to_dict(self, explain: bool = False) -> dict:
         data = {
@@ -35,6 +40,8 @@ class Prediction:
         }
         if explain:
             data["evidence"] = self.evidence
+            if self.example is not None:
+                data["example"] = self.example
         return data
 
 
@@ -45,7 +52,7 @@ class ScoringHead:
     'mean-description'`` averages the per-description similarities of each class (DCLIP).
     """
 
-    def __init__(self, classifier: Classifier, device: str | torch.device = "cpu"):
+    def __init__(self, classifier: Classifier, device: str | torch.device = "cpu", adapter=None):
         self.classifier = classifier
         self.device = torch.device(device)
         self.prototypes = torch.from_numpy(np.ascontiguousarray(classifier.prototypes)).to(self.device)
@@ -59,6 +66,15 @@ class ScoringHead:
         self.names = classifier.class_set.names
         self.logit_scale = float(classifier.logit_scale)
         self.logit_bias = classifier.logit_bias
+        self.adapter = None  # a gloss_gen.adapt.tip.CacheModel aligned with this class set
+        if adapter is not None:
+            self.attach(adapter)
+
+    def attach(self, adapter) -> None:
+        """Add a few-shot adapter record (or ``None`` to remove it) to this head's scores."""
+        from .adapt.tip import CacheModel
+
+        self.adapter = None if adapter is None else CacheModel.for_head(adapter, self)
 
     @property
     def num_classes(self) -> int:
@@ -76,8 +92,18 @@ class ScoringHead:
             return sums / self.counts.clamp(min=1).to(sums.dtype)
         raise ValueError(f"unknown scoring mode {mode!r}; choose from {', '.join(SCORING_MODES)}")
 
-    def probabilities(self, cosine: torch.Tensor) -> torch.Tensor:
+    def logits(self, image_emb: torch.Tensor, mode: str = "prototype") -> torch.Tensor:
+        """Pre-softmax scores (B, C): ``logit_scale · cos``, plus the adapter's cache logits."""
+        return self._logits(image_emb, self.similarities(image_emb, mode))
+
+    def _logits(self, image_emb: torch.Tensor, cosine: torch.Tensor) -> torch.Tensor:
         logits = self.logit_scale * cosine
+        if self.adapter is not None:
+            logits = logits + self.adapter.logits(image_emb.to(self.device, dtype=torch.float32))
+        return logits
+
+    def probabilities(self, cosine: torch.Tensor, image_emb: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.logit_scale * cosine if image_emb is None else self._logits(image_emb, cosine)
         if self.logit_bias is not None:
             return torch.sigmoid(logits + self.logit_bias)
         return torch.softmax(logits, dim=-1)
@@ -91,13 +117,16 @@ class ScoringHead:
     ) -> list[list[Prediction]]:
         """Top-k predictions for each image of a batch of unit embeddings (B, D)."""
         cosine = self.similarities(image_emb, mode)
-        probs = self.probabilities(cosine)
+        probs = self.probabilities(cosine, image_emb)
         k = max(1, min(int(top_k), self.num_classes))
         top_p, top_i = probs.topk(k, dim=-1)
         top_cos = cosine.gather(1, top_i)
         best_rows = None
         if explain:
             best_rows = self._best_evidence_rows(image_emb, top_i)
+        examples = None
+        if explain and self.adapter is not None:
+            examples = self.adapter.nearest_examples(image_emb.to(self.device, dtype=torch.float32), top_i)
         top_p, top_i, top_cos = top_p.cpu().tolist(), top_i.cpu().tolist(), top_cos.cpu().tolist()
         results = []
         for b in range(len(top_i)):
@@ -113,6 +142,7 @@ class ScoringHead:
                         score=float(top_p[b][j]),
                         similarity=float(top_cos[b][j]),
                         evidence=evidence,
+                        example=None if examples is None else examples[b][j],
                     )
                 )
             results.append(preds)

@@ -16,6 +16,8 @@ Layout (``{ns}`` = ``vgloss:v1`` by default):
 - ``{ns}:qjob:{id}:records`` — a queued job's results, ``class_id`` → description record JSON (a
   Redis hash; a folder of files in the directory store)
 - ``{ns}:array:{kind}:{key}`` — cached arrays (safetensors), e.g. image embeddings for eval
+- ``{ns}:adapter:{key}``, ``{ns}:active-adapter:{model_id}:{class_set}`` — few-shot adapters
+  (see :mod:`gloss_gen.adapt.record`)
 """
 
 from __future__ import annotations
@@ -533,6 +535,16 @@ class Store:
             return None
         meta = json.loads(read_safetensors_metadata(raw).get("meta", "{}"))
         return load(raw)["array"], meta
+
+    # opaque bytes owned by another module (adapter records, example images): written whole
+    def put_bytes(self, kind: str, key: str, data: bytes) -> None:
+        self.backend.set(self._k(kind, key), data)
+
+    def get_bytes(self, kind: str, *parts: str) -> bytes | None:
+        return self.backend.get(self._k(kind, *parts))
+
+    def delete_bytes(self, kind: str, *parts: str) -> None:
+        self.backend.delete(self._k(kind, *parts))
 
     def describe(self) -> str:
         return self.backend.describe()

@@ -39,6 +39,7 @@ class Prediction(BaseModel):
     score: float = Field(description="Probability (softmax over the class set, or sigmoid).")
     similarity: float = Field(description="Cosine similarity of the image and the class.")
     evidence: str | None = Field(None, description="Best-matching description (with explain).")
+    example: str | None = Field(None, description="Nearest labelled example of the class (explain, with an adapter).")
 
 
 class ImageResult(BaseModel):
@@ -52,6 +53,7 @@ class ClassifyResponse(BaseModel):
     model: str = Field(examples=["ViT-B-32/openai"])
     class_set: str = Field(examples=["imagenet1k"])
     descriptions: str = Field(description="Id (content hash) of the description set used.")
+    adapter: str | None = Field(None, description="Key of the few-shot adapter applied (absent when none).")
     results: list[ImageResult]
 
 
@@ -77,6 +79,24 @@ class ClassInfo(BaseModel):
 
 class ClassSetDetail(ClassSetSummary):
     classes: list[ClassInfo]
+    examples: dict[str, int] = Field(default_factory=dict, description="Labelled examples per class id.")
+    adapter: dict | None = Field(None, description="The active few-shot adapter, if any.")
+
+
+class CreateAdapterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["tip", "tip-f"] = "tip"
+    shots: int = Field(16, ge=1, le=1024, description="Examples per class to use.")
+    augment: int = Field(0, ge=0, le=32, description="Random crop/flip views averaged into each key.")
+
+
+class ExamplesAdded(BaseModel):
+    class_set: str
+    added: int
+    duplicates: int
+    rejected: list[dict]
+    examples: dict[str, int]
 
 
 class ClassEntry(BaseModel):

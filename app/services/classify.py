@@ -88,7 +88,9 @@ class ClassifyService:
             else ImageResult(index, upload.filename, error=outcomes[index])
             for index, upload in enumerate(uploads)
         ]
-        return ClassifyResult.for_classifier(loaded.classifier, results, query.explain)
+        return ClassifyResult.for_classifier(
+            loaded.classifier, results, query.explain, loaded.adapter.key if loaded.adapter is not None else None
+        )
 
     async def _classifier_for(self, query: ClassifyQuery) -> LoadedClassifier:
         if query.labels is not None:

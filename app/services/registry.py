@@ -57,6 +57,7 @@ def is_ad_hoc_name(name: str) -> bool:
 class LoadedClassifier:
     classifier: Classifier
     head: ScoringHead
+    adapter: object | None = None  # the gloss_gen.adapt.record.AdapterRecord the head applies
 
     @property
     def name(self) -> str:
@@ -126,9 +127,9 @@ class ClassifierRegistry:
 
     # ------------------------------------------------------------------ installing
 
-    def install(self, classifier: Classifier) -> LoadedClassifier:
-        """Serve ``classifier`` for its class set from now on (a finished job calls this)."""
-        loaded = LoadedClassifier(classifier, ScoringHead(classifier, self.model.device))
+    def install(self, classifier: Classifier, adapter=None) -> LoadedClassifier:
+        """Serve ``classifier`` (with a few-shot ``adapter``) for its class set from now on."""
+        loaded = LoadedClassifier(classifier, ScoringHead(classifier, self.model.device, adapter), adapter)
         self._named[classifier.class_set.name] = _Slot(loaded, time.monotonic())
         return loaded
 
@@ -175,9 +176,19 @@ class ClassifierRegistry:
             raise StoreUnavailable(str(exc)) from exc
         if classifier is None:
             classifier = await self._build_builtin(name)
-        log.info("serving class set %s (%d classes, descriptions %s)", name, classifier.num_classes,
-                 classifier.descriptions_id)
-        return self.install(classifier)
+        adapter = await self._active_adapter(name, classifier)
+        log.info("serving class set %s (%d classes, descriptions %s, adapter %s)", name, classifier.num_classes,
+                 classifier.descriptions_id, adapter.key if adapter else None)
+        return self.install(classifier, adapter)
+
+    async def _active_adapter(self, name: str, classifier: Classifier):
+        from gloss_gen.adapt.record import get_active_adapter
+
+        try:
+            return await asyncio.to_thread(get_active_adapter, self.store, self.model.model_id, name, classifier.key)
+        except StoreError:
+            log.warning("could not read the active adapter of %s; serving zero-shot", name)
+            return None
 
     async def _build_builtin(self, name: str) -> Classifier:
         method = self.settings.default_method
@@ -220,9 +231,15 @@ class ClassifierRegistry:
             if key is not None and key != slot.loaded.classifier.key:
                 classifier = await asyncio.to_thread(self.store.get_classifier, key)
                 if classifier is not None:
-                    self.install(classifier)
+                    self.install(classifier, await self._active_adapter(name, classifier))
                     log.info("class set %s now served by classifier %s", name, key)
                     return
+            adapter = await self._active_adapter(name, slot.loaded.classifier)
+            current = slot.loaded.adapter
+            if (adapter and adapter.key) != (current and current.key):
+                self.install(slot.loaded.classifier, adapter)
+                log.info("class set %s now served with adapter %s", name, adapter.key if adapter else None)
+                return
             slot.checked_at = time.monotonic()
         except (StoreError, CorruptDataError) as exc:
             log.warning("could not check the store for a newer %s classifier: %s", name, exc)

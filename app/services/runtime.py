@@ -16,6 +16,7 @@ from app.metrics import Metrics
 from gloss_gen.config import Settings
 from gloss_gen.store import Store, open_store
 
+from .adapting import AdapterService
 from .batcher import InferenceBatcher
 from .catalog import ClassSetCatalog
 from .classify import ClassifyService
@@ -56,6 +57,7 @@ class ServerRuntime:
         )
         self.jobs = JobRunner(self.store, self._job_backend())
         self.catalog = ClassSetCatalog(self.store, self.registry, self.jobs, settings.default_method)
+        self.adapters = AdapterService(settings, self.store, self.registry)
         self._startup: asyncio.Task | None = None
 
     def _job_backend(self) -> JobBackend:
@@ -107,6 +109,7 @@ class ServerRuntime:
             self._startup.cancel()
             await asyncio.gather(self._startup, return_exceptions=True)
         await self.jobs.close()
+        await self.adapters.close()
         await self.batcher.close()
         await self.registry.close()
         self.decoder.shutdown()

@@ -73,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
         classifier = get_or_build_classifier(
             store, model, args.class_set or settings.default_class_set, settings.default_method
         )
-    head = ScoringHead(classifier, model.device)
+    from ..adapt.record import get_active_adapter
+
+    adapter = None if args.labels else get_active_adapter(store, model.id, classifier.class_set.name, classifier.key)
+    head = ScoringHead(classifier, model.device, adapter)
     preprocessor = Preprocessor.from_open_clip(model.model)
     limits = ImageLimits.from_settings(settings)
 
@@ -95,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
             results[positions[start + offset]].predictions = preds
 
     if args.json:
-        print(json.dumps(ClassifyResult.for_classifier(classifier, results, args.explain).to_dict(), indent=2))
+        print(json.dumps(ClassifyResult.for_classifier(classifier, results, args.explain,
+                                                       adapter.key if adapter else None).to_dict(), indent=2))
     else:
         for result in results:
             print(result.filename)
@@ -106,5 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 line = f"  {p.score:7.2%}  {p.label}  ({p.class_id}, cos {p.similarity:.3f})"
                 if args.explain and p.evidence:
                     line += f"\n           because: {p.evidence}"
+                if args.explain and p.example:
+                    line += f"\n           nearest example: {p.example}"
                 print(line)
     return 1 if any(result.error is not None for result in results) else 0

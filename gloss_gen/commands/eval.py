@@ -41,6 +41,14 @@ Scoring (--scoring):
                     CLIP_benchmark score
   mean-description  mean of the cosines to a class's descriptions, as DCLIP scores
 
+Few-shot adaptation (--examples): labelled example images (any layout above, separate from
+DATA) adapt every method, and each (method, adaptation, shots) is scored on the same DATA images:
+  zero-shot   the method alone
+  tip         Tip-Adapter cache of the examples (alpha, beta searched on the examples only)
+  tip-f       Tip-Adapter-F (cache keys fine-tuned)
+  clipfit     ClipFit delta per shot count (slow: trains the model; --fit-epochs)
+--out then also writes few_shot.json and few_shot.png (accuracy against shots).
+
 Examples:
   vgloss eval ./imagenet-val --class-set imagenet1k \\
       --methods classname,wordnet,import:descriptors_imagenet.json --out results/
@@ -50,6 +58,8 @@ Examples:
   vgloss eval ./cifar-10-batches-bin/test_batch.bin --class-set cifar10 --templates openai \\
       --methods classname        # CIFAR-10 with the 80 ImageNet templates instead of CLIP's 18
   vgloss eval ./imagenet-val --class-set imagenet1k --jpeg-draft --limit 1000   # as the server decodes
+  vgloss eval ./cifar-test --class-set cifar10 --examples ./cifar-16shot \\
+      --shots 1,2,4,8,16 --adapt zero-shot,tip,tip-f,clipfit --out results/
 """
 
 
@@ -105,6 +115,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--top-confusions", type=int, default=20, help="true -> predicted pairs kept in results.json (default: 20)"
     )
     parser.add_argument("--out", type=Path, help="write results.json and top1.png into this folder")
+    few = parser.add_argument_group("few-shot adaptation")
+    few.add_argument("--examples", type=Path, help="labelled example images to adapt with (not DATA itself)")
+    few.add_argument("--shots", default="1,2,4,8,16", help="examples per class to try (default: %(default)s)")
+    few.add_argument("--adapt", default="zero-shot,tip,tip-f",
+                     help="comma-separated: zero-shot, tip, tip-f, clipfit (default: %(default)s)")
+    few.add_argument("--examples-layout", choices=("auto", *LAYOUTS), default="auto", help="layout of --examples")
+    few.add_argument("--augment", type=int, default=0, help="random crop/flip views per example for the cache")
+    few.add_argument("--fit-epochs", type=int, help="ClipFit epochs (default: the paper's 100)")
     add_model_arguments(parser)
 
 
@@ -157,9 +175,38 @@ def run(args: argparse.Namespace) -> int:
     def notify(message: str) -> None:
         print(f"vgloss eval: {message}", file=sys.stderr)
 
+    if args.examples is not None:
+        return _run_few_shot(args, config, models, open_store(settings), notify)
     try:
         result = evaluate(config, models, open_store(settings), notify)
     except EvalError as exc:
+        raise UserError(str(exc)) from None
+    print(format_table(result))
+    if args.out is not None:
+        json_path, chart_path = write_outputs(result, args.out)
+        notify(f"wrote {json_path} and {chart_path}")
+    return 0
+
+
+def _run_few_shot(args, config, models, store, notify) -> int:
+    from ..adapt import AdaptError
+    from ..adapt.compare import AdaptOptions, compare, parse_adaptations, parse_shots
+    from ..adapt.report import format_table, write_outputs
+    from ..cli import UserError
+    from ..evaluation.runner import EvalError
+
+    try:
+        options = AdaptOptions(
+            examples=args.examples,
+            shots=parse_shots(args.shots),
+            adaptations=parse_adaptations(args.adapt),
+            layout=args.examples_layout,
+            augment=args.augment,
+            fit_epochs=args.fit_epochs,
+            delta_dir=(args.out or Path(".")) / "clipfit-deltas",
+        )
+        result = compare(config, options, models, store, notify)
+    except (AdaptError, EvalError) as exc:
         raise UserError(str(exc)) from None
     print(format_table(result))
     if args.out is not None:

@@ -234,13 +234,17 @@ def encode_dataset(
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int = 2,
     progress: bool = False,
+    preprocessor=None,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """Embed every image of ``dataset``: decoding in ``workers`` threads, encoding in batches."""
+    """Embed every image of ``dataset``: decoding in ``workers`` threads, encoding in batches.
+
+    ``preprocessor`` replaces the model's validation transform (few-shot augmentation uses it).
+    """
     from tqdm.auto import tqdm
 
     from ..imaging import ImageError, Preprocessor
 
-    preprocessor = Preprocessor.from_open_clip(model.model)
+    preprocessor = preprocessor or Preprocessor.from_open_clip(model.model)
     height, width = preprocessor.image_size
     count = len(dataset)
     batch = torch.empty((batch_size, 3, height, width), dtype=torch.float32)
@@ -355,8 +359,8 @@ def rank_classes(
     ranked = np.empty((len(vectors), k), dtype=np.int64)
     for start in range(0, len(vectors), chunk_size):
         block = torch.from_numpy(np.ascontiguousarray(vectors[start : start + chunk_size]))
-        similarities = head.similarities(block, mode)
-        ranked[start : start + len(block)] = similarities.topk(k, dim=-1).indices.cpu().numpy()
+        logits = head.logits(block, mode)  # monotone in the cosine unless an adapter is attached
+        ranked[start : start + len(block)] = logits.topk(k, dim=-1).indices.cpu().numpy()
     return ranked
 
 

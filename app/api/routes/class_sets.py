@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import JSONResponse
 
 from app.api.deps import AdminKey, ApiKey, RuntimeDep
 from app.api.schemas import (
     ClassSetDetail,
     ClassSetSummary,
+    CreateAdapterRequest,
     CreateClassSetRequest,
     ErrorResponse,
+    ExamplesAdded,
     JobCreated,
 )
+from app.errors import ApiError, validation_error
 from gloss_gen.names import NAME_MAX_CHARS, NAME_PATTERN, NAME_RULE
 
 ClassSetName = Annotated[
@@ -46,7 +50,8 @@ async def list_class_sets(runtime: RuntimeDep) -> list[ClassSetSummary]:
 )
 async def get_class_set(name: ClassSetName, runtime: RuntimeDep) -> ClassSetDetail:
     runtime.readiness.require()
-    return await runtime.catalog.detail(name)
+    detail = await runtime.catalog.detail(name)
+    return detail.model_copy(update=await runtime.adapters.summary(name))
 
 
 @router.post(
@@ -70,3 +75,52 @@ async def create_class_set(body: CreateClassSetRequest, runtime: RuntimeDep, res
     job_id = await runtime.catalog.create(body.name, classes, body.method, body.description)
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return JobCreated(job_id=job_id)
+
+
+@router.post(
+    "/{name}/examples",
+    response_model=ExamplesAdded,
+    responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    dependencies=[AdminKey],
+    summary="Add labelled example images (multipart: 'images' files, one 'labels' field per image)",
+)
+async def add_examples(name: ClassSetName, request: Request, runtime: RuntimeDep) -> JSONResponse:
+    runtime.readiness.require()
+    settings = runtime.settings
+    try:
+        form = await request.form(max_files=settings.max_examples_per_request,
+                                  max_fields=settings.max_examples_per_request + 8)
+    except Exception as exc:  # starlette raises MultiPartException / HTTPException for a bad body
+        raise ApiError("invalid_multipart", f"The multipart body could not be parsed: {exc}") from None
+    try:
+        files = [v for k, v in form.multi_items() if k == "images" and not isinstance(v, str)]
+        labels = [v.strip() for v in form.getlist("labels") if isinstance(v, str)]
+        if len(labels) == 1 and len(files) > 1:
+            labels = labels * len(files)  # one label for the whole upload
+        if not files or len(labels) != len(files):
+            raise validation_error(f"Give 'images' files and one 'labels' field per image ({len(files)} images, "
+                                   f"{len(labels)} labels).")
+        uploads = []
+        for upload, label in zip(files, labels):
+            data = await upload.read()
+            if len(data) > settings.max_image_bytes:
+                raise validation_error(f"{upload.filename}: {len(data)} bytes is over the limit of "
+                                       f"{settings.max_image_bytes} bytes per image.")
+            uploads.append((upload.filename, data, label))
+    finally:
+        await form.close()
+    return JSONResponse(await runtime.adapters.add_examples(name, uploads))
+
+
+@router.post(
+    "/{name}/adapters",
+    status_code=202,
+    response_model=JobCreated,
+    responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    dependencies=[AdminKey],
+    summary="Fit a few-shot adapter on the class set's examples (background job); it becomes active",
+)
+async def create_adapter(name: ClassSetName, body: CreateAdapterRequest, runtime: RuntimeDep) -> JSONResponse:
+    runtime.readiness.require()
+    job_id = await runtime.adapters.submit(name, body.method, body.shots, body.augment)
+    return JSONResponse({"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})

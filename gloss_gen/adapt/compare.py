@@ -1,0 +1,181 @@
+"""``vgloss eval --examples``: every (method, adaptation, shots) scored on the same evaluation images.
+
+The evaluation images are embedded once (eval's cache); the examples once, and each shot count is
+a nested per-class subset of them. Zero-shot is scored once per method; ``tip`` / ``tip-f``
+adapters are fitted per (method, shots) — their α, β searched on the examples only — and stored
+(not activated); ``clipfit`` fits a delta per shot count, then re-embeds the evaluation images and
+rebuilds each method's classifier under the adapted model (whose id carries the delta's hash).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..evaluation.datasets import DatasetError, limited_indices, open_dataset, resolve_labels
+from ..evaluation.metrics import Scores, score_predictions
+from ..evaluation.runner import (
+    TOP_K,
+    EvalConfig,
+    EvalError,
+    ModelSource,
+    classifier_for,
+    embed_images,
+    prepare_method,
+    rank_classes,
+)
+from ..scoring import ScoringHead
+from . import AdaptError
+from .examples import embed_examples, open_examples
+
+ADAPTATIONS = ("zero-shot", "tip", "tip-f", "clipfit")
+DEFAULT_SHOTS = (1, 2, 4, 8, 16)
+
+
+def parse_shots(text: str) -> list[int]:
+    try:
+        shots = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise AdaptError(f"--shots must be comma-separated whole numbers, not {text!r}") from None
+    if not shots or shots[0] < 1:
+        raise AdaptError(f"--shots needs numbers of at least 1, not {text!r}")
+    return shots
+
+
+def parse_adaptations(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [a for a in chosen if a not in ADAPTATIONS]
+    if unknown or not chosen:
+        raise AdaptError(f"unknown --adapt {', '.join(unknown) or text!r}; choose from {', '.join(ADAPTATIONS)}")
+    return list(dict.fromkeys(chosen))
+
+
+@dataclass
+class AdaptOptions:
+    examples: Path
+    shots: list[int] = field(default_factory=lambda: list(DEFAULT_SHOTS))
+    adaptations: list[str] = field(default_factory=lambda: ["zero-shot", "tip", "tip-f"])
+    layout: str = "auto"
+    augment: int = 0
+    fit_epochs: int | None = None
+    delta_dir: Path = Path("clipfit-deltas")
+    seed: int = 0
+
+
+@dataclass
+class Row:
+    method: str  # the --methods label
+    adaptation: str
+    shots: int  # 0 for zero-shot
+    scores: Scores
+    detail: str = ""  # adapter key / delta file
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    data: Path
+    examples: Path
+    model_id: str
+    class_set_name: str
+    num_classes: int
+    num_images: int
+    examples_per_class: list[int]
+    rows: list[Row]
+    notes: list[str]
+
+
+def compare(
+    config: EvalConfig,
+    options: AdaptOptions,
+    models: ModelSource,
+    store,
+    notify: Callable[[str], None] = lambda message: None,
+) -> Comparison:
+    """Score every combination; all inputs are checked before any image is encoded."""
+    from ..imaging import ImageLimits
+    from .adapter import build_adapter
+    from .record import put_adapter
+    from .tip import TipConfig
+
+    try:
+        dataset = open_dataset(config.data, config.layout)
+        if config.limit is not None:
+            dataset = dataset.subset(limited_indices(len(dataset), config.limit).tolist())
+        truth = resolve_labels(dataset.labels, config.class_set)
+    except DatasetError as exc:
+        raise EvalError(str(exc)) from None
+    source = open_examples(options.examples, config.class_set, options.layout)
+    if source.dataset.fingerprint() == dataset.fingerprint():
+        raise AdaptError("--examples are the evaluation images themselves; give a separate folder")
+    methods = [prepare_method(spec, config.class_set) for spec in config.methods]
+    limits = ImageLimits.from_settings(config)
+    notes: list[str] = []
+
+    def scored(head: ScoringHead, vectors: np.ndarray, readable_truth: np.ndarray) -> Scores:
+        ranked = rank_classes(head, vectors, config.scoring, TOP_K)
+        return score_predictions(ranked, readable_truth, config.class_set, config.max_confusions)
+
+    def embedded_eval(model_source: ModelSource):
+        emb = embed_images(dataset, model_source, store, limits, batch_size=config.batch_size,
+                           workers=config.workers, progress=config.progress)
+        readable = np.array([i not in emb.unreadable for i in range(len(dataset))], dtype=bool)
+        return emb.vectors[readable], truth[readable]
+
+    vectors, readable_truth = embedded_eval(models)
+    examples = embed_examples(source, models, store, limits, augment=options.augment, seed=options.seed,
+                              batch_size=config.batch_size, workers=config.workers, progress=config.progress)
+    for note in examples.notes:
+        notify(f"examples: {note}")
+    notes.extend(examples.notes)
+    rows: list[Row] = []
+    for method in methods:
+        classifier, _ = classifier_for(method, models, store, config.template_set, config.progress)
+        head = ScoringHead(classifier, config.scoring_device)
+        if "zero-shot" in options.adaptations:
+            rows.append(Row(method.spec.label, "zero-shot", 0, scored(head, vectors, readable_truth)))
+        for adaptation in ("tip", "tip-f"):
+            if adaptation not in options.adaptations:
+                continue
+            for shots in options.shots:
+                chosen = examples.take(shots, options.seed)
+                record = build_adapter(classifier, chosen, TipConfig(method=adaptation, seed=options.seed))
+                if store is not None:
+                    put_adapter(store, record, activate=False)
+                head.attach(record)
+                rows.append(Row(method.spec.label, adaptation, shots, scored(head, vectors, readable_truth),
+                                f"adapter {record.key} (alpha {record.alpha:.3g}, beta {record.beta:.3g})",
+                                chosen.notes[len(examples.notes):]))
+                head.attach(None)
+    if "clipfit" in options.adaptations:
+        rows.extend(_clipfit_rows(config, options, models, store, source, methods, limits, embedded_eval,
+                                  scored, notify))
+    method_order = {m.spec.label: i for i, m in enumerate(methods)}
+    rows.sort(key=lambda r: (method_order[r.method], ADAPTATIONS.index(r.adaptation), r.shots))
+    return Comparison(config.data, options.examples, models.id, config.class_set.name, len(config.class_set),
+                      len(vectors), source.counts().tolist(), rows, notes)
+
+
+def _clipfit_rows(config, options, models, store, source, methods, limits, embedded_eval, scored, notify):
+    from .clipfit import FitConfig, fit_clipfit
+
+    rows = []
+    for shots in options.shots:
+        fit_config = FitConfig(shots=shots, seed=options.seed,
+                               **({"epochs": options.fit_epochs} if options.fit_epochs else {}))
+        name = f"clipfit-{models.id.replace('/', '_')}-{config.class_set.name}-{shots}shot.safetensors"
+        out = options.delta_dir / name
+        notify(f"clipfit: fitting {shots}-shot delta ({fit_config.epochs} epochs) -> {out}")
+        result = fit_clipfit(models.get(), source, out, fit_config, limits, progress=config.progress,
+                             notify=lambda m: notify(f"clipfit {shots}-shot: {m}"))
+        adapted = ModelSource(replace(models.spec, pretrained=f"{models.spec.pretrained}+{out}"))
+        vectors, readable_truth = embedded_eval(adapted)
+        for method in methods:
+            classifier, _ = classifier_for(method, adapted, store, config.template_set, config.progress)
+            head = ScoringHead(classifier, config.scoring_device)
+            rows.append(Row(method.spec.label, "clipfit", shots, scored(head, vectors, readable_truth),
+                            f"delta {out} ({adapted.id})", result.notes))
+    return rows

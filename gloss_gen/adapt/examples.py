@@ -1,0 +1,247 @@
+"""Example sets: labelled images for the classes of a class set, chosen per class, embedded once.
+
+Examples are read by the readers ``vgloss eval`` uses (:func:`open_dataset`) and their labels
+matched to class ids exactly as eval matches them (:func:`resolve_labels`): an unknown label stops
+everything with the label and its image count. Embeddings go through eval's cache
+(:func:`embed_images`, kind ``image-embeddings``), so re-running an adaptation re-encodes nothing.
+Augmented views (random resized crops and flips, as the official Tip-Adapter builds its cache) are
+cached under kind ``example-views``, keyed by model, images, view count and seed.
+
+Shot selection is a fixed per-class permutation, so the 4-shot set is a subset of the 8-shot set.
+A class with fewer readable examples than asked uses what it has; one with none keeps its
+zero-shot score. Each of these becomes a note the caller shows the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..classsets import ClassSet
+from ..evaluation.datasets import DatasetError, LabelledImages, open_dataset, resolve_labels
+from . import AdaptError
+
+VIEWS_KIND = "example-views"
+VIEWS_FORMAT = 1
+AUGMENT_SCALE = (0.5, 1.0)  # RandomResizedCrop scale of the official Tip-Adapter cache
+
+
+@dataclass
+class ExampleSource:
+    """Labelled images whose labels are all classes of ``class_set``."""
+
+    dataset: LabelledImages
+    labels: np.ndarray  # (N,) class index per image
+    class_set: ClassSet
+
+    def counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(self.class_set))
+
+
+def open_examples(path: str | Path, class_set: ClassSet, layout: str = "auto") -> ExampleSource:
+    """Read an example folder / labels CSV and match every label to a class (or raise AdaptError)."""
+    try:
+        dataset = open_dataset(path, layout)
+        labels = resolve_labels(dataset.labels, class_set)
+    except DatasetError as exc:
+        raise AdaptError(f"examples: {exc}") from None
+    return ExampleSource(dataset, labels, class_set)
+
+
+@dataclass
+class Examples:
+    """Embedded examples: unit ``vectors`` (N, D), ``labels`` (N,), optional ``views`` (A, N, D)."""
+
+    class_set: ClassSet
+    model_id: str
+    vectors: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    fingerprint: str  # of the selected images and their labels
+    views: np.ndarray | None = None
+    augment: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(self.class_set))
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the example set (images, labels, class set, model, augmentation)."""
+        payload = json.dumps([self.fingerprint, self.class_set.ids, self.model_id, self.augment])
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Cache keys: the plain embeddings, or the renormalised mean of the augmented views."""
+        if self.views is None:
+            return self.vectors
+        mean = self.views.mean(axis=0)
+        return mean / np.maximum(np.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)
+
+    def subset(self, rows: np.ndarray, notes: list[str] | None = None) -> Examples:
+        rows = np.asarray(rows, dtype=np.int64)
+        digest = hashlib.sha256(self.fingerprint.encode())
+        digest.update(rows.astype("<i8").tobytes())
+        return replace(
+            self,
+            vectors=self.vectors[rows],
+            labels=self.labels[rows],
+            names=[self.names[i] for i in rows],
+            views=None if self.views is None else self.views[:, rows],
+            fingerprint=digest.hexdigest(),
+            notes=list(self.notes) + list(notes or []),
+        )
+
+    def take(self, shots: int, seed: int = 0) -> Examples:
+        """At most ``shots`` examples per class, with notes on short and empty classes."""
+        if shots < 1:
+            raise AdaptError(f"--shots must be at least 1, not {shots}")
+        order = shot_order(self.labels, len(self.class_set), seed)
+        rows = np.sort(np.concatenate([per_class[:shots] for per_class in order]))
+        counts = np.array([len(per_class) for per_class in order])
+        notes = shortage_notes(self.class_set, counts, shots)
+        return self.subset(rows, notes)
+
+
+def shot_order(labels: np.ndarray, num_classes: int, seed: int = 0) -> list[np.ndarray]:
+    """Per class, its example rows in a fixed random order (the first k are the k-shot set)."""
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
+
+
+def shortage_notes(class_set: ClassSet, counts: np.ndarray, shots: int) -> list[str]:
+    notes = []
+    empty = [class_set.ids[c] for c in np.flatnonzero(counts == 0)]
+    short = [(class_set.ids[c], int(counts[c])) for c in np.flatnonzero((counts > 0) & (counts < shots))]
+    if short:
+        shown = ", ".join(f"{cid} ({n})" for cid, n in short[:10]) + (" ..." if len(short) > 10 else "")
+        notes.append(f"{len(short)} classes have fewer than {shots} examples and use what they have: {shown}")
+    if empty:
+        shown = ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else "")
+        notes.append(f"{len(empty)} classes have no examples and keep their zero-shot score: {shown}")
+    return notes
+
+
+def embed_examples(
+    source: ExampleSource,
+    models,
+    store,
+    limits,
+    *,
+    augment: int = 0,
+    seed: int = 0,
+    batch_size: int = 64,
+    workers: int = 2,
+    progress: bool = False,
+) -> Examples:
+    """Embed every readable example (from the store when cached); unreadable ones are named in notes.
+
+    ``models`` is an :class:`gloss_gen.evaluation.runner.ModelSource`. With ``augment`` > 0 also
+    ``augment`` random crop / flip views of each readable example.
+    """
+    from ..evaluation.runner import EvalError, embed_images
+
+    if augment < 0:
+        raise AdaptError(f"--augment must be 0 or more, not {augment}")
+    try:
+        embedded = embed_images(
+            source.dataset, models, store, limits, batch_size=batch_size, workers=workers, progress=progress
+        )
+    except EvalError as exc:
+        raise AdaptError(f"examples: {exc}") from None
+    notes = []
+    if embedded.unreadable:
+        shown = ", ".join(
+            f"{source.dataset.item_name(i)} ({reason})" for i, reason in sorted(embedded.unreadable.items())[:5]
+        )
+        notes.append(f"{len(embedded.unreadable)} example images could not be read and are skipped: {shown}")
+    readable = np.array([i not in embedded.unreadable for i in range(len(source.dataset))])
+    rows = np.flatnonzero(readable)
+    dataset = source.dataset.subset(rows.tolist())
+    labels = source.labels[rows]
+    views = None
+    if augment:
+        views = _augmented_views(dataset, models, store, limits, augment, seed, batch_size, progress)
+    fingerprint = hashlib.sha256(
+        (dataset.fingerprint() + json.dumps(labels.tolist())).encode()
+    ).hexdigest()
+    examples = Examples(
+        class_set=source.class_set,
+        model_id=models.id,
+        vectors=embedded.vectors[rows],
+        labels=labels,
+        names=[dataset.item_name(i) for i in range(len(dataset))],
+        fingerprint=fingerprint,
+        views=views,
+        augment=augment,
+        notes=notes,
+    )
+    counts = examples.counts()
+    empty = shortage_notes(source.class_set, counts, 1)
+    examples.notes.extend(empty)
+    return examples
+
+
+def train_preprocessor(model, seed_note: str = ""):
+    """RandomResizedCrop(scale 0.5-1, bicubic) + horizontal flip + the model's normalisation.
+
+    The official Tip-Adapter / ClipFit training transform, at the model's input size.
+    """
+    import torchvision.transforms as T
+
+    from ..imaging import Preprocessor
+
+    cfg = model.preprocess_cfg
+    size = cfg.get("size", 224)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    transform = T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=AUGMENT_SCALE, interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(p=0.5),
+            T.ToTensor(),
+            T.Normalize(mean=cfg.get("mean"), std=cfg.get("std")),
+        ]
+    )
+    return Preprocessor.from_transform(transform)
+
+
+def _augmented_views(dataset, models, store, limits, augment, seed, batch_size, progress) -> np.ndarray:
+    from ..evaluation.runner import encode_dataset
+
+    payload = json.dumps([VIEWS_FORMAT, models.id, dataset.fingerprint(), augment, seed, bool(limits.jpeg_draft)])
+    key = hashlib.sha256(payload.encode()).hexdigest()[:32]
+    cached = store.get_array(VIEWS_KIND, key) if store is not None else None
+    if cached is not None and cached[0].shape[:2] == (augment, len(dataset)):
+        return cached[0].astype(np.float32, copy=False)
+    model = models.get()
+    preprocessor = train_preprocessor(model)
+    views = []
+    with torch.random.fork_rng(devices=[]):
+        for view in range(augment):
+            torch.manual_seed(seed * 1000 + view)
+            # workers=0: the crops draw from torch's global generator, so decode in order.
+            vectors, _ = encode_dataset(
+                dataset, model, limits, batch_size=batch_size, workers=0, progress=progress, preprocessor=preprocessor
+            )
+            views.append(vectors)
+    stacked = np.stack(views).astype(np.float32)
+    if store is not None:
+        store.put_array(VIEWS_KIND, key, stacked, {"model_id": models.id, "augment": augment, "seed": seed})
+    return stacked
+
+
+def holdout_folds(labels: np.ndarray, num_classes: int, folds: int, seed: int = 0) -> np.ndarray:
+    """Fold number (0..folds-1) of every example, stratified by class (round-robin per class)."""
+    assignment = np.zeros(len(labels), dtype=np.int64)
+    for rows in shot_order(labels, num_classes, seed + 1):
+        assignment[rows] = np.arange(len(rows)) % folds
+    return assignment

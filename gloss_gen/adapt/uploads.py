@@ -1,0 +1,144 @@
+"""Example images uploaded through the API, kept as bytes in the store so any replica (and any
+later model) can rebuild an adapter from them.
+
+Layout: ``{ns}:example-image:{sha256}`` holds the encoded image as uploaded; the class set's index
+``{ns}:examples:{class_set}`` (JSON) lists ``{sha256, filename, class_id, bytes}`` entries. Image
+bytes are written first and the index last, in one ``set``, so a failed upload leaves the index as
+it was. Labels are matched as eval matches them; an unknown label refuses the whole upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..classsets import ClassSet
+from ..evaluation.datasets import DatasetError, LabelledImages, resolve_labels
+from . import AdaptError
+from .examples import ExampleSource
+
+IMAGE_KIND = "example-image"
+INDEX_KIND = "examples"
+
+
+@dataclass
+class UploadResult:
+    added: int
+    duplicates: int
+    rejected: list[dict] = field(default_factory=list)  # {filename, code, message}
+    counts: dict[str, int] = field(default_factory=dict)  # class id -> examples now stored
+
+
+def example_index(store, class_set_name: str) -> list[dict]:
+    return (store.get_json(INDEX_KIND, class_set_name) or {}).get("items", [])
+
+
+def example_counts(store, class_set: ClassSet) -> dict[str, int]:
+    counts = Counter(item["class_id"] for item in example_index(store, class_set.name))
+    return {cid: counts.get(cid, 0) for cid in class_set.ids}
+
+
+def add_examples(
+    store,
+    class_set: ClassSet,
+    uploads: Sequence[tuple[str | None, bytes, str]],
+    limits,
+    max_count: int,
+    max_bytes: int,
+) -> UploadResult:
+    """Store ``(filename, bytes, label)`` uploads as examples of ``class_set``.
+
+    Raises :class:`AdaptError` (and writes nothing) for an unknown label or a total over the
+    limits; images that cannot be decoded are rejected one by one and named in the result.
+    """
+    from ..imaging import ImageError, decode_image
+
+    if not uploads:
+        raise AdaptError("no images in the upload")
+    try:
+        indices = resolve_labels([label for _, _, label in uploads], class_set)
+    except DatasetError as exc:
+        raise AdaptError(str(exc)) from None
+    items = example_index(store, class_set.name)
+    known = {item["sha256"] for item in items}
+    fresh, rejected, duplicates = [], [], 0
+    for (filename, data, _), index in zip(uploads, indices):
+        try:
+            decode_image(data, limits)
+        except ImageError as exc:
+            rejected.append({"filename": filename, "code": exc.code, "message": exc.message})
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in known:
+            duplicates += 1
+            continue
+        known.add(digest)
+        fresh.append((digest, filename, class_set.ids[int(index)], data))
+    count = len(items) + len(fresh)
+    total = sum(item["bytes"] for item in items) + sum(len(d) for *_, d in fresh)
+    if count > max_count:
+        raise AdaptError(f"class set {class_set.name} would hold {count} examples, over the limit of {max_count}")
+    if total > max_bytes:
+        raise AdaptError(f"class set {class_set.name} would hold {total} bytes of examples, over the limit of "
+                         f"{max_bytes}")
+    for digest, _, _, data in fresh:
+        store.put_bytes(IMAGE_KIND, digest, data)
+    items = items + [{"sha256": d, "filename": f, "class_id": c, "bytes": len(data)} for d, f, c, data in fresh]
+    if fresh:
+        store.set_json({"class_set": class_set.name, "items": items}, INDEX_KIND, class_set.name)
+    return UploadResult(len(fresh), duplicates, rejected, example_counts(store, class_set))
+
+
+class StoredImages(LabelledImages):
+    """Example images read from the store by their sha256, labelled with class ids."""
+
+    layout = "store"
+
+    def __init__(self, store, class_set_name: str, items: list[dict]):
+        self.store = store
+        self.source = f"store:{INDEX_KIND}:{class_set_name}"
+        self.items = items
+        self.labels = [item["class_id"] for item in items]
+
+    def item_name(self, index: int) -> str:
+        item = self.items[index]
+        return f"{item['class_id']}/{item.get('filename') or item['sha256'][:12]}"
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(b"vgloss-stored-examples-v1\0")
+        for item in self.items:
+            digest.update(f"{item['sha256']}\0{item['class_id']}\n".encode())
+        return digest.hexdigest()
+
+    def load_tensor(self, index, preprocessor, limits):
+        from ..imaging import load_tensor
+
+        data = self.store.get_bytes(IMAGE_KIND, self.items[index]["sha256"])
+        if data is None:
+            raise OSError(f"example image {self.items[index]['sha256'][:12]} is missing from the store")
+        return load_tensor(data, limits, preprocessor)
+
+    def subset(self, indices) -> StoredImages:
+        picked = StoredImages.__new__(StoredImages)
+        picked.store, picked.source = self.store, self.source
+        picked.items = [self.items[i] for i in indices]
+        picked.labels = [item["class_id"] for item in picked.items]
+        return picked
+
+
+def stored_examples(store, class_set: ClassSet) -> ExampleSource:
+    items = example_index(store, class_set.name)
+    if not items:
+        raise AdaptError(f"class set {class_set.name} has no examples; POST some to /v1/class-sets/"
+                         f"{class_set.name}/examples first")
+    dataset = StoredImages(store, class_set.name, items)
+    index = class_set.index_of()
+    labels = np.array([index.get(cid, -1) for cid in dataset.labels], dtype=np.int64)
+    if (labels < 0).any():
+        dataset = dataset.subset(np.flatnonzero(labels >= 0).tolist())
+        labels = labels[labels >= 0]
+    return ExampleSource(dataset, labels, class_set)
