@@ -10,6 +10,8 @@
 
 from ..errors import InputError
 
+ADAPTER_METHODS = ("tip", "tip-f")  # here, not in .tip, so `vgloss --help` imports no torch
+
 
 class AdaptError(InputError):
     """Bad few-shot input (examples, labels, shots, hyper-parameters); the message says which."""

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import AdaptError
+from . import ADAPTER_METHODS, AdaptError
 from .examples import Examples, holdout_folds
 
-METHODS = ("tip", "tip-f")
+METHODS = ADAPTER_METHODS
 PAPER_ALPHA = 1.17  # configs/imagenet.yaml init_alpha
 PAPER_BETA = 1.0  # init_beta
 ALPHA_RANGE = (0.1, 3.0)  # search_scale[1], from 0.1 as search_hp does

@@ -34,7 +34,7 @@ Examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..adapt.tip import METHODS
+    from ..adapt import ADAPTER_METHODS as METHODS
     from ..evaluation.datasets import LAYOUTS
 
     parser.add_argument("target", metavar="CLASSIFIER_OR_SET", help="classifier key or class set")
