@@ -3,7 +3,7 @@
 Examples and adapters live in the store (see :mod:`gloss_gen.adapt.uploads` and
 :mod:`gloss_gen.adapt.record`), so every replica sharing it serves the same active adapter: the
 replica that ran the job installs it at once, the others on their next registry refresh. The job
-record is the shared one (:mod:`gloss_gen.jobstate`), read back by ``GET /v1/jobs/{id}``.
+record is the shared one (:class:`gloss_gen.jobs.JobRecord`), read back by ``GET /v1/jobs/{id}``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from gloss_gen.classsets import BUILTIN_CLASS_SETS, ClassSet, builtin_class_set
 from gloss_gen.config import Settings
 from gloss_gen.descriptions import utc_now
 from gloss_gen.evaluation.runner import ModelSource
-from gloss_gen.jobstate import new_job_state
+from gloss_gen.jobs import JobRecord
 from gloss_gen.store import Store, StoreError
 
 from .errors import ClassSetNotFound, InvalidClassSet, StoreUnavailable
@@ -92,10 +92,9 @@ class AdapterService:
         if not any(counts.values()):
             raise InvalidClassSet(f"Class set {name!r} has no examples yet; POST them to /v1/class-sets/{name}/examples.")
         job_id = uuid.uuid4().hex
-        state = new_job_state(job_id, "adapter", class_set, method, model=self.registry.model.model_id,
-                              shots=shots)
-        await self._blocking(self.store.put_job, job_id, state)
-        task = asyncio.create_task(self._run(job_id, state, loaded.classifier, config, shots, augment))
+        job = JobRecord.new(job_id, "adapter", class_set, method, model=self.registry.model.model_id, shots=shots)
+        await self._blocking(self.store.put_job, job)
+        task = asyncio.create_task(self._run(job, loaded.classifier, config, shots, augment))
         self._tasks[job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
         return job_id
@@ -109,29 +108,32 @@ class AdapterService:
         put_adapter(self.store, record, activate=True)
         return record
 
-    async def _run(self, job_id: str, state: dict, classifier, config: TipConfig, shots: int, augment: int):
+    async def _run(self, job: JobRecord, classifier, config: TipConfig, shots: int, augment: int):
         try:
             async with self._one_at_a_time:
-                state.update(state="running", started_at=utc_now(), updated_at=utc_now())
-                await self._blocking(self.store.put_job, job_id, state)
+                job.mark("running", started_at=utc_now())
+                job.updated_at = utc_now()
+                await self._blocking(self.store.put_job, job)
                 record = await asyncio.to_thread(self._fit, classifier, config, shots, augment)
                 self.registry.install(classifier, record)
-                state.update(state="done", done=state["total"], adapter=record.key, notes=record.notes,
-                             validation=record.validation, finished_at=utc_now(), updated_at=utc_now())
-                log.info("job %s done: class set %s serves adapter %s", job_id, classifier.class_set.name,
+                job.done = job.total
+                job.mark("done", adapter=record.key, notes=record.notes, validation=record.validation,
+                         finished_at=utc_now())
+                log.info("job %s done: class set %s serves adapter %s", job.id, classifier.class_set.name,
                          record.key)
         except asyncio.CancelledError:
-            state.update(state="failed", error="the server shut down before the job finished")
+            job.mark("failed", error="the server shut down before the job finished")
             raise
         except Exception as exc:
-            log.exception("adapter job %s failed", job_id)
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            state.update(state="failed", error=message, finished_at=utc_now(), updated_at=utc_now())
+            log.exception("adapter job %s failed", job.id)
+            job.mark("failed", error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
+                     finished_at=utc_now())
         finally:
+            job.updated_at = utc_now()
             try:
-                await asyncio.to_thread(self.store.put_job, job_id, state)
+                await asyncio.to_thread(self.store.put_job, job)
             except StoreError:
-                log.warning("adapter job %s: final state not saved", job_id)
+                log.warning("adapter job %s: final state not saved", job.id)
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):

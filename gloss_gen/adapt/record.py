@@ -135,12 +135,13 @@ def set_active_adapter(store, model_id: str, class_set: str, key: str | None) ->
     if key is None:
         store.delete_bytes(ACTIVE_KIND, model_id, class_set)
     else:
-        store.set_json({"key": key}, ACTIVE_KIND, model_id, class_set)
+        store.put_bytes(ACTIVE_KIND, f"{model_id}:{class_set}", json.dumps({"key": key}).encode())
 
 
 def get_active_adapter(store, model_id: str, class_set: str, classifier_key: str | None = None):
     """The active adapter of a class set, if any (and if given, only one fitted on that classifier)."""
-    value = store.get_json(ACTIVE_KIND, model_id, class_set)
+    raw = store.get_bytes(ACTIVE_KIND, model_id, class_set)
+    value = json.loads(raw) if raw is not None else None
     if not value:
         return None
     record = get_adapter(store, value["key"])

@@ -10,6 +10,7 @@ it was. Labels are matched as eval matches them; an unknown label refuses the wh
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ class UploadResult:
 
 
 def example_index(store, class_set_name: str) -> list[dict]:
-    return (store.get_json(INDEX_KIND, class_set_name) or {}).get("items", [])
+    raw = store.get_bytes(INDEX_KIND, class_set_name)
+    return json.loads(raw).get("items", []) if raw is not None else []
 
 
 def example_counts(store, class_set: ClassSet) -> dict[str, int]:
@@ -89,7 +91,8 @@ def add_examples(
         store.put_bytes(IMAGE_KIND, digest, data)
     items = items + [{"sha256": d, "filename": f, "class_id": c, "bytes": len(data)} for d, f, c, data in fresh]
     if fresh:
-        store.set_json({"class_set": class_set.name, "items": items}, INDEX_KIND, class_set.name)
+        index = {"class_set": class_set.name, "items": items}
+        store.put_bytes(INDEX_KIND, class_set.name, json.dumps(index, ensure_ascii=False).encode())
     return UploadResult(len(fresh), duplicates, rejected, example_counts(store, class_set))
 
 
