@@ -15,15 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.datasets import DatasetError, limited_indices, open_dataset, resolve_labels
 from ..evaluation.metrics import Scores, score_predictions
 from ..evaluation.runner import (
     TOP_K,
     EvalConfig,
-    EvalError,
     ModelSource,
     classifier_for,
     embed_images,
+    open_evaluation_images,
     prepare_method,
     rank_classes,
 )
@@ -101,13 +100,7 @@ def compare(
     from .record import put_adapter
     from .tip import TipConfig
 
-    try:
-        dataset = open_dataset(config.data, config.layout)
-        if config.limit is not None:
-            dataset = dataset.subset(limited_indices(len(dataset), config.limit).tolist())
-        truth = resolve_labels(dataset.labels, config.class_set)
-    except DatasetError as exc:
-        raise EvalError(str(exc)) from None
+    dataset, truth = open_evaluation_images(config)
     source = open_examples(options.examples, config.class_set, options.layout)
     if source.dataset.fingerprint() == dataset.fingerprint():
         raise AdaptError("--examples are the evaluation images themselves; give a separate folder")

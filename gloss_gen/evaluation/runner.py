@@ -415,6 +415,17 @@ class EvalResult:
     created_at: str = field(default_factory=utc_now)
 
 
+def open_evaluation_images(config: EvalConfig) -> tuple[LabelledImages, np.ndarray]:
+    """The evaluation images (``config.limit`` of them, a fixed sample) and their class indices."""
+    try:
+        dataset = open_dataset(config.data, config.layout)
+        if config.limit is not None:
+            dataset = dataset.subset(limited_indices(len(dataset), config.limit).tolist())
+        return dataset, resolve_labels(dataset.labels, config.class_set)
+    except DatasetError as exc:
+        raise EvalError(str(exc)) from None
+
+
 def evaluate(
     config: EvalConfig,
     models: ModelSource,
@@ -428,13 +439,7 @@ def evaluate(
         raise EvalError(f"unknown scoring {config.scoring!r}; choose from {', '.join(SCORING_MODES)}")
     if config.batch_size < 1:
         raise EvalError(f"--batch-size must be at least 1, not {config.batch_size}")
-    try:
-        dataset = open_dataset(config.data, config.layout)
-        if config.limit is not None:
-            dataset = dataset.subset(limited_indices(len(dataset), config.limit).tolist())
-        truth = resolve_labels(dataset.labels, config.class_set)
-    except DatasetError as exc:
-        raise EvalError(str(exc)) from None
+    dataset, truth = open_evaluation_images(config)
     prepared = []
     for spec in config.methods:
         try:
