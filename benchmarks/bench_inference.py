@@ -85,14 +85,15 @@ def main() -> int:
     pixels, source = gate_pixels(clip.preprocess)
     prompts = clip.tokenizer(gate_prompts())
     table = {}
-    image_times = probe_tower(runners["image"], lambda n: pixels[:n].contiguous(), args.batches, args.repeats)
+    image_times = probe_tower(runners["image"], lambda n: pixels[:n].contiguous(), args.batches, args.repeats,
+                              keep=(paths.REFERENCE,))
     for batch in args.batches:
         table[("image", batch)] = {n: per[batch] for n, per in image_times.items() if batch in per}
     print(f"  image timed; load average {os.getloadavg()[0]:.1f}", flush=True)
     print_ratios(table)
     if not args.skip_text:
         table[("text", 64)] = time_runners(runners["text"], prompts, args.repeats)
-        fast = {n for n, t in table[("text", 64)].items() if t <= SLOW_CUTOFF * min(table[("text", 64)].values())}
+        fast = {n for n, t in table[("text", 64)].items() if n == paths.REFERENCE or t <= SLOW_CUTOFF * min(table[("text", 64)].values())}
         first_request = clip.tokenizer([p for label in LABELS for p in template_prompts(label)])
         table[("text", len(first_request))] = time_runners(
             {n: (lambda tokens, r=r: run_in_batches(r, tokens, 256)) for n, r in runners["text"].items() if n in fast},

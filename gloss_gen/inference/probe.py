@@ -81,16 +81,18 @@ def time_runners(runners: dict, inputs: torch.Tensor, repeats: int) -> dict[str,
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def probe_tower(runners: dict, make_inputs, batch_sizes: list[int], repeats: int = 3) -> dict[str, dict[int, float]]:
+def probe_tower(runners: dict, make_inputs, batch_sizes: list[int], repeats: int = 3,
+                keep: tuple[str, ...] = ()) -> dict[str, dict[int, float]]:
     """``{path: {batch size: seconds per call}}``; at sizes after the first, paths more than
-    ``SLOW_CUTOFF`` times slower than the best at the first size are not timed again."""
+    ``SLOW_CUTOFF`` times slower than the best at the first size are not timed again (those named
+    in ``keep``, such as the fp32 reference the others are compared with, always are)."""
     timings: dict[str, dict[int, float]] = {name: {} for name in runners}
     first = None
     for batch in batch_sizes:
         active = runners
         if first is not None:
             best = min(first.values())
-            active = {n: r for n, r in runners.items() if first[n] <= SLOW_CUTOFF * best}
+            active = {n: r for n, r in runners.items() if n in keep or first[n] <= SLOW_CUTOFF * best}
         measured = time_runners(active, make_inputs(batch), repeats if batch <= 8 else max(2, repeats - 1))
         for name, seconds in measured.items():
             timings[name][batch] = seconds
