@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gloss_gen.errors import (
     ConfigError,
@@ -70,6 +71,7 @@ HTTP_STATUS_BY_CODE = {
     "class_set_not_found": 404,
     "job_not_found": 404,
     "class_set_not_ready": 409,
+    "no_examples": 409,
     "too_many_jobs": 429,
     "invalid_name": 422,
 }
@@ -141,17 +143,32 @@ def _vgloss_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(status, exc.code, exc.message, error_headers(exc, status) or None)
 
 
-def _http_exception(_: Request, exc: Exception) -> JSONResponse:
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route at this path takes. Starlette's 405 names only the first matching
+    route's, and a path such as ``/v1/class-sets`` has one route per method."""
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in request.app.router.routes)
+    ]
+
+
+def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = STATUS_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else None
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
         message = "There is nothing at this path."
     elif exc.status_code == 405:
         message = "This path does not accept that method."
+        headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
     else:
         message = detail or "The request could not be served."
-    return error_response(exc.status_code, code, message, dict(exc.headers or {}) or None)
+    return error_response(exc.status_code, code, message, headers or None)
 
 
 def describe_validation_error(errors: list[dict]) -> str:

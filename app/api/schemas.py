@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gloss_gen.names import NAME_MAX_CHARS, NAME_PATTERN
+
 TOP_K_MIN, TOP_K_MAX, TOP_K_DEFAULT = 1, 100, 5
 MAX_LABEL_CHARS = 300
 MAX_CLASSES_PER_SET = 10_000
@@ -110,7 +112,8 @@ class ClassEntry(BaseModel):
 class CreateClassSetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(examples=["pets"])
+    # the pattern is documented here and enforced by the catalog, whose 422 names the rule
+    name: str = Field(examples=["pets"], json_schema_extra={"pattern": NAME_PATTERN, "maxLength": NAME_MAX_CHARS})
     classes: list[str | ClassEntry] | None = Field(
         None,
         max_length=MAX_CLASSES_PER_SET,

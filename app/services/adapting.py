@@ -25,7 +25,7 @@ from gloss_gen.evaluation.runner import ModelSource
 from gloss_gen.jobs import JobRecord
 from gloss_gen.store import Store, StoreError
 
-from .errors import ClassSetNotFound, InvalidClassSet, StoreUnavailable
+from .errors import ClassSetNotFound, InvalidClassSet, NoExamples, StoreUnavailable
 from .registry import ClassifierRegistry
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class AdapterService:
         loaded = await self.registry.get_named(name)  # the classifier the adapter goes on
         counts = await self._blocking(example_counts, self.store, class_set)
         if not any(counts.values()):
-            raise InvalidClassSet(f"Class set {name!r} has no examples yet; POST them to /v1/class-sets/{name}/examples.")
+            raise NoExamples(name)
         job_id = uuid.uuid4().hex
         job = JobRecord.new(job_id, "adapter", class_set, method, model=self.registry.model.model_id, shots=shots)
         await self._blocking(self.store.put_job, job)

@@ -72,6 +72,16 @@ class ClassifierBroken(CorruptDataError):
         )
 
 
+class NoExamples(VglossError):
+    """An adapter asked for on a class set with no labelled examples yet (the request is fine; the
+    set is not ready for it)."""
+
+    code = "no_examples"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Class set {name!r} has no examples yet; POST them to /v1/class-sets/{name}/examples.")
+
+
 class InvalidClassSet(InputError):
     """A class set given over the API that cannot be built as given."""
 

@@ -91,7 +91,7 @@ def test_examples_then_adapter_then_classify_on_both_replicas(replicas):
 def test_adapter_job_needs_examples_and_a_known_method(app_factory):
     client = app_factory(admin_keys=[ADMIN_KEY])
     response = client.post("/v1/class-sets/cifar10/adapters", json={"method": "tip"}, headers=bearer(ADMIN_KEY))
-    assert response.status_code == 422 and "has no examples yet" in response.json()["error"]["message"]
+    assert response.status_code == 409 and response.json()["error"]["code"] == "no_examples" and "has no examples yet" in response.json()["error"]["message"]
     response = client.post("/v1/class-sets/cifar10/adapters", json={"method": "lora"}, headers=bearer(ADMIN_KEY))
     assert response.status_code == 422
     assert client.get("/v1/class-sets/cifar10").json()["adapter"] is None

@@ -31,6 +31,14 @@ _KEY_ERRORS = {
     403: {"model": ErrorResponse, "description": "The key is wrong (or, for administration, not an admin key)"},
     503: {"model": ErrorResponse, "description": "Not ready, or the store is unavailable (see Retry-After)"},
 }
+_ADMIN_ROUTE_ERRORS = {
+    400: {"model": ErrorResponse, "description": "The body could not be parsed"},
+    404: {"model": ErrorResponse, "description": "No class set of that name"},
+    409: {"model": ErrorResponse, "description": "The class set has no classifier for this model yet"},
+    422: {"model": ErrorResponse, "description": "Invalid fields, name or examples"},
+    429: {"model": ErrorResponse, "description": "Too many jobs queued or running (see Retry-After)"},
+    **_KEY_ERRORS,
+}
 
 
 # exclude_unset: 'error' appears only on a set whose stored classifier failed verification
@@ -80,7 +88,7 @@ async def create_class_set(body: CreateClassSetRequest, runtime: RuntimeDep, res
 @router.post(
     "/{name}/examples",
     response_model=ExamplesAdded,
-    responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses=_ADMIN_ROUTE_ERRORS,
     dependencies=[AdminKey],
     summary="Add labelled example images (multipart: 'images' files, one 'labels' field per image)",
 )
@@ -116,7 +124,7 @@ async def add_examples(name: ClassSetName, request: Request, runtime: RuntimeDep
     "/{name}/adapters",
     status_code=202,
     response_model=JobCreated,
-    responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses=_ADMIN_ROUTE_ERRORS,
     dependencies=[AdminKey],
     summary="Fit a few-shot adapter on the class set's examples (background job); it becomes active",
 )
