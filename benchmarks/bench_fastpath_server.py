@@ -138,6 +138,8 @@ def main() -> int:
         for server in servers:
             first[server.name] = first_label_request(server, images[1], run_tag)
         decode = decode_images_per_s(model, images, args.raw_seconds)
+        at_16 = next((r for r in rows if r.server == "auto" and r.clients == 16 and r.mean_batch), None)
+        raw_at_served_batch = raw_images_per_s(model, images, args.raw_seconds, max(1, round(at_16.mean_batch))) if at_16 else None
     finally:
         for server in servers:
             server.stop()
@@ -173,6 +175,11 @@ def main() -> int:
           f"auto server at 16 clients {by[('auto', 16)].images_per_s:.1f} = "
           f"{by[('auto', 16)].images_per_s / bound:.2f}x that bound" if ("auto", 16) in by else "")
     summary["decode_images_per_s"] = decode
+    if raw_at_served_batch:
+        summary["auto_over_raw_at_its_batch_at_16"] = by[("auto", 16)].images_per_s / raw_at_served_batch
+        print(f"at 16 clients the server's batches average {by[('auto', 16)].mean_batch:.1f} images; the raw auto "
+              f"forward at that batch size is {raw_at_served_batch:.1f} images/s, so the server runs at "
+              f"{summary['auto_over_raw_at_its_batch_at_16']:.2f}x the raw forward at the batches it gets")
     print(f"first request with 10 new labels: auto {first['auto']:.1f}s, torch-fp32 {first['torch-fp32']:.1f}s "
           f"-> {summary['first_labels_request_ratio']:.2f}x the latency")
     print(f"load average now {os.getloadavg()[0]:.1f}")

@@ -266,17 +266,17 @@ def prepare_model_and_classifier(data_dir: Path):
     return model
 
 
-def raw_images_per_s(model, images: list[tuple[str, bytes]], seconds: float) -> float:
+def raw_images_per_s(model, images: list[tuple[str, bytes]], seconds: float, batch_size: int = MAX_BATCH) -> float:
     from gloss_gen.imaging import ImageLimits, Preprocessor, load_tensor
 
     preprocessor = Preprocessor.from_open_clip(model.model)
     limits = ImageLimits()
-    batch = torch.stack([load_tensor(data, limits, preprocessor) for _, data in images[:MAX_BATCH]])
+    batch = torch.stack([load_tensor(data, limits, preprocessor) for _, data in images[:batch_size]])
     model.encode_images(batch)  # warm-up
     done, started = 0, time.perf_counter()
-    while done < 3 * MAX_BATCH or time.perf_counter() - started < seconds:
+    while done < 3 * batch_size or time.perf_counter() - started < seconds:
         model.encode_images(batch)
-        done += MAX_BATCH
+        done += batch_size
     return done / (time.perf_counter() - started)
 
 
