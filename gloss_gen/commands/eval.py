@@ -129,15 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..classsets import load_class_set
     from ..cli import UserError
-    from ..evaluation.report import format_table, write_outputs
-    from ..evaluation.runner import (
-        EvalConfig,
-        EvalError,
-        ModelSource,
-        default_workers,
-        evaluate,
-        parse_methods,
-    )
+    from ..evaluation.runner import EvalConfig, ModelSource, default_workers, evaluate, parse_methods
     from ..store import open_store
 
     settings = settings_from_args(args)
@@ -147,10 +139,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} exists and is not a folder")
-    try:
-        methods = parse_methods(args.methods)
-    except EvalError as exc:
-        raise UserError(str(exc)) from None
+    methods = parse_methods(args.methods)  # EvalError, AdaptError: VglossErrors the CLI prints as one line
     class_set = load_class_set(args.class_set or settings.default_class_set)
 
     models = ModelSource.from_settings(settings)
@@ -176,40 +165,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"vgloss eval: {message}", file=sys.stderr)
 
     if args.examples is not None:
-        return _run_few_shot(args, config, models, open_store(settings), notify)
-    try:
+        from ..adapt import report
+
+        result = _run_few_shot(args, config, models, open_store(settings), notify)
+    else:
+        from ..evaluation import report
+
         result = evaluate(config, models, open_store(settings), notify)
-    except EvalError as exc:
-        raise UserError(str(exc)) from None
-    print(format_table(result))
+    print(report.format_table(result))
     if args.out is not None:
-        json_path, chart_path = write_outputs(result, args.out)
+        json_path, chart_path = report.write_outputs(result, args.out)
         notify(f"wrote {json_path} and {chart_path}")
     return 0
 
 
-def _run_few_shot(args, config, models, store, notify) -> int:
-    from ..adapt import AdaptError
+def _run_few_shot(args, config, models, store, notify):
     from ..adapt.compare import AdaptOptions, compare, parse_adaptations, parse_shots
-    from ..adapt.report import format_table, write_outputs
-    from ..cli import UserError
-    from ..evaluation.runner import EvalError
 
-    try:
-        options = AdaptOptions(
-            examples=args.examples,
-            shots=parse_shots(args.shots),
-            adaptations=parse_adaptations(args.adapt),
-            layout=args.examples_layout,
-            augment=args.augment,
-            fit_epochs=args.fit_epochs,
-            delta_dir=(args.out or Path(".")) / "clipfit-deltas",
-        )
-        result = compare(config, options, models, store, notify)
-    except (AdaptError, EvalError) as exc:
-        raise UserError(str(exc)) from None
-    print(format_table(result))
-    if args.out is not None:
-        json_path, chart_path = write_outputs(result, args.out)
-        notify(f"wrote {json_path} and {chart_path}")
-    return 0
+    options = AdaptOptions(
+        examples=args.examples,
+        shots=parse_shots(args.shots),
+        adaptations=parse_adaptations(args.adapt),
+        layout=args.examples_layout,
+        augment=args.augment,
+        fit_epochs=args.fit_epochs,
+        delta_dir=(args.out or Path(".")) / "clipfit-deltas",
+    )
+    return compare(config, options, models, store, notify)
