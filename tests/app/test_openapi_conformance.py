@@ -18,7 +18,6 @@ schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is a dev
 from api_helpers import LiveServer, make_settings  # noqa: E402
 from hypothesis import HealthCheck, given  # noqa: E402
 from hypothesis import settings as hypothesis_settings  # noqa: E402
-
 from schemathesis.core.failures import FailureGroup  # noqa: E402
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
