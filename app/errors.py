@@ -65,6 +65,7 @@ HTTP_STATUS_BY_CODE = {
     "image_too_large": 413,
     "image_too_many_pixels": 413,
     "image_aspect_ratio_too_large": 413,
+    "image_too_many_scans": 413,
     "unsupported_image": 415,
     # class sets and jobs
     "class_set_not_found": 404,

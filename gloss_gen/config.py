@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     label_cache_size: int = Field(64, ge=1)
     decode_threads: int = Field(0, ge=0, description="0 = one per CPU core")
     jpeg_draft: bool = True
+    max_jpeg_scans: int = Field(
+        100, ge=1, description="scans per JPEG, counted before decoding (progressive files have about 10)"
+    )
     max_examples: int = Field(20_000, ge=1, description="labelled example images kept per class set (API)")
     max_examples_per_request: int = Field(256, ge=1, description="example images in one upload (API)")
     max_example_bytes: int = Field(
