@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_labels: int = Field(1000, ge=1)
     label_cache_size: int = Field(64, ge=1)
     decode_threads: int = Field(0, ge=0, description="0 = one per CPU core")
+    decode_threads_per_request: int = Field(
+        0, ge=0, description="decode threads one request may use at once; 0 = half of decode_threads (at least 1)"
+    )
     jpeg_draft: bool = True
     max_jpeg_scans: int = Field(
         100, ge=1, description="scans per JPEG, counted before decoding (progressive files have about 10)"
