@@ -55,7 +55,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.runtime = runtime
     install_exception_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics, body_limit=body_limits(settings))
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=runtime.metrics,
+        body_limit=body_limits(settings),
+        body_timeout_s=settings.body_timeout_s,
+    )
     for module in (health, classify, class_sets, jobs, web):
         app.include_router(module.router)
     return app

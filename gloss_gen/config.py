@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     max_jpeg_scans: int = Field(
         100, ge=1, description="scans per JPEG, counted before decoding (progressive files have about 10)"
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request head (request line and headers) must arrive within this (vgloss serve)"
+    )
+    body_timeout_s: float = Field(
+        300.0, gt=0, description="a request body must arrive completely within this (408 after)"
+    )
     max_examples: int = Field(20_000, ge=1, description="labelled example images kept per class set (API)")
     max_examples_per_request: int = Field(256, ge=1, description="example images in one upload (API)")
     max_example_bytes: int = Field(
