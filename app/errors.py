@@ -53,6 +53,7 @@ HTTP_STATUS_BY_CODE = {
     "request_too_large": 413,
     "request_timeout": 408,
     "too_many_images": 413,
+    "server_busy": 503,
     # keys
     "missing_api_key": 401,
     "invalid_api_key": 403,

@@ -16,6 +16,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.body_budget import BodyBudget, server_busy
 from app.errors import ApiError, error_body, error_headers, status_for
 from app.metrics import Metrics
 from app.observability import REQUEST_ID_HEADER, accept_request_id, request_id_var
@@ -57,6 +58,7 @@ class _BodyState:
     def __init__(self) -> None:
         self.received = 0
         self.complete = False
+        self.charged = 0  # bytes of the body budget this request holds
         self.abandoned = False  # timed out: the rest of the body is not waited for
         self.expects_continue = False  # the client sends its body only once the app asks for it
         self.asked = False  # the app has asked for the body
@@ -68,12 +70,14 @@ class _BodyState:
 
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, body_limit: Callable[[str], int],
-                 body_idle_timeout_s: float | None = None, body_timeout_s: float | None = None) -> None:
+                 body_idle_timeout_s: float | None = None, body_timeout_s: float | None = None,
+                 body_budget: BodyBudget | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.body_limit = body_limit  # media type -> bytes
         self.body_idle_timeout_s = body_idle_timeout_s
         self.body_timeout_s = body_timeout_s
+        self.body_budget = body_budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,17 +107,25 @@ class RequestContextMiddleware:
             await send(message)
 
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        budget = self.body_budget
         limit = self.body_limit(media_type)
+        if budget is not None:
+            limit = min(limit, budget.capacity)  # a larger body could never be received
         try:
             declared = headers.get("content-length")
             declared_size = int(declared) if declared is not None and declared.isdigit() else None
             if declared_size is not None and declared_size > limit:
                 # refused before the body is parsed (what is in flight is drained, then the answer sent)
                 await self._send_error(send_with_id, body_too_large(limit))
+            elif declared_size is not None and budget is not None and not budget.try_charge(declared_size):
+                await self._send_error(send_with_id, server_busy(budget.capacity))
             else:
+                if declared_size is not None and budget is not None:
+                    body.charged = declared_size
                 idle_timeout_s = self.body_idle_timeout_s or BODY_IDLE_TIMEOUT_S
                 deadline = asyncio.get_running_loop().time() + (self.body_timeout_s or BODY_TIMEOUT_S)
-                receive_body = self._limited(receive, limit, body, idle_timeout_s, deadline)
+                receive_body = self._limited(receive, limit, body, idle_timeout_s, deadline,
+                                             None if declared_size is not None else budget)
                 try:
                     await self.app(scope, receive_body, send_with_id)
                 except ClientDisconnect:
@@ -121,6 +133,8 @@ class RequestContextMiddleware:
                     if status == 500:
                         status = CLIENT_CLOSED_REQUEST
         finally:
+            if budget is not None and body.charged:
+                budget.release(body.charged)
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None)
             if route is None:  # plain Starlette routes (/docs, /openapi.json) do not record themselves
@@ -141,8 +155,10 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
     @staticmethod
-    def _limited(receive: Receive, limit: int, body: _BodyState, idle_timeout_s: float, deadline: float) -> Receive:
-        """``receive`` for the app: 413 past ``limit``, 408 when idle or past ``deadline`` (loop time)."""
+    def _limited(receive: Receive, limit: int, body: _BodyState, idle_timeout_s: float, deadline: float,
+                 budget: BodyBudget | None) -> Receive:
+        """``receive`` for the app: 413 past ``limit``, 408 when idle or past ``deadline`` (loop time),
+        503 when a chunk does not fit in ``budget`` (given only for bodies without a declared length)."""
         loop = asyncio.get_running_loop()
         total_timeout_s = deadline - loop.time()
 
@@ -159,10 +175,15 @@ class RequestContextMiddleware:
                     raise body_deadline_passed(total_timeout_s) from None
                 raise body_timeout(idle_timeout_s) from None
             if message["type"] == "http.request":
-                body.received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                body.received += size
                 body.complete = not message.get("more_body", False)
                 if body.received > limit:
                     raise body_too_large(limit)  # raised inside the route: the handlers answer 413
+                if budget is not None and size:
+                    if not budget.try_charge(size):
+                        raise server_busy(budget.capacity)
+                    body.charged += size
             elif message["type"] == "http.disconnect":
                 body.complete = True
             return message

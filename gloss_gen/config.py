@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         300.0, gt=0, description="a request body must arrive completely within this (408 after)"
     )
+    max_body_bytes_in_flight: int = Field(
+        0, ge=0,
+        description="request-body bytes one server process holds at once, over all requests (503 server_busy "
+        "beyond); 0 = the largest body one request may send (a JSON request of every image at the byte limit)",
+    )
     max_examples: int = Field(20_000, ge=1, description="labelled example images kept per class set (API)")
     max_examples_per_request: int = Field(256, ge=1, description="example images in one upload (API)")
     max_example_bytes: int = Field(
