@@ -54,6 +54,7 @@ HTTP_STATUS_BY_CODE = {
     "request_too_large": 413,
     "request_timeout": 408,
     "too_many_images": 413,
+    "server_busy": 503,
     # keys
     "missing_api_key": 401,
     "invalid_api_key": 403,
@@ -66,6 +67,7 @@ HTTP_STATUS_BY_CODE = {
     "image_too_large": 413,
     "image_too_many_pixels": 413,
     "image_aspect_ratio_too_large": 413,
+    "image_too_many_scans": 413,
     "unsupported_image": 415,
     # class sets and jobs
     "class_set_not_found": 404,

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.routes import class_sets, classify, health, jobs, web
+from app.body_budget import BodyBudget
 from app.errors import install_exception_handlers
 from app.middleware import RequestContextMiddleware
 from app.services.runtime import ServerRuntime
@@ -54,8 +55,17 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.body_budget = BodyBudget(
+        settings.max_body_bytes_in_flight or max(body_limits(settings)(t) for t in ("application/json", ""))
+    )
     install_exception_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics, body_limit=body_limits(settings))
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=runtime.metrics,
+        body_limit=body_limits(settings),
+        body_timeout_s=settings.body_timeout_s,
+        body_budget=app.state.body_budget,
+    )
     for module in (health, classify, class_sets, jobs, web):
         app.include_router(module.router)
     return app

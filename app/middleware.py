@@ -16,7 +16,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError, error_body, status_for
+from app.body_budget import BodyBudget, server_busy
+from app.errors import ApiError, error_body, error_headers, status_for
 from app.metrics import Metrics
 from app.observability import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
@@ -30,6 +31,9 @@ so the client, still sending, gets the answer instead of a reset connection."""
 DRAIN_TIMEOUT_S = 10.0
 BODY_IDLE_TIMEOUT_S = 30.0
 """A request body that sends nothing for this long is answered 408 (slow-drip connections)."""
+BODY_TIMEOUT_S = 300.0
+"""A request body must arrive completely within this (``VGLOSS_BODY_TIMEOUT_S``), else 408: a body
+that drips a byte just inside the idle timeout would otherwise hold its connection for ever."""
 
 
 CLIENT_CLOSED_REQUEST = 499
@@ -44,21 +48,36 @@ def body_timeout(seconds: float) -> ApiError:
     return ApiError("request_timeout", f"The request body sent nothing for {seconds:.0f} seconds.")
 
 
+def body_deadline_passed(seconds: float) -> ApiError:
+    return ApiError("request_timeout", f"The request body did not arrive within {seconds:.0f} seconds.")
+
+
 class _BodyState:
     """How much of one request's body the app has read, and whether all of it."""
 
     def __init__(self) -> None:
         self.received = 0
         self.complete = False
+        self.charged = 0  # bytes of the body budget this request holds
+        self.abandoned = False  # timed out: the rest of the body is not waited for
+        self.expects_continue = False  # the client sends its body only once the app asks for it
+        self.asked = False  # the app has asked for the body
+
+    def unread(self) -> bool:
+        """Part of the body is on its way and nobody has read it."""
+        return not self.complete and (self.asked or not self.expects_continue)
 
 
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, body_limit: Callable[[str], int],
-                 body_idle_timeout_s: float | None = None) -> None:
+                 body_idle_timeout_s: float | None = None, body_timeout_s: float | None = None,
+                 body_budget: BodyBudget | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.body_limit = body_limit  # media type -> bytes
         self.body_idle_timeout_s = body_idle_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.body_budget = body_budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,35 +90,51 @@ class RequestContextMiddleware:
         status = 500  # what the client gets if the app raises before answering
 
         body = _BodyState()
-        # a client waiting for '100 Continue' has not sent its body: nothing to drain
-        body.complete = headers.get("expect", "").lower() == "100-continue"
+        # a client waiting for '100 Continue' sends no body unless the app reads it: nothing to drain
+        body.expects_continue = headers.get("expect", "").lower() == "100-continue"
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
-                if status >= 400 and not body.complete:
+                if status >= 400 and body.unread():
                     # refused mid-upload: take in the rest first, so the answer reaches the client
                     await self._drain(receive, body)
+                if status >= 400 and (body.abandoned or body.unread()):
+                    # the rest of the body would be read as the next request: end the connection
+                    MutableHeaders(scope=message)["Connection"] = "close"
             await send(message)
 
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        budget = self.body_budget
         limit = self.body_limit(media_type)
+        if budget is not None:
+            limit = min(limit, budget.capacity)  # a larger body could never be received
         try:
             declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
+            declared_size = int(declared) if declared is not None and declared.isdigit() else None
+            if declared_size is not None and declared_size > limit:
                 # refused before the body is parsed (what is in flight is drained, then the answer sent)
                 await self._send_error(send_with_id, body_too_large(limit))
+            elif declared_size is not None and budget is not None and not budget.try_charge(declared_size):
+                await self._send_error(send_with_id, server_busy(budget.capacity))
             else:
+                if declared_size is not None and budget is not None:
+                    body.charged = declared_size
                 idle_timeout_s = self.body_idle_timeout_s or BODY_IDLE_TIMEOUT_S
+                deadline = asyncio.get_running_loop().time() + (self.body_timeout_s or BODY_TIMEOUT_S)
+                receive_body = self._limited(receive, limit, body, idle_timeout_s, deadline,
+                                             None if declared_size is not None else budget)
                 try:
-                    await self.app(scope, self._limited(receive, limit, body, idle_timeout_s), send_with_id)
+                    await self.app(scope, receive_body, send_with_id)
                 except ClientDisconnect:
                     # the client went away mid-request: nobody to answer, and not a server error
                     if status == 500:
                         status = CLIENT_CLOSED_REQUEST
         finally:
+            if budget is not None and body.charged:
+                budget.release(body.charged)
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None)
             if route is None:  # plain Starlette routes (/docs, /openapi.json) do not record themselves
@@ -120,20 +155,35 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
     @staticmethod
-    def _limited(receive: Receive, limit: int, body: _BodyState, idle_timeout_s: float) -> Receive:
+    def _limited(receive: Receive, limit: int, body: _BodyState, idle_timeout_s: float, deadline: float,
+                 budget: BodyBudget | None) -> Receive:
+        """``receive`` for the app: 413 past ``limit``, 408 when idle or past ``deadline`` (loop time),
+        503 when a chunk does not fit in ``budget`` (given only for bodies without a declared length)."""
+        loop = asyncio.get_running_loop()
+        total_timeout_s = deadline - loop.time()
+
         async def receive_within_limit() -> Message:
+            body.asked = True
             if body.complete:
                 return await receive()  # only http.disconnect is left
+            left_s = deadline - loop.time()
             try:
-                message = await asyncio.wait_for(receive(), idle_timeout_s)
+                message = await asyncio.wait_for(receive(), max(0.0, min(idle_timeout_s, left_s)))
             except asyncio.TimeoutError:
-                body.complete = True  # nothing to drain from a client that stopped sending
+                body.complete = body.abandoned = True  # nothing to drain from a client that stopped sending
+                if left_s <= idle_timeout_s:
+                    raise body_deadline_passed(total_timeout_s) from None
                 raise body_timeout(idle_timeout_s) from None
             if message["type"] == "http.request":
-                body.received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                body.received += size
                 body.complete = not message.get("more_body", False)
                 if body.received > limit:
                     raise body_too_large(limit)  # raised inside the route: the handlers answer 413
+                if budget is not None and size:
+                    if not budget.try_charge(size):
+                        raise server_busy(budget.capacity)
+                    body.charged += size
             elif message["type"] == "http.disconnect":
                 body.complete = True
             return message
@@ -160,14 +210,17 @@ class RequestContextMiddleware:
     @staticmethod
     async def _send_error(send: Send, error: ApiError) -> None:
         body = json.dumps(error_body(error.code, error.message)).encode()
+        status = status_for(error)
+        extra = [(name.lower().encode(), value.encode()) for name, value in error_headers(error, status).items()]
         await send(
             {
                 "type": "http.response.start",
-                "status": status_for(error),
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
+                    *extra,
                 ],
             }
         )

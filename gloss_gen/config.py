@@ -59,7 +59,24 @@ class Settings(BaseSettings):
     max_labels: int = Field(1000, ge=1)
     label_cache_size: int = Field(64, ge=1)
     decode_threads: int = Field(0, ge=0, description="0 = one per CPU core")
+    decode_threads_per_request: int = Field(
+        0, ge=0, description="decode threads one request may use at once; 0 = half of decode_threads (at least 1)"
+    )
     jpeg_draft: bool = True
+    max_jpeg_scans: int = Field(
+        100, ge=1, description="scans per JPEG, counted before decoding (progressive files have about 10)"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request head (request line and headers) must arrive within this (vgloss serve)"
+    )
+    body_timeout_s: float = Field(
+        300.0, gt=0, description="a request body must arrive completely within this (408 after)"
+    )
+    max_body_bytes_in_flight: int = Field(
+        0, ge=0,
+        description="request-body bytes one server process holds at once, over all requests (503 server_busy "
+        "beyond); 0 = the largest body one request may send (a JSON request of every image at the byte limit)",
+    )
     max_examples: int = Field(20_000, ge=1, description="labelled example images kept per class set (API)")
     max_examples_per_request: int = Field(256, ge=1, description="example images in one upload (API)")
     max_example_bytes: int = Field(

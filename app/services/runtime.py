@@ -42,7 +42,9 @@ class ServerRuntime:
         # the model is only ever called from these two threads: images on one, text on the other
         self._inference_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-inference")
         self._text_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-text")
-        self.decoder = ImageDecoder(settings.decode_threads or available_cores())
+        self.decoder = ImageDecoder(
+            settings.decode_threads or available_cores(), settings.decode_threads_per_request or None
+        )
         self.registry = ClassifierRegistry(settings, self.store, self.model, self.metrics, self._text_executor)
         self.batcher = InferenceBatcher(
             self.model.encode_images,

@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,  # app.access logs every request with its request id
         timeout_graceful_shutdown=args.graceful_timeout,
         proxy_headers=True,
+        http="app.http_protocol:AUTO",  # uvicorn's auto protocol with a header timeout (VGLOSS_HEADER_TIMEOUT_S)
     )
     return 0
 

@@ -10,7 +10,9 @@ Decoding pipeline (:func:`decode_image`):
    ``image_too_large``), checked before PIL sees the data;
 2. lazy ``Image.open`` restricted to ``limits.formats``: only the header is parsed; a format PIL
    knows but the limits do not allow is ``unsupported_image``, anything else ``invalid_image``;
-3. pixel limit from the header size (``image_too_many_pixels``) before any pixel is decoded;
+3. pixel limit from the header size (``image_too_many_pixels``) and aspect ratio
+   (``image_aspect_ratio_too_large``) before any pixel is decoded; for JPEG, the scan count
+   (``image_too_many_scans``) from a linear pass over the markers;
 4. optional JPEG draft (DCT-domain downscaling), never below the size the resize step needs;
 5. full decode of the first frame only; truncated or corrupt data is ``invalid_image``
    (``ImageFile.LOAD_TRUNCATED_IMAGES`` is left off and no global PIL state is changed);
@@ -31,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
+from .jpeg_scans import count_jpeg_scans
 
 DEFAULT_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"})
 """PIL format names accepted by default (JPEG includes MPO, PNG includes APNG)."""
@@ -46,8 +49,9 @@ class ImageError(InputError):
     """A rejected image, with a ``code`` per reason and a client-safe ``message``.
 
     Codes: ``empty_image``, ``invalid_image``, ``invalid_base64``, ``image_too_large``,
-    ``image_too_many_pixels``, ``unsupported_image`` (a format PIL recognises but the limits do not
-    allow, or a colour mode that cannot be converted to RGB).
+    ``image_too_many_pixels``, ``image_aspect_ratio_too_large``, ``image_too_many_scans`` (a JPEG
+    with more scans than ``max_jpeg_scans``), ``unsupported_image`` (a format PIL recognises but the
+    limits do not allow, or a colour mode that cannot be converted to RGB).
     """
 
     code = "invalid_image"
@@ -61,6 +65,11 @@ MAX_ASPECT_RATIO = 32
 would allocate far more than the output tensor (red-team issue #9, item 5)."""
 
 
+DEFAULT_MAX_JPEG_SCANS = 100
+"""Scans per JPEG (see :mod:`.jpeg_scans`): progressive encoders write about 10; decode time grows
+with the count (100,000 scans: over 20 s)."""
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     """Per-image limits. ``max_pixels`` is width x height as declared in the file header."""
@@ -69,18 +78,22 @@ class ImageLimits:
     max_pixels: int = 40_000_000
     jpeg_draft: bool = True
     formats: frozenset[str] = field(default=DEFAULT_FORMATS)
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
 
     @classmethod
     def from_settings(cls, settings: Any) -> ImageLimits:
-        """The limits configured by ``VGLOSS_MAX_IMAGE_BYTES``, ``VGLOSS_MAX_IMAGE_PIXELS`` and ``VGLOSS_JPEG_DRAFT``.
+        """The limits configured by ``VGLOSS_MAX_IMAGE_BYTES``, ``VGLOSS_MAX_IMAGE_PIXELS``,
+        ``VGLOSS_JPEG_DRAFT`` and ``VGLOSS_MAX_JPEG_SCANS``.
 
         ``settings`` is a :class:`gloss_gen.config.Settings`, or anything with its
-        ``max_image_bytes``, ``max_image_pixels`` and ``jpeg_draft`` attributes (an eval config).
+        ``max_image_bytes``, ``max_image_pixels`` and ``jpeg_draft`` attributes (an eval config;
+        without ``max_jpeg_scans`` it gets the default scan limit).
         """
         return cls(
             max_bytes=settings.max_image_bytes,
             max_pixels=settings.max_image_pixels,
             jpeg_draft=settings.jpeg_draft,
+            max_jpeg_scans=getattr(settings, "max_jpeg_scans", DEFAULT_MAX_JPEG_SCANS),
         )
 
 
@@ -152,6 +165,13 @@ def _open_lazy(data: bytes | bytearray | memoryview, limits: ImageLimits) -> Ima
             "image_aspect_ratio_too_large",
             f"The image is {width}x{height}; the longer side may be at most {MAX_ASPECT_RATIO} times the shorter.",
         )
+    if img.format in _JPEG_FORMATS:
+        scans = count_jpeg_scans(data, stop_after=limits.max_jpeg_scans)
+        if scans > limits.max_jpeg_scans:
+            raise ImageError(
+                "image_too_many_scans",
+                f"The JPEG has over {limits.max_jpeg_scans} scans, the limit (each scan is decoded over the whole image).",
+            )
     return img
 
 

@@ -85,9 +85,10 @@ def free_port() -> int:
 class LiveServer:
     """A real uvicorn serving an app on a free loopback port, in a background thread."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, http: type | str = "auto") -> None:
         self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
+        config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on",
+                                http=http)
         self.server = uvicorn.Server(config)
         self.port = config.port
         self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)

@@ -51,13 +51,15 @@ def jpeg_bytes(sample_photos: list[Path]) -> list[bytes]:
 
 @pytest.fixture()
 def live_server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """``live_server_factory(store=None, **settings)`` -> a started LiveServer (stopped after the test)."""
+    """``live_server_factory(store=None, http="auto", **settings)`` -> a started LiveServer (stopped
+    after the test); ``http`` is uvicorn's protocol class."""
     servers: list[LiveServer] = []
 
     def start(**overrides) -> LiveServer:
         store = overrides.pop("store", None)
+        http = overrides.pop("http", "auto")
         settings = make_settings(tmp_path / f"live-{len(servers)}", **overrides)
-        server = LiveServer(create_app(settings, store=store))
+        server = LiveServer(create_app(settings, store=store), http=http)
         servers.append(server)
         return server.start()
 

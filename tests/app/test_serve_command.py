@@ -27,6 +27,7 @@ def test_vgloss_serve_starts_classifies_and_stops_cleanly(tmp_path, sample_photo
         VGLOSS_PRECISION="fp32",
         VGLOSS_DATA_DIR=str(tmp_path / "data"),
         VGLOSS_DEFAULT_CLASS_SET="cifar10",
+        VGLOSS_HEADER_TIMEOUT_S="1",
         PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
     )
     log_path = tmp_path / "server.log"
@@ -57,6 +58,7 @@ def test_vgloss_serve_starts_classifies_and_stops_cleanly(tmp_path, sample_photo
         assert response.status_code == 200, response.text
         assert response.json()["class_set"] == "cifar10"
         assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
+        _assert_a_dripped_head_is_cut(port, timeout_s=1.0)
     finally:
         server.send_signal(signal.SIGTERM)
         exit_code = server.wait(60)
@@ -66,6 +68,20 @@ def test_vgloss_serve_starts_classifies_and_stops_cleanly(tmp_path, sample_photo
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     access = [r for r in records if r["logger"] == "app.access" and r["path"] == "/v1/classify"]
     assert access and access[0]["request_id"] == "serve-test-1" and access[0]["status"] == 200
+
+
+def _assert_a_dripped_head_is_cut(port: int, timeout_s: float) -> None:
+    """A head that never completes gets a 408 and the connection closed (VGLOSS_HEADER_TIMEOUT_S)."""
+    import socket
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s + 5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer[:200]
+    assert time.monotonic() - started < timeout_s + 2
 
 
 def test_vgloss_serve_rejects_a_bad_port():
