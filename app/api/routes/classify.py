@@ -66,10 +66,12 @@ _ERRORS = {
         401: "An API key is required",
         403: "The API key is wrong",
         404: "Unknown class set",
+        408: "The body did not arrive in time (idle, or past its deadline)",
+        409: "The class set has no classifier for this model yet",
         413: "An image or the request is over a size or pixel limit",
         415: "Neither multipart/form-data nor application/json",
         422: "Invalid fields",
-        503: "Not ready, queue full or store unavailable (see Retry-After)",
+        503: "Not ready, queue or body budget full, or store unavailable (see Retry-After)",
     }.items()
 }
 
