@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     )
     jobs_on_queue: bool = Field(
         False,
-        description="POST /v1/class-sets jobs go to the worker queue instead of running in the api "
+        description="POST /v1/class-sets and .../adapters jobs go to the worker queue instead of running in the api "
         "process (needs VGLOSS_REDIS_URL and running `vgloss worker`s)",
     )
 

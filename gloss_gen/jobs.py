@@ -1,9 +1,13 @@
-"""The job record: the progress of a class-set job as the store keeps it and ``GET /v1/jobs/{id}``
-reports it, whichever runner runs the job (the server in process, or ``vgloss worker``s).
+"""The job record: the progress of a class-set or adapter job as the store keeps it and
+``GET /v1/jobs/{id}`` reports it, whichever runner runs the job (the server in process, or
+``vgloss worker``s). ``kind`` is ``class-set`` (in process), ``describe`` (on the queue) or
+``adapter`` (either; ``runner: "queue"`` on the queue).
 
 Its JSON form is ``{"id", "kind", "state", "class_set", "method", "total", "done", "failed",
 "errors": [{class_id, name, error}, ...], "created_at", "updated_at", ...}``; extra fields such as
-``model``, ``classifier``, ``descriptions``, ``error``, ``started_at`` and ``finished_at`` follow.
+``model``, ``classifier``, ``descriptions``, ``error``, ``started_at`` and ``finished_at`` follow
+(an adapter job's result: ``adapter``, ``validation``, ``notes``; for ClipFit ``delta``,
+``adapted_model``, ``pretrained``, ``serving``, ...).
 ``state`` goes ``queued`` → ``running`` (→ ``embedding`` on the queue) → ``done`` or ``failed``.
 ``done`` counts classes with a result, failures included; ``failed`` counts those with an error.
 Every write goes through :meth:`gloss_gen.store.Store.update_job`.

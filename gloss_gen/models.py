@@ -161,15 +161,17 @@ class ClipModel:
         return torch.cat(out).numpy()
 
     @torch.inference_mode()
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """L2-normalised float32 image embeddings (on the CPU) for a preprocessed batch."""
+    def encode_images(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Float32 image embeddings (on the CPU) for a preprocessed batch, L2-normalised unless
+        ``normalize`` is false (Tip-Adapter averages raw features over augmented views)."""
         if self.engine is not None:
-            return torch.nn.functional.normalize(self.engine.image_features(pixels).float(), dim=-1)
+            features = self.engine.image_features(pixels).float()
+            return torch.nn.functional.normalize(features, dim=-1) if normalize else features
         non_blocking = self.device.type == "cuda"
         if non_blocking and not pixels.is_pinned():
             pixels = pixels.pin_memory()
         pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=non_blocking)
-        emb = self.model.encode_image(pixels, normalize=True)
+        emb = self.model.encode_image(pixels, normalize=normalize)
         return emb.float().cpu()
 
 

@@ -432,3 +432,75 @@ def test_watch_job_yields_records_until_final_and_prints_nothing(redis_url, redi
         list(watch_job("w2", settings, poll_s=0.05, timeout_s=0.2))
     with pytest.raises(QueueError, match="no job 'nope'"):
         next(watch_job("nope", settings))
+
+
+def _colour_examples(labels: list[str], per_class: int) -> tuple[list, list[str]]:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = [(200, 40, 40), (40, 180, 60), (40, 60, 200), (220, 200, 40)]
+    files, names = [], []
+    for label, rgb in zip(labels, colours):
+        for i in range(per_class):
+            buffer = io.BytesIO()
+            noisy = np.clip(np.asarray(rgb)[None, None, :] + rng.normal(0, 60, (32, 32, 3)), 0, 255)
+            Image.fromarray(noisy.astype(np.uint8)).save(buffer, format="PNG")
+            files.append(("images", (f"{label}-{i}.png", buffer.getvalue(), "image/png")))
+            names.append(label)
+    return files, names
+
+
+def test_api_adapter_jobs_run_on_the_worker_queue(qenv):
+    """With VGLOSS_JOBS_ON_QUEUE, POST /v1/class-sets/{name}/adapters queues the fit for `vgloss
+    worker`: a tip adapter the worker writes to the store is served by the api on its refresh, and
+    a ClipFit job leaves its delta under the worker's data directory."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    settings = qenv.settings.model_copy(
+        update={"jobs_on_queue": True, "admin_keys": ["admin-key"], "default_class_set": "cifar10",
+                "backend": "torch", "precision": "fp32"}
+    )
+    auth = {"authorization": "Bearer admin-key"}
+    labels = ["airplane", "automobile", "bird", "cat"]
+    files, names = _colour_examples(labels, per_class=4)
+    with TestClient(create_app(settings)) as api:
+        deadline = time.monotonic() + 120
+        while api.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, api.get("/readyz").text
+            time.sleep(0.1)
+        api.app.state.runtime.registry.refresh_s = 0.0  # pick up the worker's adapter on the next request
+        added = api.post("/v1/class-sets/cifar10/examples", files=files, data={"labels": names}, headers=auth)
+        assert added.status_code == 200, added.text
+        tip = api.post("/v1/class-sets/cifar10/adapters", json={"method": "tip", "shots": 4}, headers=auth)
+        fit = api.post("/v1/class-sets/cifar10/adapters", json={"method": "clipfit", "shots": 4, "epochs": 2},
+                       headers=auth)
+        assert (tip.status_code, fit.status_code) == (202, 202), (tip.text, fit.text)
+        tip_id, fit_id = tip.json()["job_id"], fit.json()["job_id"]
+        qenv.job_ids += [tip_id, fit_id]
+        # nothing runs in the api, and a queued job has no lease in its record to expire
+        assert [api.get(f"/v1/jobs/{j}").json()["state"] for j in (tip_id, fit_id)] == ["queued", "queued"]
+
+        worker, log_path = qenv.start_worker("burst", "--burst")
+        worker.wait(timeout=180)
+        assert worker.returncode == 0, log_path.read_text()
+        tip_job, fit_job = (api.get(f"/v1/jobs/{job_id}").json() for job_id in (tip_id, fit_id))
+        assert tip_job["state"] == "done" and tip_job["kind"] == "adapter", tip_job
+        assert fit_job["state"] == "done" and fit_job["epochs_run"] == 2, fit_job
+        assert Path(fit_job["delta"]).is_file() and Path(fit_job["delta"]).parent == (qenv.tmp / "data" / "clipfit").resolve()
+        assert fit_job["adapted_model"].startswith(TINY_MODEL_ID + "+clipfit-")
+
+        image = files[0][1][1]
+        api.post("/v1/classify", files={"images": ("a.png", image)}, data={"class_set": "cifar10"})  # refresh
+        deadline = time.monotonic() + 30
+        while True:
+            result = api.post("/v1/classify", files={"images": ("a.png", image)}, data={"class_set": "cifar10"})
+            assert result.status_code == 200, result.text
+            if result.json().get("adapter") == tip_job["adapter"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert result.json().get("adapter") == tip_job["adapter"]

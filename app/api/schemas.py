@@ -88,9 +88,16 @@ class ClassSetDetail(ClassSetSummary):
 class CreateAdapterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["tip", "tip-f"] = "tip"
+    method: Literal["tip", "tip-f", "clipfit"] = Field(
+        "tip",
+        description="tip / tip-f: a cache adapter, active for the class set once the job is done. clipfit: a "
+        "ClipFit delta of the model; the job reports its model id and the VGLOSS_PRETRAINED that serves it "
+        "(a restart: the delta changes the image tower for every class set).",
+    )
     shots: int = Field(16, ge=1, le=1024, description="Examples per class to use.")
-    augment: int = Field(0, ge=0, le=32, description="Random crop/flip views averaged into each key.")
+    augment: int = Field(0, ge=0, le=32, description="tip / tip-f: random crop/flip views averaged into each key.")
+    epochs: int | None = Field(None, ge=1, le=1000, description="clipfit: training epochs (default 100, the paper's).")
+    lr: float | None = Field(None, gt=0, le=1.0, description="clipfit: SGD learning rate (default 2e-3).")
 
 
 class ExamplesAdded(BaseModel):

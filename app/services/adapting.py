@@ -1,43 +1,43 @@
-"""Few-shot adapters over the API: uploaded examples and background Tip-Adapter jobs.
+"""Few-shot adapters over the API: uploaded examples and adapter jobs (kind ``adapter``).
 
 Examples and adapters live in the store (see :mod:`gloss_gen.adapt.uploads` and
 :mod:`gloss_gen.adapt.record`), so every replica sharing it serves the same active adapter: the
-replica that ran the job installs it at once, the others on their next registry refresh. The job
-record is the shared one (:class:`gloss_gen.jobs.JobRecord`), read back by ``GET /v1/jobs/{id}``.
+replica that ran the job installs it at once, the others on their next registry refresh. Adapter
+jobs go through the one job mechanism (:mod:`.jobs`): in this process as :class:`AdapterWork`
+under a lease, or on the worker queue; ``GET /v1/jobs/{id}`` reads them back like any job.
+A ``clipfit`` job writes a delta and reports the model id it yields; serving it is a restart
+with ``VGLOSS_PRETRAINED=BASE+DELTA`` (see :mod:`gloss_gen.adapt.fitting`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import threading
+from collections.abc import Callable
 
 from gloss_gen.adapt import AdaptError
-from gloss_gen.adapt.adapter import build_adapter
-from gloss_gen.adapt.examples import embed_examples
-from gloss_gen.adapt.record import get_active_adapter, put_adapter
-from gloss_gen.adapt.tip import TipConfig
-from gloss_gen.adapt.uploads import add_examples, example_counts, stored_examples
+from gloss_gen.adapt.fitting import AdapterJobSpec, fit_clipfit_job, fit_tip_job
+from gloss_gen.adapt.record import get_active_adapter
+from gloss_gen.adapt.uploads import add_examples, example_counts
 from gloss_gen.classsets import BUILTIN_CLASS_SETS, ClassSet, builtin_class_set
 from gloss_gen.config import Settings
-from gloss_gen.descriptions import utc_now
-from gloss_gen.evaluation.runner import ModelSource
 from gloss_gen.jobs import JobRecord
 from gloss_gen.store import Store, StoreError
 
 from .errors import ClassSetNotFound, InvalidClassSet, NoExamples, StoreUnavailable
+from .jobs import ADAPTER_JOB_KIND, JobRunner
 from .registry import ClassifierRegistry
 
 log = logging.getLogger(__name__)
 
 
 class AdapterService:
-    def __init__(self, settings: Settings, store: Store, registry: ClassifierRegistry) -> None:
+    def __init__(self, settings: Settings, store: Store, registry: ClassifierRegistry, jobs: JobRunner) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
-        self._one_at_a_time = asyncio.Semaphore(1)
-        self._tasks: dict[str, asyncio.Task] = {}
+        self.jobs = jobs
 
     async def _blocking(self, fn, *args):
         try:
@@ -79,63 +79,83 @@ class AdapterService:
 
         return await self._blocking(work)
 
-    async def submit(self, name: str, method: str, shots: int, augment: int = 0) -> str:
+    async def submit(self, name: str, method: str, shots: int, augment: int = 0, epochs: int | None = None,
+                     lr: float | None = None) -> str:
+        """Check the request and start an adapter job; the job id."""
+        from gloss_gen.adapt.delta import split_pretrained
+
+        class_set = await self._blocking(self._class_set, name)
+        clip = self.registry.model.clip
+        if method == "clipfit":
+            base = split_pretrained(clip.pretrained)[0] or "none"
+            fields = {"classifier": None, "pretrained": base}
+        else:
+            loaded = await self.registry.get_named(name)  # the classifier the adapter goes on
+            fields = {"classifier": loaded.classifier.key, "pretrained": clip.pretrained}
+        clipfit = {k: v for k, v in (("epochs", epochs), ("lr", lr)) if v is not None}
         try:
-            config = TipConfig(method=method)
+            spec = AdapterJobSpec(class_set, method, clip.model_name, shots=shots, augment=augment,
+                                  **fields, **clipfit)
         except AdaptError as exc:
             raise InvalidClassSet(exc.message) from None
-        if shots < 1 or augment < 0:
-            raise InvalidClassSet("shots must be at least 1 and augment 0 or more.")
-        class_set = await self._blocking(self._class_set, name)
-        loaded = await self.registry.get_named(name)  # the classifier the adapter goes on
         counts = await self._blocking(example_counts, self.store, class_set)
         if not any(counts.values()):
             raise NoExamples(name)
-        job_id = uuid.uuid4().hex
-        job = JobRecord.new(job_id, "adapter", class_set, method, model=self.registry.model.model_id, shots=shots)
-        await self._blocking(self.store.put_job, job)
-        task = asyncio.create_task(self._run(job, loaded.classifier, config, shots, augment))
-        self._tasks[job_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
-        return job_id
+        return await self.jobs.submit(ADAPTER_JOB_KIND, class_set, method, spec.to_dict(),
+                                      model=self.registry.model.model_id, shots=shots)
 
-    def _fit(self, classifier, config: TipConfig, shots: int, augment: int):
+
+class AdapterWork:
+    """An adapter job in this process (the job backend's ``adapter`` kind): fit on a worker
+    thread; a cache adapter is served here at once."""
+
+    def __init__(self, settings: Settings, store: Store, registry: ClassifierRegistry) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+
+    async def __call__(self, job: JobRecord, spec: dict, progress: Callable[[], None]) -> dict:
+        job_spec = AdapterJobSpec.from_dict(spec)
+        if job_spec.method == "clipfit":
+            result = await self._clipfit(job, job_spec, progress)
+        else:
+            result = await self._tip(job_spec)
+        job.done = job.total
+        return result
+
+    async def _tip(self, spec: AdapterJobSpec) -> dict:
+        loaded = self.registry.loaded(spec.class_set.name)
+        classifier = loaded.classifier if loaded is not None else None
+        if classifier is None or classifier.key != spec.classifier:
+            classifier = await asyncio.to_thread(self.store.get_classifier, spec.classifier)
+        if classifier is None:
+            raise AdaptError(f"classifier {spec.classifier} of class set {spec.class_set.name} is gone")
         model = self.registry.model
-        source = stored_examples(self.store, classifier.class_set)
-        examples = embed_examples(source, ModelSource.of(model.clip), self.store, model.limits,
-                                  augment=augment, workers=1).take(shots)
-        record = build_adapter(classifier, examples, config)
-        put_adapter(self.store, record, activate=True)
-        return record
+        record, result = await asyncio.to_thread(fit_tip_job, spec, self.store, model.clip, classifier, model.limits)
+        self.registry.install(classifier, record)
+        log.info("class set %s serves adapter %s", spec.class_set.name, record.key)
+        return result
 
-    async def _run(self, job: JobRecord, classifier, config: TipConfig, shots: int, augment: int):
+    async def _clipfit(self, job: JobRecord, spec: AdapterJobSpec, progress: Callable[[], None]) -> dict:
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def on_epoch(log_line) -> None:  # on the training thread: the record is the event loop's to change
+            if stop.is_set():
+                return
+
+            def record() -> None:
+                job.mark(epochs_done=log_line.epoch, loss=log_line.loss, val_accuracy=log_line.val_accuracy)
+                progress()
+
+            loop.call_soon_threadsafe(record)
+
         try:
-            async with self._one_at_a_time:
-                job.mark("running", started_at=utc_now())
-                job.updated_at = utc_now()
-                await self._blocking(self.store.put_job, job)
-                record = await asyncio.to_thread(self._fit, classifier, config, shots, augment)
-                self.registry.install(classifier, record)
-                job.done = job.total
-                job.mark("done", adapter=record.key, notes=record.notes, validation=record.validation,
-                         finished_at=utc_now())
-                log.info("job %s done: class set %s serves adapter %s", job.id, classifier.class_set.name,
-                         record.key)
+            return await asyncio.to_thread(
+                fit_clipfit_job, spec, self.store, self.registry.model.limits, self.settings.data_dir, job.id,
+                device=str(self.registry.model.device), cache_dir=self.settings.cache_dir, on_epoch=on_epoch,
+                stop=stop,
+            )
         except asyncio.CancelledError:
-            job.mark("failed", error="the server shut down before the job finished")
+            stop.set()  # the training thread ends at its next batch
             raise
-        except Exception as exc:
-            log.exception("adapter job %s failed", job.id)
-            job.mark("failed", error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
-                     finished_at=utc_now())
-        finally:
-            job.updated_at = utc_now()
-            try:
-                await asyncio.to_thread(self.store.put_job, job)
-            except StoreError:
-                log.warning("adapter job %s: final state not saved", job.id)
-
-    async def close(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)

@@ -21,7 +21,7 @@ from gloss_gen.names import is_valid_name
 from gloss_gen.store import Store, StoreError
 
 from .errors import ClassSetNotFound, InvalidClassSet, StoreUnavailable
-from .jobs import JobRunner
+from .jobs import JOB_KIND, JobRunner
 from .registry import ClassifierRegistry, is_ad_hoc_name
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ class ClassSetCatalog:
                 class_set = await asyncio.to_thread(build_class_set, name, list(classes), description)
             except ClassSetError as exc:
                 raise InvalidClassSet(str(exc)) from None
-        return await self.jobs.submit(class_set, method or self.default_method)
+        await self._blocking(self.store.put_class_set, class_set)
+        return await self.jobs.submit(JOB_KIND, class_set, method or self.default_method, model=self.model_id)
 
     async def _blocking(self, fn, *args):
         try:

@@ -93,7 +93,7 @@ class TooManyJobs(UnavailableError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(
-            f"{limit} class-set jobs are already queued or running here; wait for one to finish.",
+            f"{limit} jobs (class sets and adapters) are already queued or running here; wait for one to finish.",
             retry_after_s=30,
         )
 

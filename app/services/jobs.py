@@ -1,9 +1,11 @@
-"""Class-set jobs: describe + embed in the background, progress in the store.
+"""The API's background jobs, of two kinds, progress in the store: class-set jobs (describe +
+embed, kind ``class-set``) and adapter jobs (fit a few-shot adapter, kind ``adapter``).
 
 The job record lives in the store under the job id (:class:`gloss_gen.jobs.JobRecord`, written
 only through ``Store.update_job``), so any replica sharing the store answers ``GET /v1/jobs/{id}``.
 Where a job runs is a :class:`JobBackend`, chosen once in ``ServerRuntime``: in this process
-(:class:`InProcessJobs`) or on the worker queue (:class:`QueuedJobs`).
+(:class:`InProcessJobs`, which runs each kind's :data:`Work`) or on the worker queue
+(:class:`QueuedJobs`).
 
 A job running in a server process holds a lease in its record (``owner``, ``lease_expires_at``)
 that the process renews while the job runs. A process killed mid-job stops renewing it: the next
@@ -19,7 +21,7 @@ import copy
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -37,6 +39,11 @@ log = logging.getLogger(__name__)
 
 PROGRESS_WRITE_INTERVAL_S = 0.5
 JOB_KIND = "class-set"
+ADAPTER_JOB_KIND = "adapter"
+LEASED_KINDS = (JOB_KIND, ADAPTER_JOB_KIND)
+"""Kinds a server process runs under a lease (queued ``describe`` jobs are the workers' to track)."""
+ON_QUEUE = "queue"
+"""``runner`` of an adapter job handed to the workers: arq's lease covers it, not the record's."""
 FINAL_WRITE_RETRY_MAX_S = 5.0
 FINAL_WRITE_RETRY_FOR_S = 3600.0
 ORPHANED = "the server running this job stopped before it finished; submit it again"
@@ -44,7 +51,7 @@ ORPHANED = "the server running this job stopped before it finished; submit it ag
 
 def lease_expired(job: JobRecord, now: float | None = None) -> bool:
     """An unfinished in-process job whose server stopped renewing its lease."""
-    if job.kind != JOB_KIND or job.finished:
+    if job.kind not in LEASED_KINDS or job.finished or job.extra.get("runner") == ON_QUEUE:
         return False
     expires = job.extra.get("lease_expires_at")
     return not isinstance(expires, (int, float)) or expires < (time.time() if now is None else now)
@@ -67,14 +74,20 @@ def reconcile_orphaned_jobs(store: Store) -> int:
                 log.warning("job %s: %s", job_id, ORPHANED)
     return count
 MAX_ACTIVE_JOBS = 16
-"""Class-set jobs one process holds queued or running; more are refused (429 too_many_jobs)."""
+"""Jobs (of every kind) one process holds queued or running; more are refused (429 too_many_jobs)."""
+
+Work = Callable[[JobRecord, dict, Callable[[], None]], Awaitable[dict]]
+"""One kind's job run in this process: ``work(job, spec, progress)`` does it, moving ``job.done``
+and ``job.total`` (``progress()`` has them written soon), and returns the fields of its ``done``
+record; raising fails the job with the message."""
 
 
 class JobBackend(Protocol):
-    """Runs class-set jobs; the job's record in the store says how far each one got."""
+    """Runs jobs; the job's record in the store says how far each one got."""
 
-    async def start(self, job_id: str, class_set: ClassSet, method: str) -> None:
-        """Record the job as queued and set it going; raises ``StoreError`` if the store fails."""
+    async def start(self, job: JobRecord, spec: dict) -> None:
+        """Record ``job`` as queued and set it going with its kind's ``spec`` (JSON); raises
+        ``StoreError`` if the store fails."""
 
     async def close(self) -> None:
         """Stop what runs in this process."""
@@ -87,14 +100,16 @@ class JobRunner:
         self.store = store
         self.backend = backend
 
-    async def submit(self, class_set: ClassSet, method: str) -> str:
-        job_id = uuid.uuid4().hex
+    async def submit(self, kind: str, class_set: ClassSet, method: str, spec: dict | None = None,
+                     **fields) -> str:
+        """Start a ``kind`` job over ``class_set``; ``fields`` go into its record. The job id."""
+        job = JobRecord.new(uuid.uuid4().hex, kind, class_set, method, **fields)
+        spec = {"class_set": class_set.to_dict(), "method": method, **(spec or {})}
         try:
-            await asyncio.to_thread(self.store.put_class_set, class_set)
-            await self.backend.start(job_id, class_set, method)
+            await self.backend.start(job, spec)
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return job_id
+        return job.id
 
     async def get(self, job_id: str) -> JobRecord:
         try:
@@ -124,63 +139,15 @@ class JobRunner:
         await self.backend.close()
 
 
-class QueuedJobs:
-    """Jobs handed to ``vgloss worker``s: they survive this replica, and the embed step makes the
-    classifier active in the store, where every replica picks it up."""
+class ClassSetWork:
+    """A class-set job in this process: describe, embed, store as active and serve at once."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, registry: ClassifierRegistry) -> None:
         self.settings = settings
-        self.store = store
-
-    async def start(self, job_id: str, class_set: ClassSet, method: str) -> None:
-        import redis
-
-        from gloss_gen.queue import submit_describe_job
-
-        try:
-            await submit_describe_job(class_set, method, settings=self.settings, store=self.store, job_id=job_id)
-        except (redis.RedisError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        log.info("job %s: %s for class set %s (%d classes) queued for the workers", job_id, method,
-                 class_set.name, len(class_set))
-
-    async def close(self) -> None:
-        pass
-
-
-class InProcessJobs:
-    """Jobs as tasks in this process, one at a time: embedding competes with classification for
-    the CPU or GPU. The finished classifier is persisted and served at once."""
-
-    def __init__(self, settings: Settings, store: Store, registry: ClassifierRegistry) -> None:
-        self.settings = settings
-        self.store = store
         self.registry = registry
-        self._one_at_a_time = asyncio.Semaphore(1)
-        self._tasks: dict[str, asyncio.Task] = {}
-        self._final_writes: set[asyncio.Task] = set()
-        self.owner = uuid.uuid4().hex
-        self.lease_s = max(3.0 * settings.queue_lease_s, 1.0)
-        self._submitting = 0
-        # one writer thread keeps progress writes in order without blocking the event loop
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-job-state")
 
-    async def start(self, job_id: str, class_set: ClassSet, method: str) -> None:
-        if len(self._tasks) + self._submitting >= MAX_ACTIVE_JOBS:
-            raise TooManyJobs(MAX_ACTIVE_JOBS)
-        job = JobRecord.new(job_id, JOB_KIND, class_set, method, model=self.registry.model.model_id)
-        self._renew(job)
-        self._submitting += 1
-        try:
-            await asyncio.to_thread(self.store.put_job, job)
-        finally:
-            self._submitting -= 1
-        task = asyncio.create_task(self._run(job, class_set, method), name=f"vgloss-job-{job_id}")
-        self._tasks[job_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
-        log.info("job %s: %s for class set %s (%d classes)", job_id, method, class_set.name, len(class_set))
-
-    async def _run(self, job: JobRecord, class_set: ClassSet, method: str) -> None:
+    async def __call__(self, job: JobRecord, spec: dict, progress: Callable[[], None]) -> dict:
+        class_set, method = ClassSet.from_dict(spec["class_set"]), spec["method"]
         last_write = 0.0
 
         def on_record(record: DescriptionRecord, done: int, total: int) -> None:
@@ -190,22 +157,91 @@ class InProcessJobs:
             now = time.monotonic()
             if now - last_write >= PROGRESS_WRITE_INTERVAL_S or done == total:
                 last_write = now
-                self._write_soon(job)
+                progress()
 
+        description_set = await describe(class_set, method, self.settings, on_record=on_record)
+        job.done = len(description_set.records)
+        if description_set.failed and len(description_set.failed) == len(description_set.records):
+            raise RuntimeError("every class failed to be described; no classifier was built")
+        classifier = await self.registry.build(description_set)
+        self.registry.install(classifier)
+        log.info("job %s done: class set %s serves descriptions %s", job.id, class_set.name, description_set.id)
+        return {"classifier": classifier.key, "descriptions": description_set.id}
+
+
+class QueuedJobs:
+    """Jobs handed to ``vgloss worker``s: they survive this replica. A class-set job becomes the
+    queue's describe job (its own record, kind ``describe``); an adapter job keeps its record and
+    runs as one ``adapter_job`` task. Either way the worker makes the result active in the store,
+    where every replica picks it up."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+
+    async def start(self, job: JobRecord, spec: dict) -> None:
+        import redis
+
+        from gloss_gen.queue import submit_adapter_job, submit_describe_job
+
+        try:
+            if job.kind == JOB_KIND:
+                class_set = ClassSet.from_dict(spec["class_set"])
+                await submit_describe_job(class_set, job.method, settings=self.settings, store=self.store,
+                                          job_id=job.id)
+            else:
+                job.mark(runner=ON_QUEUE)
+                await submit_adapter_job(job, spec, settings=self.settings, store=self.store)
+        except (redis.RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        log.info("job %s: %s %s for class set %s queued for the workers", job.id, job.kind, job.method,
+                 job.class_set)
+
+    async def close(self) -> None:
+        pass
+
+
+class InProcessJobs:
+    """Jobs as tasks in this process, one at a time: embedding and fitting compete with
+    classification for the CPU or GPU. ``work`` runs each kind; what it builds is served at once."""
+
+    def __init__(self, settings: Settings, store: Store, work: dict[str, Work]) -> None:
+        self.settings = settings
+        self.store = store
+        self.work = work
+        self._one_at_a_time = asyncio.Semaphore(1)
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._final_writes: set[asyncio.Task] = set()
+        self.owner = uuid.uuid4().hex
+        self.lease_s = max(3.0 * settings.queue_lease_s, 1.0)
+        self._submitting = 0
+        # one writer thread keeps progress writes in order without blocking the event loop
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-job-state")
+
+    async def start(self, job: JobRecord, spec: dict) -> None:
+        work = self.work[job.kind]
+        if len(self._tasks) + self._submitting >= MAX_ACTIVE_JOBS:
+            raise TooManyJobs(MAX_ACTIVE_JOBS)
+        self._renew(job)
+        self._submitting += 1
+        try:
+            await asyncio.to_thread(self.store.put_job, job)
+        finally:
+            self._submitting -= 1
+        task = asyncio.create_task(self._run(job, spec, work), name=f"vgloss-job-{job.id}")
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+        log.info("job %s: %s %s for class set %s (%d classes)", job.id, job.kind, job.method, job.class_set,
+                 job.total)
+
+    async def _run(self, job: JobRecord, spec: dict, work: Work) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(job), name=f"vgloss-job-lease-{job.id}")
         try:
             async with self._one_at_a_time:
                 job.mark("running", started_at=utc_now())
                 await self._write(job)
-                description_set = await describe(class_set, method, self.settings, on_record=on_record)
-                job.done = len(description_set.records)
-                if description_set.failed and len(description_set.failed) == len(description_set.records):
-                    raise RuntimeError("every class failed to be described; no classifier was built")
-                classifier = await self.registry.build(description_set)
-                self.registry.install(classifier)
-                job.mark("done", finished_at=utc_now(), classifier=classifier.key, descriptions=description_set.id)
-                log.info("job %s done: class set %s serves descriptions %s", job.id, class_set.name,
-                         description_set.id)
+                result = await work(job, spec, lambda: self._write_soon(job))
+                job.mark("done", finished_at=utc_now(), **result)
         except asyncio.CancelledError:
             heartbeat.cancel()
             job.mark("failed", error="the server shut down before the job finished")
@@ -213,7 +249,8 @@ class InProcessJobs:
             raise
         except Exception as exc:
             log.exception("job %s failed", job.id)
-            job.mark("failed", error=f"{type(exc).__name__}: {exc}", finished_at=utc_now())
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            job.mark("failed", error=message, finished_at=utc_now())
         heartbeat.cancel()
         await self._write_final(job)
 

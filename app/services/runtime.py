@@ -16,13 +16,21 @@ from app.metrics import Metrics
 from gloss_gen.config import Settings
 from gloss_gen.store import Store, open_store
 
-from .adapting import AdapterService
+from .adapting import AdapterService, AdapterWork
 from .batcher import InferenceBatcher
 from .catalog import ClassSetCatalog
 from .classify import ClassifyService
 from .decoding import ImageDecoder
 from .errors import StoreUnavailable
-from .jobs import InProcessJobs, JobBackend, JobRunner, QueuedJobs
+from .jobs import (
+    ADAPTER_JOB_KIND,
+    JOB_KIND,
+    ClassSetWork,
+    InProcessJobs,
+    JobBackend,
+    JobRunner,
+    QueuedJobs,
+)
 from .model import ModelHolder, available_cores
 from .readiness import Readiness, failure_detail
 from .registry import ClassifierRegistry
@@ -59,14 +67,19 @@ class ServerRuntime:
         )
         self.jobs = JobRunner(self.store, self._job_backend())
         self.catalog = ClassSetCatalog(self.store, self.registry, self.jobs, settings.default_method)
-        self.adapters = AdapterService(settings, self.store, self.registry)
+        self.adapters = AdapterService(settings, self.store, self.registry, self.jobs)
         self._startup: asyncio.Task | None = None
 
     def _job_backend(self) -> JobBackend:
-        """Where class-set jobs run: on the worker queue with ``VGLOSS_JOBS_ON_QUEUE``, else here."""
+        """Where class-set and adapter jobs run: on the worker queue with ``VGLOSS_JOBS_ON_QUEUE``,
+        else here."""
         if self.settings.jobs_on_queue:
             return QueuedJobs(self.settings, self.store)
-        return InProcessJobs(self.settings, self.store, self.registry)
+        work = {
+            JOB_KIND: ClassSetWork(self.settings, self.registry),
+            ADAPTER_JOB_KIND: AdapterWork(self.settings, self.store, self.registry),
+        }
+        return InProcessJobs(self.settings, self.store, work)
 
     async def start(self) -> None:
         self.batcher.start()
@@ -111,7 +124,6 @@ class ServerRuntime:
             self._startup.cancel()
             await asyncio.gather(self._startup, return_exceptions=True)
         await self.jobs.close()
-        await self.adapters.close()
         await self.batcher.close()
         await self.registry.close()
         self.decoder.shutdown()

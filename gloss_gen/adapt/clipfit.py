@@ -175,11 +175,16 @@ def fit_clipfit(
     resume: bool = False,
     progress: bool = False,
     notify=lambda message: None,
+    on_epoch=lambda log: None,
+    stop=None,
 ) -> FitResult:
     """Train ClipFit's parameters of ``model`` (a ClipModel) and write the delta to ``out``.
 
     ``model`` is left as it came (its id names the base weights); load the adapted model with
-    ``load_clip(name, f"{pretrained}+{out}")``.
+    ``load_clip(name, f"{pretrained}+{out}")``. It is changed in place while training, so nothing
+    else may use it meanwhile. ``on_epoch`` gets each epoch's :class:`EpochLog`; ``stop`` (a
+    ``threading.Event``) ends training at the next batch with :class:`AdaptError`, the last
+    finished epoch checkpointed.
     """
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
@@ -232,6 +237,9 @@ def fit_clipfit(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(epoch_seed)  # the torchvision crops and flips draw from the global generator
             for start in range(0, len(order), config.batch_size):
+                if stop is not None and stop.is_set():
+                    raise AdaptError("ClipFit was stopped before it finished; its last finished epoch is "
+                                     "checkpointed")
                 pixels, kept = images.batch(order[start : start + config.batch_size], train=True)
                 if not kept:
                     continue
@@ -300,6 +308,7 @@ def fit_clipfit(
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
             _write_checkpoint(ckpt, params, best, optimizer, run_id, state, save_file)
+            on_epoch(log)
             bar.update(1)
             bar.set_postfix(loss=f"{log.loss:.4f}", val="-" if val is None else f"{100 * val:.1f}%")
             if val is not None and state["bad_epochs"] >= config.patience:

@@ -5,7 +5,9 @@ matched to class ids exactly as eval matches them (:func:`resolve_labels`): an u
 everything with the label and its image count. Embeddings go through eval's cache
 (:func:`embed_images`, kind ``image-embeddings``), so re-running an adaptation re-encodes nothing.
 Augmented views (random resized crops and flips, as the official Tip-Adapter builds its cache) are
-cached under kind ``example-views``, keyed by model, images, view count and seed.
+kept as raw, unnormalised image features and cached under kind ``example-views``, keyed by format,
+model, images, view count and seed: the official ``build_cache_model`` averages the raw features
+over its augment epochs and normalises the mean.
 
 Shot selection is a fixed per-class permutation, so the 4-shot set is a subset of the 8-shot set.
 A class with fewer readable examples than asked uses what it has; one with none keeps its
@@ -27,7 +29,7 @@ from ..evaluation.datasets import DatasetError, LabelledImages, open_dataset, re
 from . import AdaptError
 
 VIEWS_KIND = "example-views"
-VIEWS_FORMAT = 1
+VIEWS_FORMAT = 2  # 2: raw view features (1 held normalised ones; its cache entries are not read)
 AUGMENT_SCALE = (0.5, 1.0)  # RandomResizedCrop scale of the official Tip-Adapter cache
 
 
@@ -55,7 +57,8 @@ def open_examples(path: str | Path, class_set: ClassSet, layout: str = "auto") -
 
 @dataclass
 class Examples:
-    """Embedded examples: unit ``vectors`` (N, D), ``labels`` (N,), optional ``views`` (A, N, D)."""
+    """Embedded examples: unit ``vectors`` (N, D), ``labels`` (N,), optional raw (unnormalised)
+    augmented ``views`` (A, N, D)."""
 
     class_set: ClassSet
     model_id: str
@@ -76,16 +79,26 @@ class Examples:
     @property
     def hash(self) -> str:
         """Content hash of the example set (images, labels, class set, model, augmentation)."""
-        payload = json.dumps([self.fingerprint, self.class_set.ids, self.model_id, self.augment])
+        parts = [self.fingerprint, self.class_set.ids, self.model_id, self.augment]
+        if self.augment:  # how views become keys changed with VIEWS_FORMAT 2: never the same adapter key
+            parts.append(VIEWS_FORMAT)
+        payload = json.dumps(parts)
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
     @property
     def keys(self) -> np.ndarray:
-        """Cache keys: the plain embeddings, or the renormalised mean of the augmented views."""
+        """Cache keys: the plain embeddings, or as the official ``build_cache_model``: the mean of
+        the raw view features over the views, then normalised."""
         if self.views is None:
             return self.vectors
-        mean = self.views.mean(axis=0)
-        return mean / np.maximum(np.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)
+        return _unit_rows(self.views.mean(axis=0))
+
+    def view_features(self) -> list[np.ndarray]:
+        """The unit features of each view (the plain embeddings when there are no views): what
+        Tip-Adapter-F trains on, normalised per image as the official training loop does."""
+        if self.views is None:
+            return [self.vectors]
+        return [_unit_rows(view) for view in self.views]
 
     def subset(self, rows: np.ndarray, notes: list[str] | None = None) -> Examples:
         rows = np.asarray(rows, dtype=np.int64)
@@ -110,6 +123,10 @@ class Examples:
         counts = np.array([len(per_class) for per_class in order])
         notes = shortage_notes(self.class_set, counts, shots)
         return self.subset(rows, notes)
+
+
+def _unit_rows(array: np.ndarray) -> np.ndarray:
+    return array / np.maximum(np.linalg.norm(array, axis=-1, keepdims=True), 1e-12)
 
 
 def shot_order(labels: np.ndarray, num_classes: int, seed: int = 0) -> list[np.ndarray]:
@@ -230,7 +247,8 @@ def _augmented_views(dataset, models, store, limits, augment, seed, batch_size, 
             torch.manual_seed(seed * 1000 + view)
             # workers=0: the crops draw from torch's global generator, so decode in order.
             vectors, _ = encode_dataset(
-                dataset, model, limits, batch_size=batch_size, workers=0, progress=progress, preprocessor=preprocessor
+                dataset, model, limits, batch_size=batch_size, workers=0, progress=progress,
+                preprocessor=preprocessor, normalize=False,
             )
             views.append(vectors)
     stacked = np.stack(views).astype(np.float32)

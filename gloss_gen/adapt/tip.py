@@ -209,7 +209,7 @@ def fit_cache(
     W = torch.as_tensor(prototypes, dtype=torch.float32)
     vectors = torch.as_tensor(examples.vectors, dtype=torch.float32)
     keys = torch.as_tensor(examples.keys, dtype=torch.float32)
-    views = [vectors] if examples.views is None else [torch.as_tensor(v) for v in examples.views]
+    views = [torch.as_tensor(v, dtype=torch.float32) for v in examples.view_features()]
     labels = torch.as_tensor(examples.labels, dtype=torch.int64)
     init_alpha = PAPER_ALPHA * logit_scale / REFERENCE_LOGIT_SCALE
     notes = []

@@ -235,10 +235,12 @@ def encode_dataset(
     workers: int = 2,
     progress: bool = False,
     preprocessor=None,
+    normalize: bool = True,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Embed every image of ``dataset``: decoding in ``workers`` threads, encoding in batches.
 
-    ``preprocessor`` replaces the model's validation transform (few-shot augmentation uses it).
+    ``preprocessor`` replaces the model's validation transform and ``normalize=False`` keeps the
+    raw image features (few-shot augmentation uses both).
     """
     from tqdm.auto import tqdm
 
@@ -265,7 +267,7 @@ def encode_dataset(
 
         def encode_rows() -> None:
             nonlocal vectors
-            embeddings = model.encode_images(batch[: len(rows)]).numpy()
+            embeddings = model.encode_images(batch[: len(rows)], normalize=normalize).numpy()
             if vectors is None:
                 vectors = np.zeros((count, embeddings.shape[1]), dtype=np.float32)
             vectors[rows] = embeddings

@@ -16,12 +16,19 @@ A worker that dies mid-task loses nothing: arq leaves the task in the queue, and
 claim on it (arq's in-progress key) lasts only ``queue_lease_s`` unless the worker renews it, so
 another worker re-runs the task within about ``queue_lease_s`` of the death. A class recorded
 before the death is skipped on the re-run without calling the LLM.
+
+Adapter jobs (``POST /v1/class-sets/{name}/adapters`` on a server with ``VGLOSS_JOBS_ON_QUEUE``)
+are one task, ``adapter_job(job)`` with id ``{job}:adapter`` (:mod:`.adapter_tasks`): it fits the
+adapter from the examples in the store and makes it active there; ClipFit writes its delta under
+the worker's data directory and resumes from its epoch checkpoint when the task is re-run.
 """
 
 from .client import (
     QueueError,
+    adapter_task_id,
     describe_task_id,
     enqueue_describe_job,
+    submit_adapter_job,
     submit_describe_job,
     wait_for_job,
     watch_job,
@@ -32,9 +39,11 @@ from .worker import MAX_ATTEMPTS, create_worker, run_worker
 __all__ = [
     "MAX_ATTEMPTS",
     "QueueError",
+    "adapter_task_id",
     "create_worker",
     "describe_task_id",
     "enqueue_describe_job",
+    "submit_adapter_job",
     "submit_describe_job",
     "wait_for_job",
     "run_worker",

@@ -45,6 +45,10 @@ def embed_task_id(job_id: str) -> str:
     return f"{job_id}:embed"
 
 
+def adapter_task_id(job_id: str) -> str:
+    return f"{job_id}:adapter"
+
+
 def require_redis(settings: Settings) -> str:
     if not settings.redis_url:
         raise QueueError("the queue needs Redis: set VGLOSS_REDIS_URL (e.g. redis://localhost:6379/0)")
@@ -142,6 +146,23 @@ async def submit_describe_job(
     log.info("queued describe job %s: %d tasks for %s on %s%s", job_id, len(todo), class_set.name,
              settings.queue_name, f" ({len(seeded)} classes already in {out_path})" if seeded else "")
     return job_id
+
+
+async def submit_adapter_job(job: JobRecord, spec: dict, *, settings: Settings | None = None,
+                             store: Store | None = None) -> str:
+    """Queue an adapter job (:class:`gloss_gen.adapt.fitting.AdapterJobSpec` as ``spec``): its
+    record and spec go into the store, then one ``adapter_job`` task. Returns the job id."""
+    settings = settings or get_settings()
+    require_redis(settings)
+    await asyncio.to_thread((store or open_store(settings)).create_job, job, spec)
+    pool = await _arq_pool(settings)
+    try:
+        await pool.enqueue_job("adapter_job", job.id, _job_id=adapter_task_id(job.id))
+    finally:
+        await pool.aclose()
+    log.info("queued adapter job %s: %s for %s on %s", job.id, spec.get("method"), job.class_set,
+             settings.queue_name)
+    return job.id
 
 
 def enqueue_describe_job(

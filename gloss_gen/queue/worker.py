@@ -1,4 +1,5 @@
-"""The worker side of the describe queue: the arq tasks and the worker that runs them.
+"""The worker side of the queue: the describe tasks, the worker that runs them and the adapter
+task of :mod:`.adapter_tasks`.
 
 Job state is read and written through the store (:meth:`gloss_gen.store.Store.update_job`); the
 store calls block, so the tasks make them in threads.
@@ -19,6 +20,7 @@ from ..config import Settings, get_settings
 from ..descriptions import DescriptionRecord, assemble, utc_now, write_jsonl
 from ..jobs import JobRecord
 from ..store import Store, StoreError, open_store
+from .adapter_tasks import ADAPTER_RESULT_KEEP_S, ADAPTER_TIMEOUT_S, adapter_job
 from .client import HEALTH_CHECK_S, dumps, embed_task_id, loads, redis_settings
 
 log = logging.getLogger(__name__)
@@ -298,6 +300,7 @@ def create_worker(
             # keep_result=0: the job's results in the store are the result; task ids only dedupe enqueues
             func(describe_class, name="describe_class", timeout=DESCRIBE_TIMEOUT_S, keep_result=0),
             func(embed_job, name="embed_job", timeout=EMBED_TIMEOUT_S, keep_result=EMBED_RESULT_KEEP_S),
+            func(adapter_job, name="adapter_job", timeout=ADAPTER_TIMEOUT_S, keep_result=ADAPTER_RESULT_KEEP_S),
         ],
         queue_name=settings.queue_name,
         redis_settings=arq_redis,

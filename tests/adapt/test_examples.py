@@ -87,7 +87,7 @@ def test_embeddings_are_cached_in_the_store_per_model(colour_data, colour_set, t
     calls = []
     source = ModelSource.of(tiny_model)
     original = tiny_model.encode_images
-    tiny_model.encode_images = lambda pixels: calls.append(len(pixels)) or original(pixels)
+    tiny_model.encode_images = lambda pixels, **kw: calls.append(len(pixels)) or original(pixels, **kw)
     try:
         first = embed_examples(open_examples(colour_data[0], colour_set), source, redis_store, limits, augment=2)
         encoded = sum(calls)
@@ -99,6 +99,7 @@ def test_embeddings_are_cached_in_the_store_per_model(colour_data, colour_set, t
     assert np.array_equal(first.vectors, second.vectors) and np.array_equal(first.views, second.views)
     assert first.views.shape == (2, 32, first.vectors.shape[1])
     assert not np.allclose(first.views[0], first.views[1])  # the views differ (random crops / flips)
+    assert not np.allclose(np.linalg.norm(first.views, axis=-1), 1, atol=1e-3)  # raw view features
     keys = first.keys
     assert np.allclose(np.linalg.norm(keys, axis=1), 1, atol=1e-5)
 

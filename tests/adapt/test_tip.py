@@ -69,6 +69,39 @@ def test_head_logits_equal_the_official_tip_adapter_formula(logit_scale):
     assert torch.allclose(probs, official.softmax(-1), atol=1e-5)
 
 
+def official_build_cache_keys(view_features: list[torch.Tensor]) -> torch.Tensor:
+    """utils.build_cache_model of the official code, written out: per augment epoch the raw
+    ``encode_image`` features of the cache images, stacked, averaged over epochs, normalised,
+    stored (D, N)."""
+    cache_keys = []
+    for train_features in view_features:
+        cache_keys.append(torch.cat([train_features], dim=0).unsqueeze(0))
+    cache_keys = torch.cat(cache_keys, dim=0).mean(dim=0)
+    cache_keys /= cache_keys.norm(dim=-1, keepdim=True)
+    return cache_keys.permute(1, 0)
+
+
+def test_augmented_keys_equal_the_official_cache_construction():
+    from gloss_gen.adapt.examples import Examples
+
+    views_n, rows, dim = 4, 9, 16
+    g = torch.Generator().manual_seed(3)
+    # raw features whose norms differ a lot between views, as crops of one image can
+    raw = torch.randn(views_n, rows, dim, generator=g) * torch.rand(views_n, rows, 1, generator=g).mul(20).add(0.1)
+    class_set = ClassSet("three", [ClassSpec(f"c{i}", f"class {i}") for i in range(3)])
+    examples = Examples(class_set=class_set, model_id="m", vectors=unit(raw[0]).numpy(),
+                        labels=np.arange(rows) % 3, names=[f"{i}.png" for i in range(rows)], fingerprint="f",
+                        views=raw.numpy(), augment=views_n)
+
+    official = official_build_cache_keys(list(raw))
+    assert torch.allclose(torch.from_numpy(examples.keys).T, official, atol=1e-6, rtol=0)
+    mean_of_unit_views = unit(unit(raw).mean(dim=0)).T  # the construction this replaces differs here
+    assert not torch.allclose(mean_of_unit_views, official, atol=1e-3)
+    # Tip-Adapter-F trains on each view normalised per image (official: image_features /= norm)
+    for ours, view in zip(examples.view_features(), raw):
+        assert torch.allclose(torch.from_numpy(ours), unit(view), atol=1e-6)
+
+
 def test_search_grid_is_the_official_one_scaled_to_the_logit_scale():
     betas, alphas = search_grid(100.0, 200, 20)
     official_betas = [i * (7 - 0.1) / 200 + 0.1 for i in range(200)]

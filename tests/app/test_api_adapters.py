@@ -98,3 +98,72 @@ def test_adapter_job_needs_examples_and_a_known_method(app_factory):
     missing = client.post("/v1/class-sets/nope/examples", files=[("images", ("a.png", b"x", "image/png"))],
                           data={"labels": ["a"]}, headers=bearer(ADMIN_KEY))
     assert missing.status_code == 404
+
+
+def upload_colours(client, name: str, per_class: int, seed: int = 0, labels=("airplane", "automobile", "bird", "cat")):
+    """Noisy colour images as examples of the first four classes of ``name`` (cifar10 by default)."""
+    rng = np.random.default_rng(seed)
+    images, image_labels = [], []
+    for label, rgb in zip(labels, COLOURS.values()):
+        for i in range(per_class):
+            images.append((f"{label}-{i}.png", colour_png(rgb, rng)))
+            image_labels.append(label)
+    added = upload(client, name, images, image_labels)
+    assert added.status_code == 200, added.text
+    return added.json()
+
+
+def test_clipfit_job_writes_a_delta_and_says_how_to_serve_it(app_factory, tmp_path):
+    from gloss_gen.models import load_clip
+
+    client = app_factory(admin_keys=[ADMIN_KEY], data_dir=tmp_path / "data")
+    upload_colours(client, "cifar10", per_class=5)
+    probe = [("images", ("probe.png", colour_png((200, 40, 40), np.random.default_rng(9)), "image/png"))]
+    before = client.post("/v1/classify", files=probe, data={"class_set": "cifar10"}).json()
+
+    for wrong in ({"method": "tip", "epochs": 2}, {"method": "clipfit", "augment": 2}):
+        refused = client.post("/v1/class-sets/cifar10/adapters", json=wrong, headers=bearer(ADMIN_KEY))
+        assert refused.status_code == 422, refused.text
+    job = client.post("/v1/class-sets/cifar10/adapters", json={"method": "clipfit", "shots": 5, "epochs": 2},
+                      headers=bearer(ADMIN_KEY))
+    assert job.status_code == 202, job.text
+    state = wait_for_job(client, job.json()["job_id"])
+    assert state["state"] == "done", state
+    assert state["kind"] == "adapter" and state["method"] == "clipfit" and state["epochs_run"] == 2
+
+    delta = tmp_path / "data" / "clipfit" / f"cifar10-{state['content_hash'][:16]}.safetensors"
+    assert state["delta"] == str(delta) and delta.is_file()
+    assert not list(delta.parent.glob("job-*"))  # no checkpoint or half-named file left behind
+    assert state["adapted_model"] == f"vgloss-tiny/none+clipfit-{state['content_hash'][:16]}"
+    assert state["pretrained"] == f"none+{delta}"
+    assert f"VGLOSS_PRETRAINED={state['pretrained']}" in state["serving"]
+    assert 0 < state["trained_parameters"] < state["total_parameters"]
+    # what the job says to set loads the adapted model under the id it reported
+    assert load_clip("vgloss-tiny", state["pretrained"]).id == state["adapted_model"]
+
+    # the running server is not hot-swapped: same model, no adapter, the same scores as before
+    after = client.post("/v1/classify", files=probe, data={"class_set": "cifar10"}).json()
+    assert after["model"] == before["model"] == "vgloss-tiny/none"
+    assert after["results"][0]["predictions"] == before["results"][0]["predictions"]
+    assert client.get("/v1/class-sets/cifar10").json()["adapter"] is None
+
+
+def test_the_job_cap_counts_adapter_jobs(app_factory, monkeypatch):
+    import app.services.jobs
+
+    monkeypatch.setattr(app.services.jobs, "MAX_ACTIVE_JOBS", 2)
+    client = app_factory(admin_keys=[ADMIN_KEY])
+    upload_colours(client, "cifar10", per_class=4)
+    long_fit = client.post("/v1/class-sets/cifar10/adapters", json={"method": "clipfit", "shots": 4, "epochs": 1000},
+                           headers=bearer(ADMIN_KEY))
+    tip = client.post("/v1/class-sets/cifar10/adapters", json={"method": "tip", "shots": 4}, headers=bearer(ADMIN_KEY))
+    assert (long_fit.status_code, tip.status_code) == (202, 202), (long_fit.text, tip.text)
+    class_set = client.post("/v1/class-sets", json={"name": "fruit", "classes": ["apple", "pear"],
+                                                    "method": "classname"}, headers=bearer(ADMIN_KEY))
+    adapter = client.post("/v1/class-sets/cifar10/adapters", json={"method": "tip"}, headers=bearer(ADMIN_KEY))
+    for refused in (class_set, adapter):
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "too_many_jobs" and refused.headers["Retry-After"] == "30"
+    # the tip job waits its turn behind the ClipFit job: one job runs at a time
+    assert client.get(f"/v1/jobs/{long_fit.json()['job_id']}").json()["state"] == "running"
+    assert client.get(f"/v1/jobs/{tip.json()['job_id']}").json()["state"] == "queued"

@@ -46,6 +46,7 @@ def _serve(tmp_path: Path, port: int, log_name: str, stub_url: str) -> subproces
     env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
     env.update(
         VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu",
+        VGLOSS_BACKEND="torch", VGLOSS_PRECISION="fp32",  # the fp32 reference path: no start-up probe
         VGLOSS_DATA_DIR=str(tmp_path / "data"), VGLOSS_DEFAULT_CLASS_SET="cifar10",
         VGLOSS_BACKEND="torch", VGLOSS_PRECISION="fp32",  # no start-up probe: tests/inference covers auto
         VGLOSS_ADMIN_KEYS=ADMIN, VGLOSS_QUEUE_LEASE_S="0.5", VGLOSS_LLM_CONCURRENCY="1",
@@ -133,3 +134,52 @@ def test_final_state_is_written_once_the_store_is_back(app_factory, monkeypatch)
         assert time.monotonic() < deadline, state
         time.sleep(0.1)
     assert failures["left"] == 0  # the final write failed three times, then went through
+
+
+def test_an_adapter_job_of_a_killed_server_is_failed_with_a_reason_after_restart(tmp_path):
+    """A long ClipFit job is running when its server is SIGKILLed; the next server on the store
+    marks it failed (its lease expired) instead of leaving it 'running' for ever."""
+    import io
+
+    import numpy as np
+    from api_helpers import make_settings, wait_ready
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from app.main import create_app
+
+    rng = np.random.default_rng(0)
+    files, labels = [], []
+    for label, rgb in (("airplane", (200, 40, 40)), ("cat", (40, 60, 200))):
+        for i in range(4):
+            buffer = io.BytesIO()
+            noisy = np.clip(np.asarray(rgb)[None, None, :] + rng.normal(0, 60, (32, 32, 3)), 0, 255)
+            Image.fromarray(noisy.astype(np.uint8)).save(buffer, format="PNG")
+            files.append(("images", (f"{label}-{i}.png", buffer.getvalue(), "image/png")))
+            labels.append(label)
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    port = free_port()
+    server = _serve(tmp_path, port, "first.log", "http://127.0.0.1:9/v1")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        added = httpx.post(f"{base}/v1/class-sets/cifar10/examples", headers=auth, files=files,
+                           data={"labels": labels}, timeout=30)
+        assert added.status_code == 200, added.text
+        created = httpx.post(f"{base}/v1/class-sets/cifar10/adapters", headers=auth, timeout=30,
+                             json={"method": "clipfit", "shots": 4, "epochs": 1000})
+        assert created.status_code == 202, created.text
+        job_id = created.json()["job_id"]
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/v1/jobs/{job_id}", timeout=10).json()["state"] != "running":
+            assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()
+            time.sleep(0.1)
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(30)
+    time.sleep(2.0)  # past the 1.5 s lease (3 x VGLOSS_QUEUE_LEASE_S)
+    # the next server on the same data directory (in this process: a second subprocess adds ~10 s)
+    with TestClient(create_app(make_settings(tmp_path / "data", admin_keys=[ADMIN]))) as restarted:
+        wait_ready(restarted)
+        state = restarted.get(f"/v1/jobs/{job_id}").json()
+    assert state["state"] == "failed" and state["kind"] == "adapter", state
+    assert "stopped before it finished" in state["error"]

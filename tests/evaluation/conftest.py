@@ -36,10 +36,10 @@ def counted_model(tiny_model, monkeypatch: pytest.MonkeyPatch):
     counter = EncoderCounter()
     original = tiny_model.encode_images
 
-    def counting_encode_images(pixels):
+    def counting_encode_images(pixels, **kwargs):
         counter.calls += 1
         counter.images += int(pixels.shape[0])
-        return original(pixels)
+        return original(pixels, **kwargs)
 
     monkeypatch.setattr(tiny_model, "encode_images", counting_encode_images)
     tiny_model.counter = counter

@@ -126,9 +126,14 @@ async def add_examples(name: ClassSetName, request: Request, runtime: RuntimeDep
     response_model=JobCreated,
     responses=_ADMIN_ROUTE_ERRORS,
     dependencies=[AdminKey],
-    summary="Fit a few-shot adapter on the class set's examples (background job); it becomes active",
+    summary="Fit a few-shot adapter on the class set's examples (background job): a tip / tip-f cache "
+    "becomes active; a clipfit delta is written and named in the job's result",
 )
 async def create_adapter(name: ClassSetName, body: CreateAdapterRequest, runtime: RuntimeDep) -> JSONResponse:
     runtime.readiness.require()
-    job_id = await runtime.adapters.submit(name, body.method, body.shots, body.augment)
+    if body.method != "clipfit" and (body.epochs is not None or body.lr is not None):
+        raise validation_error("'epochs' and 'lr' are ClipFit settings; use them with method 'clipfit'.")
+    if body.method == "clipfit" and body.augment:
+        raise validation_error("'augment' is a Tip-Adapter setting; ClipFit draws its own crops every epoch.")
+    job_id = await runtime.adapters.submit(name, body.method, body.shots, body.augment, body.epochs, body.lr)
     return JSONResponse({"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})

@@ -1,0 +1,134 @@
+"""Adapter jobs: fitting an adapter from a class set's stored examples (API uploads).
+
+One pipeline for both places an API job runs: the server process (``app.services.adapting``) and
+``vgloss worker`` (``gloss_gen.queue.adapter_tasks``). The job's :class:`AdapterJobSpec` is JSON
+in the job's record, so a worker on another host runs exactly what was asked.
+
+- ``tip`` / ``tip-f``: embed the examples, fit the cache over the classifier named in the spec,
+  write the adapter record and make it the class set's active adapter (every replica serves it
+  from its next registry refresh).
+- ``clipfit``: train ClipFit on a private fp32 copy of the base model (the copy being served is
+  never touched) and write the delta to ``<data dir>/clipfit/<class set>-<hash16>.safetensors``.
+  A delta changes the image tower for every class set, so it is not swapped into a running
+  server: serving it is a deployment decision (``VGLOSS_PRETRAINED=BASE+DELTA``), and the job's
+  result says exactly what to set. A re-run of the same job (a worker died) resumes from the
+  last finished epoch's checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..classsets import ClassSet
+from . import ADAPTER_METHODS, AdaptError
+
+JOB_METHODS = (*ADAPTER_METHODS, "clipfit")
+CLIPFIT_DIR = "clipfit"
+
+
+@dataclass(frozen=True)
+class AdapterJobSpec:
+    class_set: ClassSet
+    method: str
+    model: str  # architecture
+    pretrained: str  # tip: the tag of the classifier's model; clipfit: the base weights it tunes
+    classifier: str | None = None  # tip: key of the classifier the cache goes on
+    shots: int = 16
+    augment: int = 0  # tip: random crop/flip views averaged into each key
+    epochs: int = 100  # clipfit (the paper's few-shot runs)
+    lr: float = 2e-3  # clipfit
+
+    def __post_init__(self):
+        if self.method not in JOB_METHODS:
+            raise AdaptError(f"unknown adapter method {self.method!r}; choose from {', '.join(JOB_METHODS)}")
+        if self.shots < 1 or self.augment < 0:
+            raise AdaptError("shots must be at least 1 and augment 0 or more")
+        if self.method == "clipfit":
+            self.fit_config()
+        else:
+            self.tip_config()
+            if not self.classifier:
+                raise AdaptError(f"a {self.method} adapter needs the classifier it goes on")
+
+    def tip_config(self):
+        from .tip import TipConfig
+
+        return TipConfig(method=self.method)
+
+    def fit_config(self):
+        from .clipfit import FitConfig
+
+        return FitConfig(shots=self.shots, epochs=self.epochs, lr=self.lr)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "class_set": self.class_set.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AdapterJobSpec:
+        return cls(**{**data, "class_set": ClassSet.from_dict(data["class_set"])})
+
+
+def fit_tip_job(spec: AdapterJobSpec, store, model, classifier, limits):
+    """Fit, store and activate the cache adapter; ``(record, the job's result fields)``.
+
+    ``model`` is the :class:`gloss_gen.models.ClipModel` the classifier was built under.
+    """
+    from ..evaluation.runner import ModelSource
+    from .adapter import build_adapter
+    from .examples import embed_examples
+    from .record import put_adapter
+    from .uploads import stored_examples
+
+    if classifier.key != spec.classifier:
+        raise AdaptError(f"the job is for classifier {spec.classifier}, not {classifier.key}")
+    source = stored_examples(store, classifier.class_set)
+    examples = embed_examples(source, ModelSource.of(model), store, limits, augment=spec.augment,
+                              workers=1).take(spec.shots)
+    record = build_adapter(classifier, examples, spec.tip_config())
+    put_adapter(store, record, activate=True)
+    return record, {"adapter": record.key, "notes": record.notes, "validation": record.validation}
+
+
+def serving_note(settings_model: str, pretrained: str) -> str:
+    return (f"A ClipFit delta changes the image tower for every class set, so it is not swapped into the "
+            f"running server. To serve it, restart the servers with VGLOSS_MODEL={settings_model} "
+            f"VGLOSS_PRETRAINED={pretrained} (the file must be readable there); class sets other than the "
+            f"built-ins are then rebuilt under the new model id with POST /v1/class-sets.")
+
+
+def fit_clipfit_job(spec: AdapterJobSpec, store, limits, data_dir: Path, job_id: str, *, device: str = "cpu",
+                    cache_dir=None, on_epoch=lambda log: None, stop=None) -> dict:
+    """Train ClipFit on the stored examples and write the delta; the job's result fields."""
+    from ..models import load_clip
+    from .clipfit import fit_clipfit
+    from .delta import delta_model_id, split_pretrained
+    from .uploads import stored_examples
+
+    if split_pretrained(spec.pretrained)[1] is not None:
+        raise AdaptError(f"ClipFit tunes base weights, not an adapted model ({spec.pretrained})")
+    source = stored_examples(store, spec.class_set)
+    # a private fp32 copy: training changes the model in place, and the shared one serves requests
+    model = load_clip(spec.model, spec.pretrained, device, "fp32", cache_dir)
+    folder = Path(data_dir).resolve() / CLIPFIT_DIR
+    running = folder / f"job-{job_id}.safetensors"  # its checkpoint beside it lets a re-run resume
+    result = fit_clipfit(model, source, running, spec.fit_config(), limits, resume=True, on_epoch=on_epoch,
+                         stop=stop)
+    delta = folder / f"{spec.class_set.name}-{result.delta.hash[:16]}.safetensors"
+    os.replace(running, delta)
+    pretrained = f"{spec.pretrained}+{delta}"
+    return {
+        "delta": str(delta),
+        "content_hash": result.delta.hash,
+        "adapted_model": delta_model_id(model.id, delta),
+        "pretrained": pretrained,
+        "trained_parameters": result.trained_parameters,
+        "total_parameters": result.total_parameters,
+        "zero_shot_val": result.zero_shot_val,
+        "best_val": result.best_val,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "notes": result.notes,
+        "serving": serving_note(spec.model, pretrained),
+    }
