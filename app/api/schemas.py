@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from gloss_gen.names import NAME_MAX_CHARS, NAME_PATTERN
 
@@ -85,19 +85,43 @@ class ClassSetDetail(ClassSetSummary):
     adapter: dict | None = Field(None, description="The active few-shot adapter, if any.")
 
 
-class CreateAdapterRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_SHOTS = Field(16, ge=1, le=1024, description="Examples per class to use.")
 
-    method: Literal["tip", "tip-f", "clipfit"] = Field(
-        "tip",
-        description="tip / tip-f: a cache adapter, active for the class set once the job is done. clipfit: a "
-        "ClipFit delta of the model; the job reports its model id and the VGLOSS_PRETRAINED that serves it "
-        "(a restart: the delta changes the image tower for every class set).",
-    )
-    shots: int = Field(16, ge=1, le=1024, description="Examples per class to use.")
-    augment: int = Field(0, ge=0, le=32, description="tip / tip-f: random crop/flip views averaged into each key.")
-    epochs: int | None = Field(None, ge=1, le=1000, description="clipfit: training epochs (default 100, the paper's).")
-    lr: float | None = Field(None, gt=0, le=1.0, description="clipfit: SGD learning rate (default 2e-3).")
+
+class CacheAdapterRequest(BaseModel):
+    """tip / tip-f: a cache adapter, active for the class set once the job is done."""
+
+    model_config = ConfigDict(extra="forbid", title="Tip-Adapter cache")
+
+    method: Literal["tip", "tip-f"] = "tip"
+    shots: int = _SHOTS
+    augment: int = Field(0, ge=0, le=32, description="Random crop/flip views averaged into each key.")
+
+
+class ClipFitAdapterRequest(BaseModel):
+    """clipfit: a ClipFit delta of the model; the job reports its model id and the VGLOSS_PRETRAINED
+    that serves it (a restart: the delta changes the image tower for every class set)."""
+
+    model_config = ConfigDict(extra="forbid", title="ClipFit delta")
+
+    method: Literal["clipfit"]
+    shots: int = _SHOTS
+    epochs: int | None = Field(None, ge=1, le=1000, description="Training epochs (default 100, the paper's).")
+    lr: float | None = Field(None, gt=0, le=1.0, description="SGD learning rate (default 2e-3).")
+
+
+def _adapter_kind(body) -> str:
+    method = body.get("method") if isinstance(body, dict) else getattr(body, "method", None)
+    return "clipfit" if method == "clipfit" else "tip"
+
+
+CreateAdapterRequest = Annotated[
+    Annotated[CacheAdapterRequest, Tag("tip")] | Annotated[ClipFitAdapterRequest, Tag("clipfit")],
+    Discriminator(_adapter_kind),
+]
+"""One of the two shapes (the schema's oneOf): ``epochs``/``lr`` only with clipfit, ``augment`` only
+with tip / tip-f, so every body the schema admits is one the server runs; an error names the shape
+the method chose ("Invalid tip.epochs: Extra inputs are not permitted.")."""
 
 
 class ExamplesAdded(BaseModel):

@@ -11,6 +11,7 @@ from app.api.deps import AdminKey, ApiKey, RuntimeDep
 from app.api.schemas import (
     ClassSetDetail,
     ClassSetSummary,
+    ClipFitAdapterRequest,
     CreateAdapterRequest,
     CreateClassSetRequest,
     ErrorResponse,
@@ -131,9 +132,8 @@ async def add_examples(name: ClassSetName, request: Request, runtime: RuntimeDep
 )
 async def create_adapter(name: ClassSetName, body: CreateAdapterRequest, runtime: RuntimeDep) -> JSONResponse:
     runtime.readiness.require()
-    if body.method != "clipfit" and (body.epochs is not None or body.lr is not None):
-        raise validation_error("'epochs' and 'lr' are ClipFit settings; use them with method 'clipfit'.")
-    if body.method == "clipfit" and body.augment:
-        raise validation_error("'augment' is a Tip-Adapter setting; ClipFit draws its own crops every epoch.")
-    job_id = await runtime.adapters.submit(name, body.method, body.shots, body.augment, body.epochs, body.lr)
+    if isinstance(body, ClipFitAdapterRequest):
+        job_id = await runtime.adapters.submit(name, body.method, body.shots, epochs=body.epochs, lr=body.lr)
+    else:
+        job_id = await runtime.adapters.submit(name, body.method, body.shots, augment=body.augment)
     return JSONResponse({"job_id": job_id}, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
