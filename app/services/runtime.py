@@ -26,7 +26,7 @@ from .jobs import InProcessJobs, JobBackend, JobRunner, QueuedJobs
 from .model import ModelHolder, available_cores
 from .readiness import Readiness, failure_detail
 from .registry import ClassifierRegistry
-from .text_work import TextWork
+from .text_work import TextWork, chunk_prompts_for
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class ServerRuntime:
         self.model = ModelHolder(settings, self.metrics)
         # images go through the model on this one thread; text on one build's thread at a time
         self._inference_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-inference")
-        self.text_work = TextWork()
+        self.text_work = TextWork(chunk_prompts_for(settings.resolved_device()))
         self.decoder = ImageDecoder(settings.decode_threads or available_cores())
         self.registry = ClassifierRegistry(settings, self.store, self.model, self.metrics, self.text_work)
         self.batcher = InferenceBatcher(
