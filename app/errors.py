@@ -55,6 +55,8 @@ HTTP_STATUS_BY_CODE = {
     "request_timeout": 408,
     "too_many_images": 413,
     "server_busy": 503,
+    # not 413: the body is small; it is what the labels ask the text encoder to do that is refused
+    "too_many_label_prompts": 422,
     # keys
     "missing_api_key": 401,
     "invalid_api_key": 403,

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import signal
+import threading
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -32,6 +36,33 @@ def body_limits(settings: Settings):
     return limit
 
 
+def _on_termination_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` on the event loop as soon as SIGTERM or SIGINT arrives, before the handler
+    uvicorn installed (which it still calls): uvicorn waits for open requests before the lifespan
+    shutdown, and a request waiting for a long build would hold it there. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # an app served from a thread (tests): signals reach only the main thread
+    loop = asyncio.get_running_loop()
+    chained: dict[int, Callable] = {}
+
+    def handler(signum, frame) -> None:
+        loop.call_soon_threadsafe(callback)
+        chained[signum](signum, frame)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        current = signal.getsignal(signum)
+        if callable(current):  # uvicorn's; a default or ignored signal is left alone
+            chained[signum] = current
+            signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, previous in chained.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, previous)
+
+    return restore
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
     """A server for ``settings`` (default: the process's ``VGLOSS_*`` settings).
 
@@ -43,9 +74,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         await runtime.start()
+        restore_signals = _on_termination_signal(runtime.begin_shutdown)
         try:
             yield
         finally:
+            restore_signals()
             await runtime.stop()
 
     app = FastAPI(

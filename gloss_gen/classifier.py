@@ -15,13 +15,17 @@ import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .classsets import ClassSet
 from .descriptions import DescriptionSet, utc_now
 from .errors import CorruptDataError, InputError
-from .prompts import build_prompts
+from .prompts import DEFAULT_LABEL_TEMPLATE_SET, TEMPLATE_SETS, build_prompts
+
+if TYPE_CHECKING:
+    from .models import BetweenBatches
 
 # 2: evidence stored as float32 (1 stored it as float16); per-dataset template sets. The version
 # is part of every key, so nothing built now reuses a format-1 entry, but a stored format-1
@@ -196,6 +200,7 @@ def build_classifier(
     template_set: str | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    between_batches: BetweenBatches | None = None,
 ) -> Classifier:
     """Embed every prompt of a description set and average them into class prototypes.
 
@@ -204,7 +209,8 @@ def build_classifier(
     description's embedding is kept as evidence; with templates the prototype stands for the class.
     ``template_set`` defaults to the class set's own (CLIP's per-dataset templates for CIFAR-10
     and STL-10). Description prompts name the class as the descriptions' source does
-    (:attr:`DescriptionRecord.prompt_name`).
+    (:attr:`DescriptionRecord.prompt_name`). ``batch_size`` and ``between_batches`` go to the
+    text encoder (:meth:`gloss_gen.models.ClipModel.encode_text`).
     """
     style = description_set.prompt_style
     class_set = description_set.class_set
@@ -215,7 +221,7 @@ def build_classifier(
         name = record.prompt_name if descriptions else record.name
         prompts_per_class.append(build_prompts(name, descriptions, style, template_set))
     flat = [p for prompts in prompts_per_class for p in prompts]
-    embeddings = model.encode_text(flat, batch_size=batch_size, progress=progress)
+    embeddings = model.encode_text(flat, batch_size=batch_size, progress=progress, between_batches=between_batches)
 
     prototypes = np.zeros((len(class_set), embeddings.shape[1]), dtype=np.float32)
     evidence_rows: list[np.ndarray] = []
@@ -252,8 +258,14 @@ def build_classifier(
     )
 
 
-def ad_hoc_class_set(labels: Sequence[str]) -> ClassSet:
-    """A class set for request-time labels: no WordNet, ids are slugs, order kept."""
+def ad_hoc_class_set(labels: Sequence[str], templates: str = DEFAULT_LABEL_TEMPLATE_SET) -> ClassSet:
+    """A class set for request-time labels: no WordNet, ids are slugs, order kept, class names in
+    the ``templates`` template set (``Settings.label_templates``; the server, ``vgloss classify
+    --labels`` and :mod:`gloss_gen.zeroshot` all pass it, so they name and key labels alike).
+
+    The name hashes the labels and the template set: the same labels in two template sets are
+    two stored classifiers, neither replacing the other as the active one.
+    """
     from .classsets import ClassSpec, slugify
 
     seen: set[str] = set()
@@ -266,5 +278,13 @@ def ad_hoc_class_set(labels: Sequence[str]) -> ClassSet:
             n += 1
         seen.add(cid)
         classes.append(ClassSpec(id=cid, name=label.strip()))
-    digest = hashlib.sha256(json.dumps([c.name for c in classes]).encode()).hexdigest()[:12]
-    return ClassSet(name=f"labels-{digest}", classes=classes)
+    if templates not in TEMPLATE_SETS:
+        raise InputError(f"unknown template set {templates!r}; choose from {', '.join(TEMPLATE_SETS)}")
+    digest = hashlib.sha256(json.dumps([[c.name for c in classes], templates]).encode()).hexdigest()[:12]
+    return ClassSet(name=f"labels-{digest}", classes=classes, templates=templates)
+
+
+def serves_labels(classifier: Classifier, class_set: ClassSet) -> bool:
+    """Whether a stored ``classifier`` is the one for the ad-hoc ``class_set`` (same labels, same
+    templates): a name is a 12-hex-digit hash, so this guards against a collision."""
+    return classifier.class_set.names == class_set.names and classifier.template_set == class_set.templates

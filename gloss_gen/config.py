@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .prompts import DEFAULT_LABEL_TEMPLATE_SET, TEMPLATE_SETS
+
 
 def _default_data_dir() -> Path:
     import os
@@ -57,6 +59,13 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_images_per_request: int = Field(32, ge=1)
     max_labels: int = Field(1000, ge=1)
+    label_templates: str = Field(
+        DEFAULT_LABEL_TEMPLATE_SET,
+        description="template set ad-hoc labels are embedded with (openai = 80 prompts a label, simple = 7)",
+    )
+    max_label_prompts: int = Field(
+        8000, ge=1, description="prompts (labels x templates) one request's new labels may ask to embed"
+    )
     label_cache_size: int = Field(64, ge=1)
     decode_threads: int = Field(0, ge=0, description="0 = one per CPU core")
     decode_threads_per_request: int = Field(
@@ -111,6 +120,13 @@ class Settings(BaseSettings):
         if self.jobs_on_queue and not self.redis_url:
             raise ValueError("VGLOSS_JOBS_ON_QUEUE needs VGLOSS_REDIS_URL: the workers take jobs from Redis")
         return self
+
+    @field_validator("label_templates")
+    @classmethod
+    def _known_template_set(cls, value: str) -> str:
+        if value not in TEMPLATE_SETS:
+            raise ValueError(f"unknown template set {value!r}; choose from {', '.join(TEMPLATE_SETS)}")
+        return value
 
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod

@@ -29,6 +29,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
+BetweenBatches = Callable[[int, int], None]
+"""``(texts encoded so far, total)``; see :meth:`ClipModel.encode_text`."""
+
 RANDOM_INIT_SEED = 0
 _NONE_TAGS = {"none", "", "random"}
 SCHEMA_PREFIXES = ("hf-hub:", "local-dir:")
@@ -141,8 +144,19 @@ class ClipModel:
         return next(self.model.parameters()).dtype
 
     @torch.inference_mode()
-    def encode_text(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
-        """L2-normalised float32 text embeddings, shape (len(texts), dim)."""
+    def encode_text(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 256,
+        progress: bool = False,
+        between_batches: BetweenBatches | None = None,
+    ) -> np.ndarray:
+        """L2-normalised float32 text embeddings, shape (len(texts), dim).
+
+        ``between_batches(done, total)`` is called before every batch after the first, with the
+        texts encoded so far: a caller may wait there (to share the model with other work) or raise
+        (to stop); nothing is left half-done when it raises.
+        """
         out = []
         starts = range(0, len(texts), batch_size)
         if progress:
@@ -150,6 +164,8 @@ class ClipModel:
 
             starts = tqdm(starts, desc="encoding text", unit="batch")
         for start in starts:
+            if between_batches is not None and start > 0:
+                between_batches(start, len(texts))
             tokens = self.tokenizer(list(texts[start : start + batch_size]))
             if self.engine is not None:
                 out.append(torch.nn.functional.normalize(self.engine.text_features(tokens).float(), dim=-1))

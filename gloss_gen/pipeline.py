@@ -9,11 +9,15 @@ classifier) and how a store outage is treated are decided here once.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from .classifier import Classifier, build_classifier
 from .classsets import ClassSet
 from .descriptions import DescriptionSet
 from .store import Store, StoreError
+
+if TYPE_CHECKING:
+    from .models import BetweenBatches
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ def build_and_store(
     keep_on_store_error: bool = False,
     batch_size: int = 256,
     progress: bool = False,
+    between_batches: BetweenBatches | None = None,
 ) -> Classifier:
     """Embed ``description_set`` with ``model`` and write the descriptions and the classifier.
 
@@ -40,10 +45,13 @@ def build_and_store(
         activate: make the classifier the one served for its class set under this model.
         keep_on_store_error: a store that cannot be written is logged and the classifier is
             returned anyway (the server keeps serving from memory); otherwise the error is raised.
-        batch_size, progress: for the text encoder.
+        batch_size, progress, between_batches: for the text encoder
+            (:meth:`gloss_gen.models.ClipModel.encode_text`); an exception raised between
+            batches stops the build before anything is written.
     """
     classifier = build_classifier(
-        model, description_set, template_set=template_set, batch_size=batch_size, progress=progress
+        model, description_set, template_set=template_set, batch_size=batch_size, progress=progress,
+        between_batches=between_batches,
     )
     if store is None:
         return classifier

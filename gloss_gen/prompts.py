@@ -31,6 +31,9 @@ PROMPT_STYLES = ("templates", "dclip", "dclip-photo", "phrases", "gloss", "sente
 # CLIP_benchmark's en_zeroshot_classification_templates.json).
 TEMPLATE_SETS = ("openai", "simple", "cifar10", "stl10")
 DEFAULT_TEMPLATE_SET = "openai"
+# Ad-hoc labels (a request's or a script's own) are embedded while someone waits: 7 prompts a label
+# instead of 80 keeps 1000 labels at 7,000 prompts (VGLOSS_LABEL_TEMPLATES picks another set).
+DEFAULT_LABEL_TEMPLATE_SET = "simple"
 _DATASET_TEMPLATES: dict[str, tuple[str, ...]] = {
     "cifar10": (
         "a photo of a {}.",
@@ -143,6 +146,11 @@ def _templates(template_set: str) -> Sequence[Callable[[str], str] | str]:
     if template_set == "simple":
         return SIMPLE_IMAGENET_TEMPLATES
     raise ValueError(f"unknown template set {template_set!r}; choose from {', '.join(TEMPLATE_SETS)}")
+
+
+def template_count(template_set: str) -> int:
+    """How many prompts one class name becomes in ``template_set``."""
+    return len(_templates(template_set))
 
 
 def template_prompts(class_name: str, template_set: str = DEFAULT_TEMPLATE_SET) -> list[str]:

@@ -39,17 +39,18 @@ ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, "Image.Image"
 log = logging.getLogger(__name__)
 
 
-def label_classifier(store: Store, model: ClipModel, labels: Sequence[str]) -> Classifier:
-    """The classifier for ad-hoc labels: the one stored for this model under the server's name for
-    them (:func:`gloss_gen.classifier.ad_hoc_class_set`) if any, else class-name prompts embedded
-    now and stored under that name."""
-    from .classifier import ad_hoc_class_set
+def label_classifier(store: Store, model: ClipModel, labels: Sequence[str], templates: str) -> Classifier:
+    """The classifier for ad-hoc labels in the ``templates`` template set
+    (``Settings.label_templates``): the one stored for this model under the server's name for them
+    (:func:`gloss_gen.classifier.ad_hoc_class_set`) if any, else class-name prompts embedded now and
+    stored under that name."""
+    from .classifier import ad_hoc_class_set, serves_labels
     from .descriptions import describe_classname
     from .pipeline import build_and_store
 
-    class_set = ad_hoc_class_set(list(labels))
+    class_set = ad_hoc_class_set(list(labels), templates)
     classifier = store.get_active_classifier(model.id, class_set.name)
-    if classifier is not None and classifier.class_set.names == class_set.names:
+    if classifier is not None and serves_labels(classifier, class_set):
         log.info("labels %s: using the classifier stored for %s (no text encoded)", class_set.name, model.id)
         return classifier
     classifier = build_and_store(model, describe_classname(class_set), store)
@@ -107,7 +108,8 @@ class ZeroShotClassifier:
             self._check_class_set(class_set or self.settings.default_class_set)
         self.model = get_model(self.settings)
         if _labels is not None:
-            self.classifier = label_classifier(self.store, self.model, _clean_labels(_labels))
+            self.classifier = label_classifier(self.store, self.model, _clean_labels(_labels),
+                                               self.settings.label_templates)
         else:
             self.classifier = self._named_classifier(class_set or self.settings.default_class_set, method)
         self._heads: dict[str, Any] = {}
@@ -154,7 +156,8 @@ class ZeroShotClassifier:
         if candidate_labels is not None:
             labels = tuple(_clean_labels(candidate_labels))
             if labels not in self._label_classifiers:
-                self._label_classifiers[labels] = label_classifier(self.store, self.model, labels)
+                self._label_classifiers[labels] = label_classifier(self.store, self.model, labels,
+                                                                   self.settings.label_templates)
             classifier = self._label_classifiers[labels]
         head = self._head(classifier)
         tensors = [self._tensor(image) for image in batch]

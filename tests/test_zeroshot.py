@@ -94,6 +94,21 @@ def test_predictions_are_the_servers(server, tmp_path, sample_photos):
     _same(from_labels.classify(photos[1], top_k=3), _served(server, photos[1], labels=labels, top_k=3))
 
 
+def test_labels_are_embedded_in_the_simple_templates_under_the_servers_name_and_key(server, tmp_path, sample_photos):
+    from gloss_gen import ZeroShotClassifier
+
+    labels = ["a tabby cat", "a red bus"]
+    served = server.post("/v1/classify", files=[("images", ("x.jpg", sample_photos[0].read_bytes(), "image/jpeg"))],
+                         data={"labels": labels}).json()["class_set"]
+    on_server = server.app.state.runtime.registry._labels[served].classifier
+    here = ZeroShotClassifier.from_labels(labels, settings=_settings(tmp_path / "elsewhere")).classifier  # built anew
+    assert on_server.template_set == here.template_set == "simple"
+    assert (here.class_set.name, here.key) == (served, on_server.key)
+    openai = _settings(tmp_path / "elsewhere").model_copy(update={"label_templates": "openai"})
+    other = ZeroShotClassifier.from_labels(labels, settings=openai).classifier
+    assert other.template_set == "openai" and other.class_set.name != served and other.key != on_server.key
+
+
 def test_a_method_builds_its_own_classifier_without_touching_what_is_served(server, tmp_path, sample_photos):
     from gloss_gen import ZeroShotClassifier
 

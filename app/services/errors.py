@@ -34,6 +34,28 @@ class QueueFull(UnavailableError):
         )
 
 
+class TextQueueFull(UnavailableError):
+    code = "text_queue_full"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"{limit} classifiers are already being embedded (the limit); retry shortly.", retry_after_s=5
+        )
+
+
+class TooManyLabelPrompts(InputError):
+    """Ad-hoc labels that would take more text-encoder work than one request may ask for."""
+
+    code = "too_many_label_prompts"
+
+    def __init__(self, labels: int, templates: str, per_label: int, limit: int) -> None:
+        super().__init__(
+            f"{labels} labels in the {per_label} templates of template set {templates!r} make "
+            f"{labels * per_label:,} prompts to embed, over the limit of {limit:,} a request "
+            f"(VGLOSS_MAX_LABEL_PROMPTS); send at most {limit // per_label} labels."
+        )
+
+
 class StoreUnavailable(StoreError):
     """The store failed while a request needed it; loaded class sets keep serving."""
 

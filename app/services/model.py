@@ -14,7 +14,7 @@ import torch
 from app.metrics import Metrics
 from gloss_gen.config import Settings
 from gloss_gen.imaging import ImageLimits, Preprocessor
-from gloss_gen.models import ClipModel, get_model
+from gloss_gen.models import BetweenBatches, ClipModel, get_model
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,17 @@ class CountingTextEncoder:
         self.logit_scale = clip.logit_scale
         self.logit_bias = clip.logit_bias
 
-    def encode_text(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    def encode_text(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 256,
+        progress: bool = False,
+        between_batches: BetweenBatches | None = None,
+    ) -> np.ndarray:
         self._metrics.text_prompts_encoded.inc(len(texts))
         started = time.perf_counter()
-        embeddings = self._clip.encode_text(texts, batch_size=batch_size, progress=progress)
+        embeddings = self._clip.encode_text(texts, batch_size=batch_size, progress=progress,
+                                            between_batches=between_batches)
         _count(self._metrics, "text", inference_path(self._clip, "text"), len(texts), started)
         return embeddings
 

@@ -4,9 +4,12 @@
   background check picks up a newer active classifier written by a job on any replica (a failed
   check keeps the one in memory). A built-in set with no classifier for this model yet is built on
   demand with ``Settings.default_method`` and written to the store.
-- Ad-hoc label sets are embedded with class-name templates on first use, written to the store and
-  kept in a bounded LRU (``Settings.label_cache_size``); with the store down they are still built,
-  just not shared.
+- Ad-hoc label sets are embedded with class-name templates (``Settings.label_templates``) on
+  first use, written to the store and kept in a bounded LRU (``Settings.label_cache_size``); with
+  the store down they are still built, just not shared. A request whose labels make more prompts
+  than ``Settings.max_label_prompts`` is refused before any text is encoded.
+
+Every build embeds on the shared text-encoder turns (:class:`~app.services.text_work.TextWork`).
 
 Concurrent first requests for the same set share one load (single flight).
 """
@@ -14,17 +17,15 @@ Concurrent first requests for the same set share one load (single flight).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app.metrics import Metrics
-from gloss_gen.classifier import Classifier, ad_hoc_class_set
+from gloss_gen.classifier import Classifier, ad_hoc_class_set, serves_labels
 from gloss_gen.classsets import (
     BUILTIN_CLASS_SETS,
     ClassSet,
@@ -36,12 +37,14 @@ from gloss_gen.config import Settings
 from gloss_gen.descriptions import DescriptionSet, describe_classname
 from gloss_gen.errors import CorruptDataError
 from gloss_gen.pipeline import build_and_store
+from gloss_gen.prompts import template_count
 from gloss_gen.scoring import ScoringHead
 from gloss_gen.store import Store, StoreError
 
 from .describing import describe
-from .errors import ClassifierBroken, ClassSetNotFound, ClassSetNotReady, StoreUnavailable
+from .errors import ClassifierBroken, ClassSetNotFound, ClassSetNotReady, StoreUnavailable, TooManyLabelPrompts
 from .model import ModelHolder
+from .text_work import TextWork
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ class ClassifierRegistry:
         store: Store,
         model: ModelHolder,
         metrics: Metrics,
-        text_executor: ThreadPoolExecutor,
+        text_work: TextWork,
         refresh_s: float = 30.0,
     ) -> None:
         self.settings = settings
@@ -85,7 +88,7 @@ class ClassifierRegistry:
         self.model = model
         self.metrics = metrics
         self.refresh_s = refresh_s
-        self._text_executor = text_executor
+        self._text_work = text_work
         self._named: dict[str, _Slot] = {}
         self._labels: OrderedDict[str, LoadedClassifier] = OrderedDict()
         self._in_flight: dict[tuple[str, str], asyncio.Task] = {}
@@ -117,7 +120,10 @@ class ClassifierRegistry:
         return await self._single_flight(("set", name), lambda: self._load_named(name))
 
     async def get_for_labels(self, labels: list[str]) -> LoadedClassifier:
-        class_set = ad_hoc_class_set(labels)
+        class_set = ad_hoc_class_set(labels, self.settings.label_templates)
+        per_label = template_count(class_set.templates)
+        if len(labels) * per_label > self.settings.max_label_prompts:
+            raise TooManyLabelPrompts(len(labels), class_set.templates, per_label, self.settings.max_label_prompts)
         cached = self._labels.get(class_set.name)
         if cached is not None:
             self._labels.move_to_end(class_set.name)
@@ -136,13 +142,11 @@ class ClassifierRegistry:
     async def build(
         self, description_set: DescriptionSet, *, write: bool = True, keep_on_store_error: bool = False
     ) -> Classifier:
-        """Embed ``description_set`` on the text thread and (with ``write``) store it as the active
-        classifier of its set (see :func:`gloss_gen.pipeline.build_and_store`)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._text_executor,
-            functools.partial(build_and_store, self.model.text_encoder, description_set,
-                              self.store if write else None, keep_on_store_error=keep_on_store_error),
+        """Embed ``description_set`` in turns with the other builds and (with ``write``) store it as
+        the active classifier of its set (see :func:`gloss_gen.pipeline.build_and_store`)."""
+        return await self._text_work.run(
+            build_and_store, self.model.text_encoder, description_set, self.store if write else None,
+            keep_on_store_error=keep_on_store_error,
         )
 
     # ------------------------------------------------------------------ loading
@@ -209,7 +213,7 @@ class ClassifierRegistry:
         except StoreError:
             log.warning("store unavailable; embedding labels %s without it", class_set.name)
             classifier, store_up = None, False
-        if classifier is not None and classifier.class_set.names == class_set.names:
+        if classifier is not None and serves_labels(classifier, class_set):
             source = "store"
         else:
             classifier = await self.build(describe_classname(class_set), write=store_up, keep_on_store_error=True)

@@ -21,7 +21,7 @@ from .batcher import InferenceBatcher
 from .catalog import ClassSetCatalog
 from .classify import ClassifyService
 from .decoding import ImageDecoder
-from .errors import StoreUnavailable
+from .errors import ShuttingDown, StoreUnavailable
 from .jobs import (
     ADAPTER_JOB_KIND,
     JOB_KIND,
@@ -34,6 +34,7 @@ from .jobs import (
 from .model import ModelHolder, available_cores
 from .readiness import Readiness, failure_detail
 from .registry import ClassifierRegistry
+from .text_work import TextWork, chunk_prompts_for
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,13 @@ class ServerRuntime:
         self.readiness = Readiness()
         self.store = store if store is not None else open_store(settings)
         self.model = ModelHolder(settings, self.metrics)
-        # the model is only ever called from these two threads: images on one, text on the other
+        # images go through the model on this one thread; text on one build's thread at a time
         self._inference_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-inference")
-        self._text_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-text")
+        self.text_work = TextWork(chunk_prompts_for(settings.resolved_device()))
         self.decoder = ImageDecoder(
             settings.decode_threads or available_cores(), settings.decode_threads_per_request or None
         )
-        self.registry = ClassifierRegistry(settings, self.store, self.model, self.metrics, self._text_executor)
+        self.registry = ClassifierRegistry(settings, self.store, self.model, self.metrics, self.text_work)
         self.batcher = InferenceBatcher(
             self.model.encode_images,
             max_batch=settings.max_batch,
@@ -114,12 +115,20 @@ class ServerRuntime:
             log.info("ready: %s serving %s", self.model.model_id, name)
         except asyncio.CancelledError:
             raise
+        except ShuttingDown:
+            log.info("start-up stopped: the server is shutting down")
         except Exception as exc:
             self.readiness.set("failed", failure_detail(self.readiness.detail, exc))
             log.exception("start-up failed; /readyz will answer 503")
 
+    def begin_shutdown(self) -> None:
+        """As soon as the server is told to stop: classifiers being embedded stop at their next
+        chunk (their requests get 503 ``shutting_down``) and no new ones start."""
+        self.text_work.close()
+
     async def stop(self) -> None:
         """Finish queued work, then release threads. uvicorn has already drained open requests."""
+        self.begin_shutdown()
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
             await asyncio.gather(self._startup, return_exceptions=True)
@@ -128,4 +137,4 @@ class ServerRuntime:
         await self.registry.close()
         self.decoder.shutdown()
         self._inference_executor.shutdown(wait=True)
-        self._text_executor.shutdown(wait=True)
+        self.text_work.shutdown()

@@ -12,8 +12,9 @@ Classify image files with the model and the stored classifier for a class set, a
 would (same decoding, preprocessing and scoring). A class set with no stored classifier is built
 first with VGLOSS_DEFAULT_METHOD (wordnet), as `vgloss serve` does.
 
-Ad-hoc --labels are embedded once per model and kept in the store under the same name the server
-uses (labels-<hash>), so the next run with the same labels, or the server, encodes no text.
+Ad-hoc --labels are embedded once per model, in the VGLOSS_LABEL_TEMPLATES template set (default
+simple: 7 prompts a label), and kept in the store under the same name the server uses
+(labels-<hash>), so the next run with the same labels, or the server, encodes no text.
 
 Examples:
   vgloss classify cat.jpg dog.png
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args, settings, store)
     model = load_model(settings)
     if args.labels:
-        classifier = label_classifier(store, model, [label.strip() for label in args.labels if label.strip()])
+        labels = [label.strip() for label in args.labels if label.strip()]
+        classifier = label_classifier(store, model, labels, settings.label_templates)
     else:
         classifier = get_or_build_classifier(
             store, model, args.class_set or settings.default_class_set, settings.default_method

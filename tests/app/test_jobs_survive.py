@@ -48,7 +48,6 @@ def _serve(tmp_path: Path, port: int, log_name: str, stub_url: str) -> subproces
         VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu",
         VGLOSS_BACKEND="torch", VGLOSS_PRECISION="fp32",  # the fp32 reference path: no start-up probe
         VGLOSS_DATA_DIR=str(tmp_path / "data"), VGLOSS_DEFAULT_CLASS_SET="cifar10",
-        VGLOSS_BACKEND="torch", VGLOSS_PRECISION="fp32",  # no start-up probe: tests/inference covers auto
         VGLOSS_ADMIN_KEYS=ADMIN, VGLOSS_QUEUE_LEASE_S="0.5", VGLOSS_LLM_CONCURRENCY="1",
         OPENAI_BASE_URL=stub_url, OPENAI_API_KEY="test-key",
         PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
