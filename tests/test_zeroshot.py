@@ -19,7 +19,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _settings(data_dir: Path) -> Settings:
+    # the fp32 reference path: int8 paths quantize activations per batch, so a batch of three and
+    # one image alone may differ in the third decimal (tests/inference covers the other paths)
     return Settings(_env_file=None, model="vgloss-tiny", pretrained="none", device="cpu", data_dir=data_dir,
+                    backend="torch", precision="fp32",
                     default_class_set="cifar10", redis_url=None, api_keys=[], admin_keys=[])
 
 

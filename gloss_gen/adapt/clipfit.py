@@ -109,6 +109,21 @@ class FitResult:
     notes: list[str] = field(default_factory=list)
     resumed_from: int = 0
 
+    def summary(self, delta_path: Path, pretrained: str) -> dict:
+        """What ``vgloss fit --json`` prints and a ClipFit job reports (``pretrained``: what serves it)."""
+        return {
+            "delta": str(delta_path),
+            "content_hash": self.delta.hash,
+            "pretrained": pretrained,
+            "trained_parameters": self.trained_parameters,
+            "total_parameters": self.total_parameters,
+            "zero_shot_val": self.zero_shot_val,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history),
+            "notes": self.notes,
+        }
+
 
 def split_examples(source: ExampleSource, config: FitConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(train rows, validation rows, notes): ``shots`` per class, then a stratified held-out part."""

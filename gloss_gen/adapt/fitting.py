@@ -118,17 +118,7 @@ def fit_clipfit_job(spec: AdapterJobSpec, store, limits, data_dir: Path, job_id:
     delta = folder / f"{spec.class_set.name}-{result.delta.hash[:16]}.safetensors"
     os.replace(running, delta)
     pretrained = f"{spec.pretrained}+{delta}"
-    return {
-        "delta": str(delta),
-        "content_hash": result.delta.hash,
+    return result.summary(delta, pretrained) | {
         "adapted_model": delta_model_id(model.id, delta),
-        "pretrained": pretrained,
-        "trained_parameters": result.trained_parameters,
-        "total_parameters": result.total_parameters,
-        "zero_shot_val": result.zero_shot_val,
-        "best_val": result.best_val,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "notes": result.notes,
         "serving": serving_note(spec.model, pretrained),
     }

@@ -87,19 +87,7 @@ def run(args: argparse.Namespace) -> int:
     except AdaptError as exc:
         raise UserError(str(exc)) from None
     pretrained = f"{settings.pretrained}+{args.out}"
-    summary = {
-        "delta": str(args.out),
-        "content_hash": result.delta.hash,
-        "pretrained": pretrained,
-        "trained_parameters": result.trained_parameters,
-        "total_parameters": result.total_parameters,
-        "zero_shot_val": result.zero_shot_val,
-        "best_val": result.best_val,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "history": [vars(h) for h in result.history],
-        "notes": result.notes,
-    }
+    summary = result.summary(args.out, pretrained) | {"history": [vars(h) for h in result.history]}
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
