@@ -93,7 +93,7 @@ def main() -> int:
 
         def sample() -> None:
             while not stop.wait(0.5):
-                peak.append(rss_mib(pid))
+                peak.append(rss_mib(pid))  # one sample per 0.5 s: index 2 * t
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -110,7 +110,9 @@ def main() -> int:
     print(f"{args.clients} clients x {wall:.0f} s: {sum(statuses.values())} requests, statuses {dict(statuses)}")
     print(f"images/s {done / wall:.1f}; p50 {1000 * p(0.5):.0f} ms, p99 {1000 * p(0.99):.0f} ms, "
           f"mean {1000 * statistics.fmean(latencies):.0f} ms" if done else "no request finished")
-    print(f"server RSS: {at_ready:.0f} MiB at ready, {max(peak):.0f} MiB peak, {at_end:.0f} MiB after")
+    quarters = ", ".join(f"{peak[min(len(peak) - 1, round(q * (len(peak) - 1)))]:.0f}" for q in (0.25, 0.5, 0.75, 1.0))
+    print(f"server RSS: {at_ready:.0f} MiB at ready, {max(peak):.0f} MiB peak, {at_end:.0f} MiB after; "
+          f"at each quarter of the run {quarters} MiB (flat = no request leaves memory behind)")
     print("json: " + json.dumps({"statuses": dict(statuses), "images_per_s": round(done / wall, 2),
                                  "p50_ms": round(1000 * p(0.5)), "p99_ms": round(1000 * p(0.99)),
                                  "rss_ready_mib": round(at_ready), "rss_peak_mib": round(max(peak)),
