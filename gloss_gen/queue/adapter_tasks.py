@@ -26,15 +26,13 @@ async def adapter_job(ctx: dict, job_id: str) -> str:
     """arq task: fit the job's adapter from the stored examples and write it to the store."""
     from arq.worker import Retry
 
-    from .worker import MAX_ATTEMPTS
+    from .worker import MAX_ATTEMPTS, unfinished_job
 
     store: Store = ctx["store"]
-    job = await asyncio.to_thread(store.get_job, job_id)
-    spec = await asyncio.to_thread(store.get_job_spec, job_id)
-    if job is None or spec is None:
-        return "job gone"
-    if job.finished:
-        return "already finished"
+    found = await unfinished_job(store, job_id)
+    if isinstance(found, str):
+        return found
+    _, spec = found
     if ctx["job_try"] > MAX_ATTEMPTS:
         message = f"a worker stopped while fitting this adapter {MAX_ATTEMPTS} times"
         await asyncio.to_thread(store.update_job, job_id,

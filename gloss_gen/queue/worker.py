@@ -163,17 +163,26 @@ async def _describe(ctx: dict, loaded: _LoadedJob, class_id: str) -> Description
         return loaded.error_record(class_id, f"{type(exc).__name__}: {exc}")
 
 
-async def embed_job(ctx: dict, job_id: str) -> str:
-    """arq task: assemble the job's results in class-set order, build and activate the classifier."""
-    from arq.worker import Retry
-
-    store: Store = ctx["store"]
+async def unfinished_job(store: Store, job_id: str) -> tuple[JobRecord, dict] | str:
+    """The job's record and spec for a task to work on, or why there is nothing to do."""
     job = await asyncio.to_thread(store.get_job, job_id)
     spec = await asyncio.to_thread(store.get_job_spec, job_id)
     if job is None or spec is None:
         return "job gone"
     if job.finished:
         return "already finished"
+    return job, spec
+
+
+async def embed_job(ctx: dict, job_id: str) -> str:
+    """arq task: assemble the job's results in class-set order, build and activate the classifier."""
+    from arq.worker import Retry
+
+    store: Store = ctx["store"]
+    found = await unfinished_job(store, job_id)
+    if isinstance(found, str):
+        return found
+    _, spec = found
     records = await asyncio.to_thread(store.job_results, job_id)
 
     def start(job: JobRecord) -> None:
