@@ -132,3 +132,49 @@ def assert_same_predictions(got: list[dict], expected: list[dict], tol: float = 
             assert a.get("evidence") == b.get("evidence")
         else:  # a near tie swapped: the neighbours must be the same two classes
             assert {p["class_id"] for p in got[rank : rank + 2]} == {p["class_id"] for p in expected[rank : rank + 2]}
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_vgloss_serve(tmp_path: Path, port: int, log_path: Path, wait: bool = True, **settings: str):
+    """A real ``vgloss serve`` subprocess on ``port`` (vgloss-tiny, torch fp32, cifar10, data in
+    ``tmp_path/data``; ``settings`` are more or other ``VGLOSS_*`` variables), logging to
+    ``log_path``; with ``wait``, returned once ``/readyz`` answers 200."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
+    env.update(
+        VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu",
+        VGLOSS_BACKEND="torch", VGLOSS_PRECISION="fp32",  # the fp32 reference path: no start-up probe
+        VGLOSS_DATA_DIR=str(tmp_path / "data"), VGLOSS_DEFAULT_CLASS_SET="cifar10",
+        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    env.update(settings)
+    with log_path.open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "gloss_gen.cli", "serve", "--port", str(port)],
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if wait:
+        try:
+            wait_for_vgloss_serve(server, port, log_path)
+        except BaseException:
+            server.kill()  # never left running behind a failed start
+            server.wait(30)
+            raise
+    return server
+
+
+def wait_for_vgloss_serve(server, port: int, log_path: Path, timeout_s: float = 180.0) -> None:
+    """Until ``/readyz`` answers 200; the server's log in the failure if it exits or never does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert server.poll() is None, log_path.read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)

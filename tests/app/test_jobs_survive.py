@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import free_port
+from api_helpers import free_port, start_vgloss_serve
 
 from gloss_gen.classsets import ClassSet, ClassSpec
 from gloss_gen.jobs import JobRecord
@@ -43,28 +41,11 @@ def test_reconcile_fails_only_jobs_whose_lease_expired(tmp_path):
 
 
 def _serve(tmp_path: Path, port: int, log_name: str, stub_url: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
-    env.update(
-        VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu",
-        VGLOSS_BACKEND="torch", VGLOSS_PRECISION="fp32",  # the fp32 reference path: no start-up probe
-        VGLOSS_DATA_DIR=str(tmp_path / "data"), VGLOSS_DEFAULT_CLASS_SET="cifar10",
+    return start_vgloss_serve(
+        tmp_path, port, tmp_path / log_name,
         VGLOSS_ADMIN_KEYS=ADMIN, VGLOSS_QUEUE_LEASE_S="0.5", VGLOSS_LLM_CONCURRENCY="1",
         OPENAI_BASE_URL=stub_url, OPENAI_API_KEY="test-key",
-        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
     )
-    log = (tmp_path / log_name).open("w")
-    server = subprocess.Popen([sys.executable, "-m", "gloss_gen.cli", "serve", "--port", str(port)],
-                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while True:
-        assert server.poll() is None, (tmp_path / log_name).read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, (tmp_path / log_name).read_text()
-        time.sleep(0.2)
 
 
 @pytest.mark.slow

@@ -3,16 +3,13 @@ prompt budget, turns between builds, and a shutdown that stops a build in progre
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
-from api_helpers import free_port, metric_value, multipart
+from api_helpers import free_port, metric_value, multipart, start_vgloss_serve, wait_for_vgloss_serve
 
 from gloss_gen.config import Settings
 from gloss_gen.prompts import template_count
@@ -53,18 +50,12 @@ def test_a_big_label_build_holds_neither_a_small_label_request_nor_the_exit(tmp_
     of vgloss-tiny) are being embedded; one label is answered meanwhile, and SIGTERM stops the build
     (503 ``shutting_down`` for its request) and the server at once."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
-    env.update(
-        VGLOSS_MODEL="vgloss-tiny", VGLOSS_PRETRAINED="none", VGLOSS_DEVICE="cpu", VGLOSS_BACKEND="torch",
-        VGLOSS_PRECISION="fp32", VGLOSS_DATA_DIR=str(tmp_path / "data"), VGLOSS_DEFAULT_CLASS_SET="cifar10",
+    log_path = tmp_path / "server.log"
+    server = start_vgloss_serve(
+        tmp_path, port, log_path, wait=False,
         VGLOSS_DEFAULT_METHOD="classname",  # cifar10 without loading WordNet: a faster start
         VGLOSS_LABEL_TEMPLATES="openai", VGLOSS_MAX_LABEL_PROMPTS="80000",
-        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
     )
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "gloss_gen.cli", "serve", "--port", str(port)],
-                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     big_answers: list[httpx.Response] = []
     big_labels = _labels(1000, "big")
@@ -74,16 +65,8 @@ def test_a_big_label_build_holds_neither_a_small_label_request_nor_the_exit(tmp_
                                       timeout=120))
 
     try:
+        wait_for_vgloss_serve(server, port, log_path)
         deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
         big = threading.Thread(target=ask_big)
         big.start()
         with httpx.Client(base_url=base, timeout=30) as http:

@@ -11,43 +11,17 @@ import time
 from pathlib import Path
 
 import httpx
-from api_helpers import free_port
+from api_helpers import free_port, start_vgloss_serve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_vgloss_serve_starts_classifies_and_stops_cleanly(tmp_path, sample_photos):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")}
-    env.update(
-        VGLOSS_MODEL="vgloss-tiny",
-        VGLOSS_PRETRAINED="none",
-        VGLOSS_DEVICE="cpu",
-        VGLOSS_BACKEND="torch",
-        VGLOSS_PRECISION="fp32",
-        VGLOSS_DATA_DIR=str(tmp_path / "data"),
-        VGLOSS_DEFAULT_CLASS_SET="cifar10",
-        VGLOSS_HEADER_TIMEOUT_S="1",
-        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gloss_gen.cli", "serve", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
+    server = start_vgloss_serve(tmp_path, port, log_path, VGLOSS_HEADER_TIMEOUT_S="1")
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
         image = sample_photos[0]
         response = httpx.post(
             f"{base}/v1/classify",
