@@ -76,7 +76,9 @@ def test_concurrent_chunked_json_uploads_stay_within_the_body_budget(live_server
     server = live_server_factory(max_body_bytes_in_flight=BUDGET_MIB * MIB)
     responses, rss = concurrent_uploads(server.url)
     codes = [(r.status_code, r.json()["error"]["code"]) for r in responses]
-    assert set(codes) <= {(503, "server_busy"), (413, "image_too_large")}, codes
+    # 503 while others hold the budget; 413 for one that reaches the whole budget on its own (the
+    # per-request limit is capped at the budget), which timing decides
+    assert set(codes) <= {(503, "server_busy"), (413, "image_too_large"), (413, "request_too_large")}, codes
     assert (503, "server_busy") in codes
     assert all(r.headers["Retry-After"] for r in responses if r.status_code == 503)
     # 4 x 64 MiB arrived; what the server held at once is the 32 MiB budget, about twice over at most
