@@ -103,7 +103,7 @@ ENV PATH=/opt/venv/bin:$PATH
 
 # NLTK data root (corpora/wordnet + lexnames) built from the Debian WordNet 3.0 files;
 # /usr/share/nltk_data is on NLTK's default search path.
-RUN python -m gloss_gen.wordnet --setup /usr/share/nltk_data
+RUN python -m gloss_gen.data.wordnet --setup /usr/share/nltk_data
 
 RUN set -eux; \
     groupadd --system --gid 10001 vgloss; \

@@ -8,7 +8,7 @@ ends. One event loop per process charges and releases, so no lock is needed.
 
 from __future__ import annotations
 
-from app.errors import ApiError
+from app.error_envelope import ApiError
 
 BUSY_RETRY_AFTER_S = 2
 

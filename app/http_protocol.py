@@ -19,7 +19,8 @@ import json
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from app.errors import error_body
+from app.error_envelope import error_body
+from gloss_gen.core.config import get_settings
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -94,7 +95,6 @@ class HeaderTimeout:
     def _timeout_s(self) -> float:
         if self.header_timeout_s is not None:
             return self.header_timeout_s
-        from gloss_gen.config import get_settings
 
         return get_settings().header_timeout_s
 

@@ -14,11 +14,11 @@ from fastapi import FastAPI
 
 from app.api.routes import class_sets, classify, health, jobs, web
 from app.body_budget import BodyBudget
-from app.errors import install_exception_handlers
+from app.error_envelope import install_exception_handlers
 from app.middleware import RequestContextMiddleware
 from app.services.runtime import ServerRuntime
-from gloss_gen.config import Settings, get_settings
-from gloss_gen.store import Store
+from gloss_gen.core.config import Settings, get_settings
+from gloss_gen.data.store import Store
 
 FORM_OVERHEAD_BYTES = 1024 * 1024  # boundaries, part headers and the text fields of a form
 

@@ -17,9 +17,9 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.body_budget import BodyBudget, server_busy
-from app.errors import ApiError, error_body, error_headers, status_for
-from app.metrics import Metrics
+from app.error_envelope import ApiError, error_body, error_headers, status_for
 from app.observability import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from app.prometheus_metrics import Metrics
 
 access_log = logging.getLogger("app.access")
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: debug level

@@ -31,12 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gloss_gen.adapt.examples import Examples  # noqa: E402
-from gloss_gen.adapt.record import AdapterRecord  # noqa: E402
 from gloss_gen.adapt.tip import TipConfig, fit_cache  # noqa: E402
-from gloss_gen.classifier import Classifier  # noqa: E402
-from gloss_gen.classsets import ClassSet, ClassSpec  # noqa: E402
-from gloss_gen.models import load_clip  # noqa: E402
-from gloss_gen.scoring import ScoringHead  # noqa: E402
+from gloss_gen.classify.adapter_records import AdapterRecord  # noqa: E402
+from gloss_gen.classify.scoring import ScoringHead  # noqa: E402
+from gloss_gen.data.classifier import Classifier  # noqa: E402
+from gloss_gen.data.classsets import ClassSet, ClassSpec  # noqa: E402
+from gloss_gen.model.clip_models import load_clip  # noqa: E402
 
 TARGET_SHARE = 0.05
 DIM = 512

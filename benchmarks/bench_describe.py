@@ -6,7 +6,7 @@
 The LLM is the OpenAI-protocol stub (:mod:`gloss_gen.testing.llm_stub`, a threaded HTTP server
 in its own process, as a real endpoint would be) answering every request after ``--latency-ms``;
 the client is the real job,
-:func:`gloss_gen.describe.run_describe_job`: the real ``openai`` client, prompts with confusables,
+:func:`gloss_gen.describe.describe_job.run_describe_job`: the real ``openai`` client, prompts with confusables,
 parsing, the 77-token cap and one fsynced JSON line per class. The class set is the first
 ``--classes`` classes of ImageNet-1k. WordNet, the tokenizer and the openai client's response
 types are loaded (an untimed 4-class job) before the clock starts.
@@ -33,9 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gloss_gen.classsets import ClassSet, load_class_set
-from gloss_gen.describe import DescribeOptions, prepare, run_describe_job
-from gloss_gen.llm import clip_token_count
+from gloss_gen.data.classsets import ClassSet, load_class_set
+from gloss_gen.describe.describe_job import DescribeOptions, prepare, run_describe_job
+from gloss_gen.describe.llm import clip_token_count
 from gloss_gen.testing.llm_stub import RESET_PATH, STATS_PATH
 
 TARGET_RATIO = 1.10

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from gloss_gen.classifier import build_classifier
-from gloss_gen.classsets import load_class_set
-from gloss_gen.descriptions import DescriptionSet, describe_import
-from gloss_gen.models import load_clip
-from gloss_gen.prompts import build_prompts
+from gloss_gen.core.prompts import build_prompts
+from gloss_gen.data.classifier import build_classifier
+from gloss_gen.data.classsets import load_class_set
+from gloss_gen.data.description_importers import describe_import
+from gloss_gen.data.descriptions import DescriptionSet
+from gloss_gen.model.clip_models import load_clip
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

@@ -28,11 +28,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gloss_gen.classify.image_embeddings import embed_images
+from gloss_gen.data.store import DirectoryBackend, Store
 from gloss_gen.evaluation.datasets import open_dataset
-from gloss_gen.evaluation.runner import ModelSource, default_workers, embed_images
+from gloss_gen.evaluation.runner import default_workers
 from gloss_gen.imaging import ImageLimits, Preprocessor
-from gloss_gen.models import load_clip
-from gloss_gen.store import DirectoryBackend, Store
+from gloss_gen.model.clip_models import load_clip
+from gloss_gen.model.model_source import ModelSource
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenet-sample"
 TARGET_RATIO = 0.85

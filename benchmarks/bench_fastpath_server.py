@@ -55,8 +55,8 @@ FIRST_LABELS = {  # one set per server: the two share a store, and a set one bui
 
 def auto_model(data_dir: Path):
     """The model with the engine ``vgloss serve`` attaches (read from the probe cache it wrote)."""
-    from gloss_gen.config import Settings
-    from gloss_gen.models import get_model
+    from gloss_gen.core.config import Settings
+    from gloss_gen.model.clip_models import get_model
 
     torch.set_num_threads(available_cores())  # as ModelHolder.load does
     settings = Settings(_env_file=None, model=MODEL, pretrained=PRETRAINED, device="cpu", data_dir=data_dir)

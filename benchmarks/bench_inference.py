@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO))
 import torch
 
 from app.services.model import available_cores
+from gloss_gen.core.prompts import template_prompts
 from gloss_gen.inference import paths
-from gloss_gen.inference.export import GraphCache
 from gloss_gen.inference.fidelity import compare, gate_pixels, gate_prompts, run_in_batches
+from gloss_gen.inference.graph_export import GraphCache
 from gloss_gen.inference.probe import SLOW_CUTOFF, probe_tower, time_runners
-from gloss_gen.models import load_clip
-from gloss_gen.prompts import template_prompts
+from gloss_gen.model.clip_models import load_clip
 
 LABELS = ["red fox", "harbour seal", "espresso machine", "tandem bicycle", "snow leopard", "sea anemone",
           "pipe organ", "fire truck", "barn owl", "paper lantern"]

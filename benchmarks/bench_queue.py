@@ -29,10 +29,10 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gloss_gen.classsets import ClassSet, builtin_class_set
-from gloss_gen.config import Settings
+from gloss_gen.core.config import Settings
+from gloss_gen.data.classsets import ClassSet, builtin_class_set
+from gloss_gen.data.store import open_store
 from gloss_gen.queue import enqueue_describe_job
-from gloss_gen.store import open_store
 
 
 def _env(redis_url: str, namespace: str, queue: str, stub_url: str, data_dir: Path) -> dict[str, str]:

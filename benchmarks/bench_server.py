@@ -248,12 +248,12 @@ def run_level_on(
 
 def prepare_model_and_classifier(data_dir: Path):
     """The model (for the raw measurement) and the imagenet1k classifier in the bench store."""
-    from gloss_gen.classifier import build_classifier
-    from gloss_gen.classsets import builtin_class_set
-    from gloss_gen.config import Settings
-    from gloss_gen.descriptions import describe_wordnet
-    from gloss_gen.models import load_clip
-    from gloss_gen.store import open_store
+    from gloss_gen.core.config import Settings
+    from gloss_gen.data.classifier import build_classifier
+    from gloss_gen.data.classsets import builtin_class_set
+    from gloss_gen.data.descriptions import describe_wordnet
+    from gloss_gen.data.store import open_store
+    from gloss_gen.model.clip_models import load_clip
 
     model = load_clip(MODEL, PRETRAINED, device="cpu", precision="fp32")
     store = open_store(Settings(_env_file=None, data_dir=data_dir, redis_url=None))

@@ -1,4 +1,8 @@
-"""vgloss offline side: class sets, WordNet, descriptions, CLIP text embeddings and the store.
+"""vgloss, the library: class sets, WordNet, descriptions, CLIP embeddings, scoring and the store.
+
+Layers, bottom first (a folder imports only from folders before it; ``lint-imports`` checks it):
+``core`` → ``data`` → ``imaging`` → ``inference`` → ``model`` → ``classify`` → ``describe`` →
+``evaluation`` → ``adapt`` → ``queue`` → entry points (``zeroshot``, ``commands``, ``cli``).
 
 The public names below are imported on first use, so ``import gloss_gen`` (and ``vgloss --help``)
 does not pay for torch and open_clip.
@@ -9,36 +13,42 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Classifier": "classifier",
-    "build_classifier": "classifier",
-    "classifier_key": "classifier",
-    "ClassSet": "classsets",
-    "ClassSetError": "classsets",
-    "ClassSpec": "classsets",
-    "build_class_set": "classsets",
-    "load_class_set": "classsets",
-    "Settings": "config",
-    "get_settings": "config",
-    "DescriptionRecord": "descriptions",
-    "DescriptionSet": "descriptions",
-    "describe_classname": "descriptions",
-    "describe_import": "descriptions",
-    "describe_wordnet": "descriptions",
-    "load_description_set": "descriptions",
-    "ClipModel": "models",
-    "ModelSpec": "models",
-    "get_model": "models",
-    "load_clip": "models",
-    "model_id": "models",
-    "METHODS": "methods",
-    "describe_offline": "methods",
-    "build_and_store": "pipeline",
-    "VglossError": "errors",
-    "ScoringHead": "scoring",
-    "Store": "store",
-    "StoreError": "store",
-    "open_store": "store",
+    "Classifier": "data.classifier",
+    "build_classifier": "data.classifier",
+    "classifier_key": "data.classifier",
+    "ClassSet": "data.classsets",
+    "ClassSetError": "data.classsets",
+    "ClassSpec": "data.classsets",
+    "build_class_set": "data.classsets",
+    "load_class_set": "data.classsets",
+    "Settings": "core.config",
+    "get_settings": "core.config",
+    "DescriptionRecord": "data.descriptions",
+    "DescriptionSet": "data.descriptions",
+    "describe_classname": "data.descriptions",
+    "describe_import": "data.description_importers",
+    "describe_wordnet": "data.descriptions",
+    "load_description_set": "data.descriptions",
+    "ClipModel": "model.clip_models",
+    "ModelSpec": "model.clip_models",
+    "get_model": "model.clip_models",
+    "load_clip": "model.clip_models",
+    "model_id": "model.clip_models",
+    "METHODS": "data.methods",
+    "describe_offline": "data.methods",
+    "build_and_store": "classify.pipeline",
+    "ScoringHead": "classify.scoring",
+    "Store": "data.store",
+    "StoreError": "data.store",
+    "open_store": "data.store",
     "ZeroShotClassifier": "zeroshot",
+    # the error root and the families callers catch (gloss_gen.core.errors)
+    "VglossError": "core.errors",
+    "InputError": "core.errors",
+    "NotFoundError": "core.errors",
+    "UnavailableError": "core.errors",
+    "CorruptDataError": "core.errors",
+    "ConfigError": "core.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,7 +2,7 @@
 
 Each verb lives in ``gloss_gen/commands/<verb>.py`` and defines ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules import heavy libraries (torch,
-open_clip) inside ``run`` so ``vgloss --help`` stays fast. Any :class:`gloss_gen.errors.VglossError`
+open_clip) inside ``run`` so ``vgloss --help`` stays fast. Any :class:`gloss_gen.core.errors.VglossError`
 (a bad input, an unreachable store, a corrupt stored entry...) is printed as one line and exits 2.
 """
 
@@ -13,57 +13,10 @@ import importlib
 import logging
 import sys
 
-from .errors import InputError, VglossError
+from gloss_gen.commands.verb_support import quiet_libraries, warn_if_random_weights
+from gloss_gen.core.errors import VglossError
 
 VERBS = ("describe", "embed", "serve", "classify", "eval", "export", "worker", "adapt", "fit")
-# Loggers of libraries whose INFO lines are noise in verb output (shown with --verbose).
-NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "open_clip", "urllib3", "matplotlib", "PIL")
-RANDOM_WEIGHTS_WARNING = (
-    "WARNING: pretrained=none: the CLIP model has RANDOM weights, so every score it gives is meaningless "
-    "(fine for smoke tests; set VGLOSS_PRETRAINED or --pretrained, e.g. openai, for real results)"
-)
-
-
-class UserError(InputError):
-    """A problem with the command line itself: printed as one line, exit status 2."""
-
-    code = "usage_error"
-
-
-class QuietThirdPartyFilter(logging.Filter):
-    """Drops below-WARNING records logged through the root logger itself: libraries that call
-    ``logging.info`` directly (open_clip's "Parsing tokenizer identifier ...") rather than their own
-    logger. vgloss's own loggers are named, so they pass."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.name != "root" or record.levelno >= logging.WARNING
-
-
-def quiet_libraries(verbose: bool = False) -> None:
-    """Keep library chatter out of verb output unless ``verbose``."""
-    for noisy in NOISY_LOGGERS:
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
-    logging.getLogger("matplotlib").setLevel(logging.DEBUG if verbose else logging.ERROR)  # the font-cache line
-    if not verbose:
-        for handler in logging.getLogger().handlers:
-            if not any(isinstance(f, QuietThirdPartyFilter) for f in handler.filters):
-                handler.addFilter(QuietThirdPartyFilter())
-
-
-def warn_if_random_weights(args: argparse.Namespace) -> None:
-    """One loud line on stderr when a verb that loads CLIP loaded random weights."""
-    if not hasattr(args, "pretrained"):  # the verb takes no model options: it loads no model
-        return
-    pretrained = args.pretrained
-    if pretrained is None:
-        try:
-            from .config import get_settings
-
-            pretrained = get_settings().pretrained
-        except Exception:  # invalid settings are the verb's to report
-            return
-    if str(pretrained).strip().lower() == "none":
-        print(f"vgloss {args.verb}: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
 
 
 def _version() -> str:
@@ -87,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for verb in VERBS:
         try:
-            module = importlib.import_module(f"gloss_gen.commands.{verb}")
+            module = importlib.import_module(f"gloss_gen.commands.{verb}_command")
         except ModuleNotFoundError as exc:
-            if exc.name != f"gloss_gen.commands.{verb}":
+            if exc.name != f"gloss_gen.commands.{verb}_command":
                 raise
             continue  # a verb whose module is not part of this build
         p = sub.add_parser(

@@ -9,8 +9,8 @@
 It gives the predictions the server gives for the same image: the same stored classifier (the
 store named by the ``VGLOSS_*`` settings, built with the server's default method when missing),
 the same decoding and preprocessing (:mod:`gloss_gen.imaging`), the same scoring head
-(:class:`gloss_gen.scoring.ScoringHead`), the process's model cache and the one build-and-store
-step (:func:`gloss_gen.pipeline.build_and_store`). Ad-hoc labels are cached in the store under the name the
+(:class:`gloss_gen.classify.scoring.ScoringHead`), the process's model cache and the one build-and-store
+step (:func:`gloss_gen.classify.pipeline.build_and_store`). Ad-hoc labels are cached in the store under the name the
 server uses, so labels embedded here, by ``vgloss classify --labels`` or by the server are shared.
 """
 
@@ -23,15 +23,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from .errors import InputError
+from gloss_gen.classify.pipeline import build_and_store, get_or_build_named_classifier
+from gloss_gen.classify.scoring import ScoringHead
+from gloss_gen.core.config import get_settings
+from gloss_gen.core.errors import InputError
+from gloss_gen.data.classifier import ad_hoc_class_set, serves_labels
+from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, load_class_set
+from gloss_gen.data.descriptions import describe_classname
+from gloss_gen.data.methods import OFFLINE_METHODS, describe_offline
+from gloss_gen.data.store import open_store
+from gloss_gen.imaging import ImageLimits, Preprocessor, load_tensor, to_rgb
+from gloss_gen.model.clip_models import get_model
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .classifier import Classifier
-    from .config import Settings
-    from .models import ClipModel
-    from .store import Store
+    from gloss_gen.core.config import Settings
+    from gloss_gen.data.classifier import Classifier
+    from gloss_gen.data.store import Store
+    from gloss_gen.model.clip_models import ClipModel
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, "Image.Image"]
 """A file path, the bytes of an image file, or a PIL image."""
@@ -42,11 +52,8 @@ log = logging.getLogger(__name__)
 def label_classifier(store: Store, model: ClipModel, labels: Sequence[str], templates: str) -> Classifier:
     """The classifier for ad-hoc labels in the ``templates`` template set
     (``Settings.label_templates``): the one stored for this model under the server's name for them
-    (:func:`gloss_gen.classifier.ad_hoc_class_set`) if any, else class-name prompts embedded now and
+    (:func:`gloss_gen.data.classifier.ad_hoc_class_set`) if any, else class-name prompts embedded now and
     stored under that name."""
-    from .classifier import ad_hoc_class_set, serves_labels
-    from .descriptions import describe_classname
-    from .pipeline import build_and_store
 
     class_set = ad_hoc_class_set(list(labels), templates)
     classifier = store.get_active_classifier(model.id, class_set.name)
@@ -90,10 +97,6 @@ class ZeroShotClassifier:
         settings: Settings | None = None,
         _labels: Sequence[str] | None = None,
     ) -> None:
-        from .config import get_settings
-        from .methods import OFFLINE_METHODS
-        from .models import get_model
-        from .store import open_store
 
         overrides = {k: v for k, v in {"model": model, "pretrained": pretrained, "device": device}.items() if v}
         base = settings or get_settings()
@@ -179,20 +182,15 @@ class ZeroShotClassifier:
 
     def _check_class_set(self, name: str) -> None:
         """Unknown names fail before the model loads."""
-        from .classsets import BUILTIN_CLASS_SETS, load_class_set
 
         if name not in BUILTIN_CLASS_SETS and self.store.get_class_set(name) is None:
             load_class_set(name)  # raises ClassSetError with the one-line reason
 
     def _named_classifier(self, name: str, method: str | None) -> Classifier:
-        from .commands._common import get_or_build_classifier
 
         if method is None:
-            return get_or_build_classifier(self.store, self.model, name, self.settings.default_method,
+            return get_or_build_named_classifier(self.store, self.model, name, self.settings.default_method,
                                            progress=False)
-        from .classsets import BUILTIN_CLASS_SETS, load_class_set
-        from .methods import describe_offline
-        from .pipeline import build_and_store
 
         active = self.store.get_active_classifier(self.model.id, name)
         if active is not None and active.method == method:
@@ -203,7 +201,6 @@ class ZeroShotClassifier:
         return build_and_store(self.model, description_set, self.store, activate=active is None)
 
     def _head(self, classifier: Classifier):
-        from .scoring import ScoringHead
 
         if classifier.key not in self._heads:
             self._heads[classifier.key] = ScoringHead(classifier, self.model.device)
@@ -211,8 +208,6 @@ class ZeroShotClassifier:
 
     def _tensor(self, image: ImageInput):
         from PIL import Image, ImageOps
-
-        from .imaging import ImageLimits, Preprocessor, load_tensor, to_rgb
 
         if self._preprocessor is None:
             self._preprocessor = Preprocessor.from_open_clip(self.model.model)

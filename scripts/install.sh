@@ -35,9 +35,9 @@ fi
 
 NLTK_ROOT=${VGLOSS_NLTK_DATA:-$HOME/nltk_data}
 if wordnet_ready; then
-  "$PYTHON" -m gloss_gen.wordnet --setup "$NLTK_ROOT" >/dev/null
+  "$PYTHON" -m gloss_gen.data.wordnet --setup "$NLTK_ROOT" >/dev/null
 else
   "$PYTHON" -m nltk.downloader -q -d "$NLTK_ROOT" wordnet
 fi
-"$PYTHON" -c "from gloss_gen.wordnet import get_synset; assert get_synset('n01440764').name() == 'tench.n.01'"
+"$PYTHON" -c "from gloss_gen.data.wordnet import get_synset; assert get_synset('n01440764').name() == 'tench.n.01'"
 echo "vgloss installed: $(command -v vgloss || echo "$PYTHON -m gloss_gen.cli")"

@@ -82,14 +82,14 @@ def redis_namespace(redis_url: str):
 
 @pytest.fixture()
 def redis_store(redis_url: str, redis_namespace: str):
-    from gloss_gen.store import RedisBackend, Store
+    from gloss_gen.data.store import RedisBackend, Store
 
     return Store(RedisBackend(redis_url), redis_namespace)
 
 
 @pytest.fixture()
 def dir_store(tmp_path: Path):
-    from gloss_gen.store import DirectoryBackend, Store
+    from gloss_gen.data.store import DirectoryBackend, Store
 
     return Store(DirectoryBackend(tmp_path / "store"))
 
@@ -97,7 +97,7 @@ def dir_store(tmp_path: Path):
 @pytest.fixture(scope="session")
 def tiny_model():
     """The registered 64-d ``vgloss-tiny`` CLIP with deterministic random weights."""
-    from gloss_gen.models import load_clip
+    from gloss_gen.model.clip_models import load_clip
 
     return load_clip("vgloss-tiny", "none")
 
@@ -105,7 +105,7 @@ def tiny_model():
 @pytest.fixture()
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """Environment for subprocesses and settings: tiny model, private data dir, no Redis, no .env."""
-    from gloss_gen.config import get_settings
+    from gloss_gen.core.config import get_settings
 
     env = {
         "VGLOSS_MODEL": "vgloss-tiny",

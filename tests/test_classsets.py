@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gloss_gen.classsets import ClassSetError, build_class_set, load_class_set
+from gloss_gen.data.classsets import ClassSetError, build_class_set, load_class_set
 
 
 def test_imagenet1k_follows_the_standard_index(data_dir: Path):
@@ -20,7 +20,7 @@ def test_imagenet1k_follows_the_standard_index(data_dir: Path):
 
 @pytest.mark.parametrize("name", ["cifar10", "stl10"])
 def test_small_builtins_have_hand_mapped_synsets(name):
-    from gloss_gen.wordnet import get_synset
+    from gloss_gen.data.wordnet import get_synset
 
     class_set = load_class_set(name)
     assert len(class_set) == 10

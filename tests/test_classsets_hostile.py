@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gloss_gen.classsets import ClassSetError, build_class_set, load_class_set
+from gloss_gen.data.classsets import ClassSetError, build_class_set, load_class_set
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gloss_gen.classsets import load_class_set
-from gloss_gen.descriptions import describe_import, write_jsonl
+from gloss_gen.data.classsets import load_class_set
+from gloss_gen.data.description_importers import describe_import
+from gloss_gen.data.descriptions import write_jsonl
 
 
 def vgloss(*args: str, env: dict, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -44,8 +45,8 @@ def test_every_verb_has_help(isolated_env, tmp_path):
 def test_embed_writes_to_the_data_dir_without_redis(isolated_env, tmp_path, cupl_file):
     proc = vgloss("embed", str(cupl_file), env=isolated_env, cwd=tmp_path)
     assert "10 classes of cifar10" in proc.stdout and "store" in proc.stdout
-    from gloss_gen.config import Settings
-    from gloss_gen.store import open_store
+    from gloss_gen.core.config import Settings
+    from gloss_gen.data.store import open_store
 
     store = open_store(Settings())
     clf = store.get_active_classifier("vgloss-tiny/none", "cifar10")
@@ -56,7 +57,7 @@ def test_embed_writes_to_the_data_dir_without_redis(isolated_env, tmp_path, cupl
 def test_embed_writes_to_redis_when_url_set(isolated_env, tmp_path, cupl_file, redis_url, redis_namespace):
     env = isolated_env | {"VGLOSS_REDIS_URL": redis_url, "VGLOSS_REDIS_NAMESPACE": redis_namespace}
     vgloss("embed", str(cupl_file), env=env, cwd=tmp_path)
-    from gloss_gen.store import RedisBackend, Store
+    from gloss_gen.data.store import RedisBackend, Store
 
     store = Store(RedisBackend(redis_url), redis_namespace)
     assert store.get_active_classifier("vgloss-tiny/none", "cifar10").method == "import"
@@ -99,8 +100,8 @@ def test_classify_builds_a_missing_default_with_wordnet(isolated_env, tmp_path, 
     image = sample_photos[0]
     proc = vgloss("classify", str(image), "--json", env=env, cwd=tmp_path)
     assert json.loads(proc.stdout)["class_set"] == "stl10"
-    from gloss_gen.config import Settings
-    from gloss_gen.store import open_store
+    from gloss_gen.core.config import Settings
+    from gloss_gen.data.store import open_store
 
     assert open_store(Settings()).get_active_classifier("vgloss-tiny/none", "stl10").method == "wordnet"
 
@@ -132,8 +133,8 @@ def test_bad_input_exits_2_with_one_line(isolated_env, tmp_path):
 
 
 def test_eval_scoring_choices_match_the_scoring_head():
-    from gloss_gen.commands.eval import SCORING_CHOICES
-    from gloss_gen.scoring import SCORING_MODES
+    from gloss_gen.classify.scoring import SCORING_MODES
+    from gloss_gen.commands.eval_command import SCORING_CHOICES
 
     assert SCORING_CHOICES == SCORING_MODES
 
@@ -177,7 +178,7 @@ def test_the_random_weights_warning_follows_the_effective_pretrained_setting(iso
     import argparse
 
     from gloss_gen.cli import RANDOM_WEIGHTS_WARNING, warn_if_random_weights
-    from gloss_gen.config import get_settings
+    from gloss_gen.core.config import get_settings
 
     warn_if_random_weights(argparse.Namespace(verb="embed", pretrained=None))  # VGLOSS_PRETRAINED=none
     assert capsys.readouterr().err.count(RANDOM_WEIGHTS_WARNING) == 1
@@ -190,9 +191,9 @@ def test_the_random_weights_warning_follows_the_effective_pretrained_setting(iso
 
 
 def test_classify_labels_reuse_the_stored_label_classifier(isolated_env, tmp_path, sample_photos):
-    from gloss_gen.classifier import ad_hoc_class_set
-    from gloss_gen.config import Settings
-    from gloss_gen.store import open_store
+    from gloss_gen.core.config import Settings
+    from gloss_gen.data.classifier import ad_hoc_class_set
+    from gloss_gen.data.store import open_store
 
     args = ("classify", str(sample_photos[0]), "--labels", "a cat", "a rocket", "a cup of coffee", "--json")
     first = vgloss(*args, env=isolated_env, cwd=tmp_path)

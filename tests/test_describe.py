@@ -16,23 +16,23 @@ from pathlib import Path
 
 import pytest
 
-from gloss_gen import wordnet
-from gloss_gen.classsets import load_class_set
-from gloss_gen.config import Settings
-from gloss_gen.describe import (
+from gloss_gen.core.config import Settings
+from gloss_gen.data import wordnet
+from gloss_gen.data.classsets import load_class_set
+from gloss_gen.data.descriptions import (
+    DescriptionError,
+    latest_by_class,
+    load_description_set,
+    read_jsonl,
+)
+from gloss_gen.describe.describe_job import (
     DescribeOptions,
     describe_one,
     generate_descriptions,
     prepare,
     run_describe_job,
 )
-from gloss_gen.descriptions import (
-    DescriptionError,
-    latest_by_class,
-    load_description_set,
-    read_jsonl,
-)
-from gloss_gen.llm import PROMPT_VERSION
+from gloss_gen.describe.llm import PROMPT_VERSION
 from gloss_gen.testing.llm_stub import LLMStub
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,8 +199,8 @@ def test_offline_methods_go_through_the_same_job(cifar10, tmp_path):
 def test_queue_flag_says_when_the_queue_is_missing(monkeypatch, tmp_path):
     import argparse
 
-    from gloss_gen.cli import UserError
-    from gloss_gen.commands import describe as command
+    from gloss_gen.commands import describe_command as command
+    from gloss_gen.commands.verb_support import UserError
 
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)

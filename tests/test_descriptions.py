@@ -3,13 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from gloss_gen.classsets import load_class_set
-from gloss_gen.descriptions import (
+from gloss_gen.data.classsets import load_class_set
+from gloss_gen.data.description_importers import describe_import
+from gloss_gen.data.descriptions import (
     DescriptionError,
     JsonlWriter,
     assemble,
     describe_classname,
-    describe_import,
     describe_wordnet,
     load_description_set,
     read_jsonl,
@@ -17,7 +17,7 @@ from gloss_gen.descriptions import (
 
 
 def test_wordnet_method_uses_definitions_and_falls_back_without_synset(tmp_path: Path):
-    from gloss_gen.classsets import build_class_set
+    from gloss_gen.data.classsets import build_class_set
 
     class_set = build_class_set("mixed", ["tench", "zzqx flurbleware"])
     ds = describe_wordnet(class_set)
@@ -29,7 +29,7 @@ def test_wordnet_method_uses_definitions_and_falls_back_without_synset(tmp_path:
 
 
 def _imagenet_slice(*wnids: str):
-    from gloss_gen.classsets import ClassSet
+    from gloss_gen.data.classsets import ClassSet
 
     imagenet = load_class_set("imagenet1k")
     return ClassSet("imagenet-slice", [imagenet.classes[imagenet.ids.index(w)] for w in wnids])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gloss_gen.config import Settings
+from gloss_gen.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -269,7 +269,7 @@ def test_dockerfile_caches_weights_on_a_volume_and_sets_up_wordnet():
         ), var
     runs = " ".join(a for k, a in ins if k == "RUN")
     assert "wordnet-base" in runs and "wordnet-sense-index" in runs
-    assert "gloss_gen.wordnet --setup /usr/share/nltk_data" in runs
+    assert "gloss_gen.data.wordnet --setup /usr/share/nltk_data" in runs
 
 
 def test_dockerignore_keeps_context_small_but_complete():

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gloss_gen.classsets import ClassSet, ClassSetError, ClassSpec
-from gloss_gen.errors import CorruptDataError, InputError, NotFoundError, UnavailableError, VglossError
+from gloss_gen.core.errors import CorruptDataError, InputError, NotFoundError, UnavailableError, VglossError
+from gloss_gen.data.classsets import ClassSet, ClassSetError, ClassSpec
 
 
 def test_library_errors_share_one_root_with_codes() -> None:
-    from gloss_gen.classifier import ClassifierFormatError
-    from gloss_gen.descriptions import DescriptionError
+    from gloss_gen.data.classifier import ClassifierUnreadableError
+    from gloss_gen.data.descriptions import DescriptionError
+    from gloss_gen.data.store import StoreError
+    from gloss_gen.data.wordnet import WordNetMissingError
     from gloss_gen.evaluation.datasets import DatasetError
     from gloss_gen.evaluation.runner import EvalError
-    from gloss_gen.store import StoreError
-    from gloss_gen.wordnet import WordNetMissingError
 
     for cls, family in [
         (ClassSetError, InputError),
@@ -30,7 +30,7 @@ def test_library_errors_share_one_root_with_codes() -> None:
         (DatasetError, InputError),
         (EvalError, InputError),
         (StoreError, UnavailableError),
-        (ClassifierFormatError, CorruptDataError),
+        (ClassifierUnreadableError, CorruptDataError),
         (WordNetMissingError, VglossError),
     ]:
         assert issubclass(cls, family), cls
@@ -38,7 +38,7 @@ def test_library_errors_share_one_root_with_codes() -> None:
 
 
 def test_errors_survive_pickling_with_their_code() -> None:
-    from app.services.errors import ClassSetNotReady, QueueFull
+    from app.services.service_errors import ClassSetNotReady, QueueFull
 
     for error in [QueueFull(10, 5, 3), ClassSetNotReady("birds", "ViT-B-32/openai"),
                   VglossError("x", code="custom_code", retry_after_s=2)]:
@@ -48,17 +48,17 @@ def test_errors_survive_pickling_with_their_code() -> None:
 
 
 def test_every_code_maps_to_one_status() -> None:
-    from app.errors import status_for
-    from app.services.errors import ClassSetNotFound, ClassSetNotReady, JobNotFound, NotReady
-    from gloss_gen.classifier import ClassifierFormatError
-    from gloss_gen.store import StoreError
+    from app.error_envelope import status_for
+    from app.services.service_errors import ClassSetNotFound, ClassSetNotReady, JobNotFound, NotReady
+    from gloss_gen.data.classifier import ClassifierUnreadableError
+    from gloss_gen.data.store import StoreError
 
     assert status_for(ClassSetNotFound("x")) == 404
     assert status_for(JobNotFound("x")) == 404
     assert status_for(ClassSetNotReady("x", "m")) == 409
     assert status_for(NotReady("loading")) == 503
     assert status_for(StoreError("down")) == 503
-    assert status_for(ClassifierFormatError("bad")) == 503
+    assert status_for(ClassifierUnreadableError("bad")) == 503
     assert status_for(ClassSetError("bad file")) == 400
     assert status_for(NotFoundError("gone")) == 404
     assert status_for(VglossError("unexpected")) == 500
@@ -75,8 +75,8 @@ def _jpeg() -> bytes:
 
 def _store_corrupt_classifier(store, tiny_model) -> str:
     """A custom class set 'mine' whose active classifier's bytes are cut short; returns its key."""
-    from gloss_gen.methods import describe_offline
-    from gloss_gen.pipeline import build_and_store
+    from gloss_gen.classify.pipeline import build_and_store
+    from gloss_gen.data.methods import describe_offline
 
     class_set = ClassSet("mine", [ClassSpec("a", "apple"), ClassSpec("b", "banana")])
     classifier = build_and_store(tiny_model, describe_offline(class_set, "classname")[0], store)
@@ -106,7 +106,7 @@ def app_store_client(tmp_path: Path):
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from gloss_gen.store import DirectoryBackend, Store
+    from gloss_gen.data.store import DirectoryBackend, Store
 
     store = Store(DirectoryBackend(tmp_path / "store"))
     with TestClient(create_app(make_settings(tmp_path / "data"), store=store),
@@ -116,8 +116,8 @@ def app_store_client(tmp_path: Path):
 
 
 def test_cli_reports_a_corrupt_classifier_in_one_line(isolated_env, tmp_path, tiny_model) -> None:
-    from gloss_gen.config import Settings
-    from gloss_gen.store import open_store
+    from gloss_gen.core.config import Settings
+    from gloss_gen.data.store import open_store
 
     _store_corrupt_classifier(open_store(Settings()), tiny_model)
     image = tmp_path / "x.jpg"

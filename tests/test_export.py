@@ -1,4 +1,4 @@
-"""The silver-dataset export (gloss_gen.export) read back the way its users read it."""
+"""The silver-dataset export (gloss_gen.data.silver_dataset) read back the way its users read it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gloss_gen.classsets import load_class_set
-from gloss_gen.descriptions import describe_import, write_jsonl
-from gloss_gen.export import SILVER_FEATURES, export_hf, export_jsonl
+from gloss_gen.data.classsets import load_class_set
+from gloss_gen.data.description_importers import describe_import
+from gloss_gen.data.descriptions import write_jsonl
+from gloss_gen.data.silver_dataset import SILVER_FEATURES, export_hf, export_jsonl
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -53,7 +54,7 @@ def test_hf_export_loads_clean_with_datasets_and_keeps_its_types(tmp_path, descr
 
 
 def test_a_failed_export_leaves_nothing_behind(tmp_path):
-    from gloss_gen.descriptions import DescriptionError
+    from gloss_gen.data.descriptions import DescriptionError
 
     with pytest.raises(DescriptionError, match="does not exist"):
         export_jsonl(tmp_path / "missing.jsonl", tmp_path / "out.silver.jsonl")

@@ -1,4 +1,4 @@
-"""Stored classifiers are verified on load (gloss_gen/integrity.py; red-team issue #9, item 4).
+"""Stored classifiers are verified on load (gloss_gen/data/integrity.py; red-team issue #9, item 4).
 
 Each kind of corruption is made on real sealed bytes, and must be refused with a code rather
 than served: before, several of them loaded and a re-ordered header served wrong labels.
@@ -12,11 +12,11 @@ import struct
 import numpy as np
 import pytest
 
-from gloss_gen.classifier import build_classifier
-from gloss_gen.classsets import load_class_set
-from gloss_gen.descriptions import describe_classname, describe_wordnet
-from gloss_gen.errors import CorruptDataError
-from gloss_gen.integrity import CHECKSUM_FIELD
+from gloss_gen.core.errors import CorruptDataError
+from gloss_gen.data.classifier import build_classifier
+from gloss_gen.data.classsets import load_class_set
+from gloss_gen.data.descriptions import describe_classname, describe_wordnet
+from gloss_gen.data.integrity import CHECKSUM_FIELD
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,8 @@ def _resealed_nan(data: bytes) -> bytes:
     """NaN prototypes with a checksum that matches (written that way): caught by the shape checks."""
     from safetensors.numpy import load, save
 
-    from gloss_gen.classifier import read_safetensors_metadata
-    from gloss_gen.integrity import classifier_digest
+    from gloss_gen.data.classifier import read_safetensors_metadata
+    from gloss_gen.data.integrity import classifier_digest
 
     arrays = dict(load(data))
     arrays["prototypes"] = arrays["prototypes"].copy()

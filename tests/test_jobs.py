@@ -1,8 +1,8 @@
 """The job record's JSON form: the shape ``GET /v1/jobs/{id}`` has always answered with."""
 
-from gloss_gen.classsets import load_class_set
-from gloss_gen.descriptions import DescriptionRecord
-from gloss_gen.jobs import MAX_LISTED_ERRORS, JobRecord
+from gloss_gen.data.classsets import load_class_set
+from gloss_gen.data.descriptions import DescriptionRecord
+from gloss_gen.data.job_records import MAX_LISTED_ERRORS, JobRecord
 
 
 def test_new_job_json_and_back():

@@ -11,10 +11,11 @@ from email.utils import format_datetime
 import open_clip
 import pytest
 
-from gloss_gen import wordnet
-from gloss_gen.classsets import build_class_set, load_class_set
-from gloss_gen.describe import DescribeOptions, prepare
-from gloss_gen.llm import (
+from gloss_gen.core.prompts import dclip_prompt
+from gloss_gen.data import wordnet
+from gloss_gen.data.classsets import build_class_set, load_class_set
+from gloss_gen.describe.describe_job import DescribeOptions, prepare
+from gloss_gen.describe.llm import (
     CLIP_CONTEXT_LENGTH,
     PLACEHOLDER_API_KEY,
     LLMConfigError,
@@ -30,7 +31,6 @@ from gloss_gen.llm import (
     request_descriptions,
     similarity_matrix,
 )
-from gloss_gen.prompts import dclip_prompt
 from gloss_gen.testing.llm_stub import LLMStub
 
 FAST = RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=0.05)

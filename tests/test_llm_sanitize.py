@@ -12,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gloss_gen.llm import RetryPolicy, client, extract_descriptions, parse_descriptions, request_descriptions
-from gloss_gen.llm import sanitize as llm_sanitize
-from gloss_gen.llm.sanitize import MAX_ANSWER_CHARS, is_visual_phrase, sanitize_description
+from gloss_gen.describe.llm import RetryPolicy, extract_descriptions, parse_descriptions, request_descriptions
+from gloss_gen.describe.llm import llm_client as client
+from gloss_gen.describe.llm import sanitize as llm_sanitize
+from gloss_gen.describe.llm.sanitize import MAX_ANSWER_CHARS, is_visual_phrase, sanitize_description
 
 
 class HostileEndpoint:

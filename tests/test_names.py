@@ -1,11 +1,11 @@
-"""The one name pattern (gloss_gen/names.py) and where it is enforced outside the server."""
+"""The one name pattern (gloss_gen/core/names.py) and where it is enforced outside the server."""
 
 from __future__ import annotations
 
 import pytest
 
-from gloss_gen.classsets import ClassSetError, load_class_set, validate_class_set_name
-from gloss_gen.names import InvalidNameError, is_valid_name, validate_name
+from gloss_gen.core.names import InvalidNameError, is_valid_name, validate_name
+from gloss_gen.data.classsets import ClassSetError, load_class_set, validate_class_set_name
 
 GOOD = ["imagenet1k", "cifar10", "a", "pets_v2.1", "0f" * 16, "A-b_c.d", "x" * 64]
 BAD = ["", "..", ".", ".hidden", "-x", "a/b", "a\\b", "a:b", "a\0b", "a b", "a\n", "x" * 65, "é", "x" * 100_000,

@@ -3,7 +3,7 @@
 import pytest
 from reference_constructions import CLIP_CIFAR10_TEMPLATES, CLIP_STL10_TEMPLATES, dclip_imagenet_prompt
 
-from gloss_gen.prompts import PROMPT_STYLES, TEMPLATE_SETS, build_prompts, dclip_prompt, template_prompts
+from gloss_gen.core.prompts import PROMPT_STYLES, TEMPLATE_SETS, build_prompts, dclip_prompt, template_prompts
 
 
 def test_dclip_style_is_dclips_own_imagenet_prompt():

@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from gloss_gen.classsets import ClassSet, load_class_set
-from gloss_gen.describe import DescribeOptions, run_describe_job
-from gloss_gen.descriptions import DescriptionError, load_description_set
-from gloss_gen.llm import PROMPT_VERSIONS, ClassFacts, build_messages, extract_descriptions
-from gloss_gen.prompts import build_prompts
+from gloss_gen.core.prompts import build_prompts
+from gloss_gen.data.classsets import ClassSet, load_class_set
+from gloss_gen.data.descriptions import DescriptionError, load_description_set
+from gloss_gen.describe.describe_job import DescribeOptions, run_describe_job
+from gloss_gen.describe.llm import PROMPT_VERSIONS, ClassFacts, build_messages, extract_descriptions
 from gloss_gen.testing.llm_stub import LLMStub, stub_descriptions
 
 TENCH = ClassFacts(name="tench", lemmas=("tench", "Tinca tinca"), definition="freshwater dace-like game fish",
@@ -83,7 +83,7 @@ def test_gloss_style_asks_for_a_visual_gloss_and_embeds_it_like_a_definition():
 
 
 def test_both_styles_through_the_stub_are_told_apart_in_provenance_keys_and_eval(tmp_path, tiny_model):
-    from gloss_gen.classifier import build_classifier
+    from gloss_gen.data.classifier import build_classifier
     from gloss_gen.evaluation.runner import parse_methods, prepare_method
 
     class_set = ClassSet("pets", load_class_set("cifar10").classes[3:6])  # cat, deer, dog
@@ -113,7 +113,7 @@ def test_both_styles_through_the_stub_are_told_apart_in_provenance_keys_and_eval
 
 
 def test_old_vgloss_files_keep_the_prompt_they_were_written_for(tmp_path):
-    from gloss_gen.descriptions import DescriptionRecord, write_jsonl
+    from gloss_gen.data.descriptions import DescriptionRecord, write_jsonl
 
     cifar = load_class_set("cifar10")
     records = []

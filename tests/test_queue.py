@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from gloss_gen.classsets import ClassSet, builtin_class_set
-from gloss_gen.config import Settings
-from gloss_gen.descriptions import DescriptionRecord, read_jsonl, write_jsonl
-from gloss_gen.store import open_store
+from gloss_gen.core.config import Settings
+from gloss_gen.data.classsets import ClassSet, builtin_class_set
+from gloss_gen.data.descriptions import DescriptionRecord, read_jsonl, write_jsonl
+from gloss_gen.data.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL_ID = "vgloss-tiny/none"
@@ -405,7 +405,7 @@ def test_api_class_set_jobs_can_run_on_the_worker_queue(qenv, sample_photos):
 def test_watch_job_yields_records_until_final_and_prints_nothing(redis_url, redis_namespace, capsys):
     import threading
 
-    from gloss_gen.jobs import JobRecord
+    from gloss_gen.data.job_records import JobRecord
     from gloss_gen.queue import QueueError, watch_job, worker_serving
 
     settings = Settings(redis_url=redis_url, redis_namespace=redis_namespace,

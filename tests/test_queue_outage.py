@@ -11,8 +11,8 @@ import pytest
 import redis
 from test_queue import QueueEnv, _enqueue
 
-from gloss_gen.classsets import ClassSet, ClassSpec
-from gloss_gen.store import open_store
+from gloss_gen.data.classsets import ClassSet, ClassSpec
+from gloss_gen.data.store import open_store
 
 
 def _free_port() -> int:

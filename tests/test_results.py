@@ -1,11 +1,11 @@
-"""gloss_gen.results: the one builder of the classify body, checked against the server's schema."""
+"""gloss_gen.classify.results: the one builder of the classify body, checked against the server's schema."""
 
 from __future__ import annotations
 
 from app.api.schemas import ClassifyResponse
+from gloss_gen.classify.results import ClassifyResult, ImageResult
+from gloss_gen.classify.scoring import Prediction
 from gloss_gen.imaging import ImageError
-from gloss_gen.results import ClassifyResult, ImageResult
-from gloss_gen.scoring import Prediction
 
 
 def result(explain: bool) -> ClassifyResult:

@@ -1,10 +1,10 @@
 import numpy as np
 import torch
 
-from gloss_gen.classifier import build_classifier
-from gloss_gen.classsets import load_class_set
-from gloss_gen.descriptions import describe_import
-from gloss_gen.scoring import ScoringHead
+from gloss_gen.classify.scoring import ScoringHead
+from gloss_gen.data.classifier import build_classifier
+from gloss_gen.data.classsets import load_class_set
+from gloss_gen.data.description_importers import describe_import
 
 
 def _head(tiny_model, cupl_file):

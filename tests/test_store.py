@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from gloss_gen.classifier import build_classifier
-from gloss_gen.classsets import load_class_set
-from gloss_gen.descriptions import describe_wordnet
-from gloss_gen.jobs import JobRecord
-from gloss_gen.store import RedisBackend, Store, StoreError
+from gloss_gen.data.classifier import build_classifier
+from gloss_gen.data.classsets import load_class_set
+from gloss_gen.data.descriptions import describe_wordnet
+from gloss_gen.data.job_records import JobRecord
+from gloss_gen.data.store import RedisBackend, Store, StoreError
 
 
 @pytest.fixture(params=["redis", "directory"])
@@ -66,7 +66,7 @@ def _job(total: int = 1000) -> JobRecord:
 
 
 def _record(class_id: str, error: str | None = None):
-    from gloss_gen.descriptions import DescriptionRecord
+    from gloss_gen.data.descriptions import DescriptionRecord
 
     return DescriptionRecord(class_id=class_id, name=class_id.replace("-", " "), synset=None, method="wordnet",
                              descriptions=[] if error else [f"a {class_id}"], error=error)
@@ -93,7 +93,7 @@ def test_update_job_from_many_threads_loses_nothing(store):
 
 _PROCESS_WORKER = """
 import sys
-from gloss_gen.store import DirectoryBackend, RedisBackend, Store
+from gloss_gen.data.store import DirectoryBackend, RedisBackend, Store
 kind, where, namespace, worker = sys.argv[1:5]
 backend = RedisBackend(where) if kind == "redis" else DirectoryBackend(where)
 store = Store(backend, namespace)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gloss_gen.store import DirectoryBackend, InvalidStoreKey, Store, decode_key_part, encode_key_part
+from gloss_gen.data.store import DirectoryBackend, InvalidStoreKey, Store, decode_key_part, encode_key_part
 
 HOSTILE_PARTS = [
     "..", ".", "", "/", "\\", "\0", "../..", "..\\..", "/etc/passwd", "a/../../b", "%2e%2e", "%2F",

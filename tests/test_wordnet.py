@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from gloss_gen import wordnet
-from gloss_gen.wordnet import DEBIAN_WORDNET_DIR, WordNetMissingError
+from gloss_gen.data import wordnet
+from gloss_gen.data.wordnet import DEBIAN_WORDNET_DIR, WordNetMissingError
 
 
 def test_tench_by_wnid_and_by_name():
@@ -51,7 +51,7 @@ def test_setup_lays_out_nltk_corpus(tmp_path: Path):
     assert lexnames[3].split("\t") == ["03", "noun.Tops", "1"]
     assert (corpus / "data.noun").is_file() and not (corpus / "data.noun").is_symlink()
     out = subprocess.run(
-        [sys.executable, "-m", "gloss_gen.wordnet", "--setup", str(tmp_path / "again")],
+        [sys.executable, "-m", "gloss_gen.data.wordnet", "--setup", str(tmp_path / "again")],
         capture_output=True, text=True, check=True,
     )
     assert out.stdout.strip().endswith("corpora/wordnet")

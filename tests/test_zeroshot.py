@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gloss_gen.config import Settings
+from gloss_gen.core.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def test_a_method_builds_its_own_classifier_without_touching_what_is_served(serv
 
 def test_bad_input_is_one_clear_error(tmp_path, sample_photos):
     from gloss_gen import ZeroShotClassifier
-    from gloss_gen.errors import VglossError
+    from gloss_gen.core.errors import VglossError
 
     settings = _settings(tmp_path / "data")
     with pytest.raises(VglossError, match="unknown class set 'cifar100'"):

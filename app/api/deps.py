@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.errors import ApiError
+from app.error_envelope import ApiError
 from app.services.runtime import ServerRuntime
-from gloss_gen.config import Settings
+from gloss_gen.core.config import Settings
 
 
 def get_runtime(request: Request) -> ServerRuntime:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from gloss_gen.names import NAME_MAX_CHARS, NAME_PATTERN
+from gloss_gen.core.names import NAME_MAX_CHARS, NAME_PATTERN
 
 TOP_K_MIN, TOP_K_MAX, TOP_K_DEFAULT = 1, 100, 5
 MAX_LABEL_CHARS = 300

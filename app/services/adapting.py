@@ -1,7 +1,7 @@
 """Few-shot adapters over the API: uploaded examples and adapter jobs (kind ``adapter``).
 
 Examples and adapters live in the store (see :mod:`gloss_gen.adapt.uploads` and
-:mod:`gloss_gen.adapt.record`), so every replica sharing it serves the same active adapter: the
+:mod:`gloss_gen.classify.adapter_records`), so every replica sharing it serves the same active adapter: the
 replica that ran the job installs it at once, the others on their next registry refresh. Adapter
 jobs go through the one job mechanism (:mod:`.jobs`): in this process as :class:`AdapterWork`
 under a lease, or on the worker queue; ``GET /v1/jobs/{id}`` reads them back like any job.
@@ -16,18 +16,18 @@ import logging
 import threading
 from collections.abc import Callable
 
+from app.services.job_runner import ADAPTER_JOB_KIND, JobRunner
+from app.services.registry import ClassifierRegistry
+from app.services.service_errors import ClassSetNotFound, InvalidClassSet, NoExamples, StoreUnavailable
 from gloss_gen.adapt import AdaptError
 from gloss_gen.adapt.fitting import AdapterJobSpec, fit_clipfit_job, fit_tip_job
-from gloss_gen.adapt.record import get_active_adapter
 from gloss_gen.adapt.uploads import add_examples, example_counts
-from gloss_gen.classsets import BUILTIN_CLASS_SETS, ClassSet, builtin_class_set
-from gloss_gen.config import Settings
-from gloss_gen.jobs import JobRecord
-from gloss_gen.store import Store, StoreError
-
-from .errors import ClassSetNotFound, InvalidClassSet, NoExamples, StoreUnavailable
-from .jobs import ADAPTER_JOB_KIND, JobRunner
-from .registry import ClassifierRegistry
+from gloss_gen.classify.adapter_records import get_active_adapter
+from gloss_gen.core.config import Settings
+from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, ClassSet, builtin_class_set
+from gloss_gen.data.job_records import JobRecord
+from gloss_gen.data.store import Store, StoreError
+from gloss_gen.model.deltas import split_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ class AdapterService:
     async def submit(self, name: str, method: str, shots: int, augment: int = 0, epochs: int | None = None,
                      lr: float | None = None) -> str:
         """Check the request and start an adapter job; the job id."""
-        from gloss_gen.adapt.delta import split_pretrained
 
         class_set = await self._blocking(self._class_set, name)
         clip = self.registry.model.clip

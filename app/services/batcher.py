@@ -24,10 +24,9 @@ from dataclasses import dataclass
 import torch
 from typing_extensions import Self
 
-from app.metrics import Metrics
-from gloss_gen.scoring import Prediction, ScoringHead
-
-from .errors import QueueFull, ShuttingDown
+from app.prometheus_metrics import Metrics
+from app.services.service_errors import QueueFull, ShuttingDown
+from gloss_gen.classify.scoring import Prediction, ScoringHead
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,13 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from app.api.schemas import ClassInfo, ClassSetDetail, ClassSetSummary
-from gloss_gen.classifier import Classifier
-from gloss_gen.classsets import (
+from app.services.job_runner import JOB_KIND, JobRunner
+from app.services.registry import ClassifierRegistry, is_ad_hoc_name
+from app.services.service_errors import ClassSetNotFound, InvalidClassSet, StoreUnavailable
+from gloss_gen.core.errors import CorruptDataError
+from gloss_gen.core.names import is_valid_name
+from gloss_gen.data.classifier import Classifier
+from gloss_gen.data.classsets import (
     BUILTIN_CLASS_SETS,
     ClassSet,
     ClassSetError,
@@ -16,13 +20,7 @@ from gloss_gen.classsets import (
     builtin_class_set,
     validate_class_set_name,
 )
-from gloss_gen.errors import CorruptDataError
-from gloss_gen.names import is_valid_name
-from gloss_gen.store import Store, StoreError
-
-from .errors import ClassSetNotFound, InvalidClassSet, StoreUnavailable
-from .jobs import JOB_KIND, JobRunner
-from .registry import ClassifierRegistry, is_ad_hoc_name
+from gloss_gen.data.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +36,12 @@ class ClassSetCatalog:
     def model_id(self) -> str:
         return self.registry.model.model_id
 
-    async def list(self) -> list[ClassSetSummary]:
+    async def list(self) -> list[dict]:
+        """One summary per class set (the fields of ``ClassSetSummary``)."""
         return await self._blocking(self._list)
 
-    async def detail(self, name: str) -> ClassSetDetail:
+    async def detail(self, name: str) -> dict:
+        """A summary with the classes and their descriptions (the fields of ``ClassSetDetail``)."""
         return await self._blocking(self._detail, name)
 
     async def create(self, name: str, classes: Sequence[str | dict] | None, method: str | None,
@@ -73,7 +73,7 @@ class ClassSetCatalog:
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    def _list(self) -> list[ClassSetSummary]:
+    def _list(self) -> list[dict]:
         stored = [n for n in self.store.class_set_names() if not is_ad_hoc_name(n)]
         names = set(BUILTIN_CLASS_SETS) | set(stored) | set(self.registry.loaded_names())
         active = self.store.active_class_sets(self.model_id)
@@ -85,7 +85,7 @@ class ClassSetCatalog:
                 summaries.append(self._summary(name, class_set, classifier, broken))
         return summaries
 
-    def _detail(self, name: str) -> ClassSetDetail:
+    def _detail(self, name: str) -> dict:
         if not is_valid_name(name) or is_ad_hoc_name(name):
             raise ClassSetNotFound(name)
         classifier, broken = self._checked_classifier(name, self.store.get_active_key(self.model_id, name))
@@ -94,11 +94,10 @@ class ClassSetCatalog:
             raise ClassSetNotFound(name)
         texts = self._descriptions(classifier) if classifier else {}
         classes = [
-            ClassInfo(id=c.id, name=c.name, synset=c.synset, descriptions=texts.get(c.id, []))
+            {"id": c.id, "name": c.name, "synset": c.synset, "descriptions": texts.get(c.id, [])}
             for c in class_set.classes
         ]
-        summary = self._summary(name, class_set, classifier, broken).model_dump(exclude_unset=True)
-        return ClassSetDetail(**summary, classes=classes)
+        return {**self._summary(name, class_set, classifier, broken), "classes": classes}
 
     def _classifier(self, name: str, active_key: str | None) -> Classifier | None:
         loaded = self.registry.loaded(name)
@@ -128,18 +127,18 @@ class ClassSetCatalog:
         return class_set
 
     def _summary(self, name: str, class_set: ClassSet, classifier: Classifier | None,
-                 error: dict | None = None) -> ClassSetSummary:
+                 error: dict | None = None) -> dict:
         marked = {} if error is None else {"error": error}  # the field is absent, not null, when fine
-        return ClassSetSummary(
-            name=name,
-            num_classes=len(class_set),
-            descriptions=classifier.descriptions_id if classifier else None,
-            method=classifier.method if classifier else None,
-            model=self.model_id,
-            ready=classifier is not None,
-            builtin=name in BUILTIN_CLASS_SETS,
+        return {
+            "name": name,
+            "num_classes": len(class_set),
+            "descriptions": classifier.descriptions_id if classifier else None,
+            "method": classifier.method if classifier else None,
+            "model": self.model_id,
+            "ready": classifier is not None,
+            "builtin": name in BUILTIN_CLASS_SETS,
             **marked,
-        )
+        }
 
     def _descriptions(self, classifier: Classifier) -> dict[str, list[str]]:
         """Class id -> descriptions, from the store's records, else from the classifier's evidence."""

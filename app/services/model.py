@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from app.metrics import Metrics
-from gloss_gen.config import Settings
+from app.prometheus_metrics import Metrics
+from gloss_gen.core.config import Settings
 from gloss_gen.imaging import ImageLimits, Preprocessor
-from gloss_gen.models import BetweenBatches, ClipModel, get_model
+from gloss_gen.model.clip_models import BetweenBatches, ClipModel, get_model
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def available_cores() -> int:
 
 
 class CountingTextEncoder:
-    """What :func:`gloss_gen.classifier.build_classifier` needs from a model, counting prompts."""
+    """What :func:`gloss_gen.data.classifier.build_classifier` needs from a model, counting prompts."""
 
     def __init__(self, clip: ClipModel, metrics: Metrics) -> None:
         self._clip = clip

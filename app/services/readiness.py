@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .errors import NotReady
+from app.services.service_errors import NotReady
 
 _ABSOLUTE_PATH = re.compile(r"""(?<![\w.~:/\\])(?:[A-Za-z]:)?(?:[/\\][^\s'"`,;()<>\[\]{}]+)+""")
 MAX_DETAIL_CHARS = 300

@@ -24,32 +24,38 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from app.metrics import Metrics
-from gloss_gen.classifier import Classifier, ad_hoc_class_set, serves_labels
-from gloss_gen.classsets import (
+from app.prometheus_metrics import Metrics
+from app.services.description_builds import describe
+from app.services.model import ModelHolder
+from app.services.service_errors import (
+    ClassifierBroken,
+    ClassSetNotFound,
+    ClassSetNotReady,
+    StoreUnavailable,
+    TooManyLabelPrompts,
+)
+from app.services.text_work import TextWork
+from gloss_gen.classify.adapter_records import get_active_adapter
+from gloss_gen.classify.pipeline import build_and_store
+from gloss_gen.classify.scoring import ScoringHead
+from gloss_gen.core.config import Settings
+from gloss_gen.core.errors import CorruptDataError
+from gloss_gen.core.prompts import template_count
+from gloss_gen.data.classifier import Classifier, ad_hoc_class_set, serves_labels
+from gloss_gen.data.classsets import (
     BUILTIN_CLASS_SETS,
     ClassSet,
     ClassSetError,
     builtin_class_set,
     validate_class_set_name,
 )
-from gloss_gen.config import Settings
-from gloss_gen.descriptions import DescriptionSet, describe_classname
-from gloss_gen.errors import CorruptDataError
-from gloss_gen.pipeline import build_and_store
-from gloss_gen.prompts import template_count
-from gloss_gen.scoring import ScoringHead
-from gloss_gen.store import Store, StoreError
-
-from .describing import describe
-from .errors import ClassifierBroken, ClassSetNotFound, ClassSetNotReady, StoreUnavailable, TooManyLabelPrompts
-from .model import ModelHolder
-from .text_work import TextWork
+from gloss_gen.data.descriptions import DescriptionSet, describe_classname
+from gloss_gen.data.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
 AD_HOC_NAME = re.compile(r"^labels-[0-9a-f]{12}$")
-"""Names :func:`gloss_gen.classifier.ad_hoc_class_set` gives label sets; hidden from listings."""
+"""Names :func:`gloss_gen.data.classifier.ad_hoc_class_set` gives label sets; hidden from listings."""
 
 
 def is_ad_hoc_name(name: str) -> bool:
@@ -60,7 +66,7 @@ def is_ad_hoc_name(name: str) -> bool:
 class LoadedClassifier:
     classifier: Classifier
     head: ScoringHead
-    adapter: object | None = None  # the gloss_gen.adapt.record.AdapterRecord the head applies
+    adapter: object | None = None  # the gloss_gen.classify.adapter_records.AdapterRecord the head applies
 
     @property
     def name(self) -> str:
@@ -143,7 +149,7 @@ class ClassifierRegistry:
         self, description_set: DescriptionSet, *, write: bool = True, keep_on_store_error: bool = False
     ) -> Classifier:
         """Embed ``description_set`` in turns with the other builds and (with ``write``) store it as
-        the active classifier of its set (see :func:`gloss_gen.pipeline.build_and_store`)."""
+        the active classifier of its set (see :func:`gloss_gen.classify.pipeline.build_and_store`)."""
         return await self._text_work.run(
             build_and_store, self.model.text_encoder, description_set, self.store if write else None,
             keep_on_store_error=keep_on_store_error,
@@ -186,7 +192,6 @@ class ClassifierRegistry:
         return self.install(classifier, adapter)
 
     async def _active_adapter(self, name: str, classifier: Classifier):
-        from gloss_gen.adapt.record import get_active_adapter
 
         try:
             return await asyncio.to_thread(get_active_adapter, self.store, self.model.model_id, name, classifier.key)

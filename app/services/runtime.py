@@ -12,17 +12,13 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from app.metrics import Metrics
-from gloss_gen.config import Settings
-from gloss_gen.store import Store, open_store
-
-from .adapting import AdapterService, AdapterWork
-from .batcher import InferenceBatcher
-from .catalog import ClassSetCatalog
-from .classify import ClassifyService
-from .decoding import ImageDecoder
-from .errors import ShuttingDown, StoreUnavailable
-from .jobs import (
+from app.prometheus_metrics import Metrics
+from app.services.adapting import AdapterService, AdapterWork
+from app.services.batcher import InferenceBatcher
+from app.services.catalog import ClassSetCatalog
+from app.services.classification import ClassifyService
+from app.services.decoding import ImageDecoder
+from app.services.job_runner import (
     ADAPTER_JOB_KIND,
     JOB_KIND,
     ClassSetWork,
@@ -31,10 +27,13 @@ from .jobs import (
     JobRunner,
     QueuedJobs,
 )
-from .model import ModelHolder, available_cores
-from .readiness import Readiness, failure_detail
-from .registry import ClassifierRegistry
-from .text_work import TextWork, chunk_prompts_for
+from app.services.model import ModelHolder, available_cores
+from app.services.readiness import Readiness, failure_detail
+from app.services.registry import ClassifierRegistry
+from app.services.service_errors import ShuttingDown, StoreUnavailable
+from app.services.text_work import TextWork, chunk_prompts_for
+from gloss_gen.core.config import Settings
+from gloss_gen.data.store import Store, open_store
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from .errors import ShuttingDown, TextQueueFull
+from app.services.service_errors import ShuttingDown, TextQueueFull
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ class TextWork:
 
     async def run(self, build: Callable[..., T], *args, **kwargs) -> T:
         """``build(*args, batch_size=, between_batches=, **kwargs)`` on a text thread, in turns:
-        ``build`` hands both to the text encoder (as :func:`gloss_gen.pipeline.build_and_store`
+        ``build`` hands both to the text encoder (as :func:`gloss_gen.classify.pipeline.build_and_store`
         does). Raises :class:`ShuttingDown` once :meth:`close` is called, :class:`TextQueueFull`
         when ``max_builds`` builds are already admitted."""
         if self._closing:

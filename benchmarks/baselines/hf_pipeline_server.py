@@ -16,16 +16,13 @@ template, "This is a photo of {}.") for every image.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated
 
 import torch
-from common import RANDOM_SEED, TOP_K, imagenet_names, serve, server_arguments
-from fastapi import FastAPI, File, UploadFile
-from PIL import Image
+from common import RANDOM_SEED, TOP_K, classify_app, imagenet_names, serve, server_arguments
+from fastapi import FastAPI
 
 
 def vit_b_32_config():
@@ -74,23 +71,12 @@ def build_app() -> FastAPI:
         device=-1,
     )
     names = imagenet_names()
-    app = FastAPI()
 
-    @app.get("/healthz")
-    def healthz() -> dict:
-        return {"status": "ok"}
+    def rank(image) -> list[dict]:
+        ranked = classifier(image, candidate_labels=names)
+        return [{"label": r["label"], "score": float(r["score"])} for r in ranked[:TOP_K]]
 
-    @app.post("/classify")
-    def classify(images: Annotated[list[UploadFile], File()]) -> dict:
-        results = []
-        for upload in images:
-            image = Image.open(io.BytesIO(upload.file.read())).convert("RGB")
-            with torch.no_grad():
-                ranked = classifier(image, candidate_labels=names)
-            results.append([{"label": r["label"], "score": float(r["score"])} for r in ranked[:TOP_K]])
-        return {"results": results}
-
-    return app
+    return classify_app(rank)
 
 
 if __name__ == "__main__":

@@ -17,22 +17,18 @@ from what caching text buys.
 
 from __future__ import annotations
 
-import io
-from typing import Annotated
-
 import torch
-from common import TOP_K, imagenet_names, serve, server_arguments
-from fastapi import FastAPI, File, UploadFile
-from PIL import Image
+from common import TOP_K, classify_app, imagenet_names, serve, server_arguments
+from fastapi import FastAPI
 
-from gloss_gen.models import load_clip
+from gloss_gen.model.clip_models import load_clip
 
 TEMPLATE = "a photo of a {}."
 
 
 def stored_prototypes(data_dir: str, model_id: str) -> torch.Tensor:
-    from gloss_gen.config import Settings
-    from gloss_gen.store import open_store
+    from gloss_gen.core.config import Settings
+    from gloss_gen.data.store import open_store
 
     classifier = open_store(Settings(_env_file=None, data_dir=data_dir, redis_url=None)).get_active_classifier(
         model_id, "imagenet1k"
@@ -52,28 +48,15 @@ def build_app(classifier_from: str | None) -> FastAPI:
             return clip.model.encode_text(clip.tokenizer(prompts), normalize=True)
 
     cached = stored_prototypes(classifier_from, clip.id) if classifier_from else None
-    app = FastAPI()
 
-    @app.get("/healthz")
-    def healthz() -> dict:
-        return {"status": "ok"}
+    def rank(image) -> list[dict]:
+        image_features = clip.model.encode_image(clip.preprocess(image).unsqueeze(0), normalize=True)
+        text = cached if cached is not None else text_features()
+        probs = (clip.logit_scale * image_features @ text.T).softmax(dim=-1)[0]
+        top = probs.topk(TOP_K)
+        return [{"label": names[i], "score": float(p)} for p, i in zip(top.values.tolist(), top.indices.tolist())]
 
-    @app.post("/classify")
-    def classify(images: Annotated[list[UploadFile], File()]) -> dict:
-        results = []
-        for upload in images:
-            image = Image.open(io.BytesIO(upload.file.read())).convert("RGB")
-            with torch.no_grad():
-                image_features = clip.model.encode_image(clip.preprocess(image).unsqueeze(0), normalize=True)
-                text = cached if cached is not None else text_features()
-                probs = (clip.logit_scale * image_features @ text.T).softmax(dim=-1)[0]
-            top = probs.topk(TOP_K)
-            results.append([
-                {"label": names[i], "score": float(p)} for p, i in zip(top.values.tolist(), top.indices.tolist())
-            ])
-        return {"results": results}
-
-    return app
+    return classify_app(rank)
 
 
 if __name__ == "__main__":

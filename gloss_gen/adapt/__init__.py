@@ -8,12 +8,8 @@
 - :mod:`.compare` — ``vgloss eval --examples``: every (method, adaptation, shots) side by side.
 """
 
-from ..errors import InputError
+from gloss_gen.core.errors import AdaptError
+
+__all__ = ["ADAPTER_METHODS", "AdaptError"]
 
 ADAPTER_METHODS = ("tip", "tip-f")  # here, not in .tip, so `vgloss --help` imports no torch
-
-
-class AdaptError(InputError):
-    """Bad few-shot input (examples, labels, shots, hyper-parameters); the message says which."""
-
-    code = "invalid_adaptation"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import AdaptError
-from .examples import Examples
-from .record import AdapterRecord, adapter_key
-from .tip import TipConfig, fit_cache
+from gloss_gen.adapt import AdaptError
+from gloss_gen.adapt.examples import Examples
+from gloss_gen.adapt.tip import TipConfig, fit_cache
+from gloss_gen.classify.adapter_records import AdapterRecord, adapter_key
 
 
 def build_adapter(classifier, examples: Examples, config: TipConfig, progress: bool = False) -> AdapterRecord:

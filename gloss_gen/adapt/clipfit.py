@@ -29,9 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import AdaptError
-from .delta import Delta, save_delta
-from .examples import ExampleSource, shortage_notes, shot_order, train_preprocessor
+from gloss_gen.adapt import AdaptError
+from gloss_gen.adapt.examples import ExampleSource, shortage_notes, shot_order, train_preprocessor
+from gloss_gen.data.classifier import read_safetensors_metadata
+from gloss_gen.imaging import ImageError, ImageLimits, Preprocessor
+from gloss_gen.model.deltas import Delta, save_delta
 
 PAPER_EPOCHS = 100  # the official few-shot runs (scripts/ClipFit/main.sh: vit_b16_ep100_ctxv1)
 CHECKPOINT_FORMAT = 1
@@ -148,7 +150,6 @@ class _Images:
     """Example images decoded on demand: training with augmentation, validation without."""
 
     def __init__(self, source: ExampleSource, model, limits):
-        from ..imaging import ImageError, Preprocessor
 
         self.source = source
         self.limits = limits
@@ -203,8 +204,6 @@ def fit_clipfit(
     """
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
-
-    from ..imaging import ImageLimits
 
     limits = limits or ImageLimits()
     base_id = model.id
@@ -282,7 +281,6 @@ def fit_clipfit(
     best = {name: p.detach().clone() for name, p in params.items()}
     resumed_from = 0
     if resume and ckpt.is_file():
-        from ..classifier import read_safetensors_metadata
 
         raw = ckpt.read_bytes()
         meta = json.loads(read_safetensors_metadata(raw).get("vgloss-clipfit-checkpoint", "{}"))

@@ -15,20 +15,25 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.metrics import Scores, score_predictions
-from ..evaluation.runner import (
+from gloss_gen.adapt import AdaptError
+from gloss_gen.adapt.adapter import build_adapter
+from gloss_gen.adapt.clipfit import FitConfig, fit_clipfit
+from gloss_gen.adapt.examples import embed_examples, open_examples
+from gloss_gen.adapt.tip import TipConfig
+from gloss_gen.classify.adapter_records import put_adapter
+from gloss_gen.classify.image_embeddings import embed_images
+from gloss_gen.classify.scoring import ScoringHead
+from gloss_gen.evaluation.metrics import Scores, score_predictions
+from gloss_gen.evaluation.runner import (
     TOP_K,
     EvalConfig,
-    ModelSource,
     classifier_for,
-    embed_images,
     open_evaluation_images,
     prepare_method,
     rank_classes,
 )
-from ..scoring import ScoringHead
-from . import AdaptError
-from .examples import embed_examples, open_examples
+from gloss_gen.imaging import ImageLimits
+from gloss_gen.model.model_source import ModelSource
 
 ADAPTATIONS = ("zero-shot", "tip", "tip-f", "clipfit")
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
@@ -95,10 +100,6 @@ def compare(
     notify: Callable[[str], None] = lambda message: None,
 ) -> Comparison:
     """Score every combination; all inputs are checked before any image is encoded."""
-    from ..imaging import ImageLimits
-    from .adapter import build_adapter
-    from .record import put_adapter
-    from .tip import TipConfig
 
     dataset, truth = open_evaluation_images(config)
     source = open_examples(options.examples, config.class_set, options.layout)
@@ -153,7 +154,6 @@ def compare(
 
 
 def _clipfit_rows(config, options, models, store, source, methods, limits, embedded_eval, scored, notify):
-    from .clipfit import FitConfig, fit_clipfit
 
     rows = []
     for shots in options.shots:

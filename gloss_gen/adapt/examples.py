@@ -24,9 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..classsets import ClassSet
-from ..evaluation.datasets import DatasetError, LabelledImages, open_dataset, resolve_labels
-from . import AdaptError
+from gloss_gen.adapt import AdaptError
+from gloss_gen.classify.image_embeddings import embed_images, encode_dataset
+from gloss_gen.core.errors import EvalError
+from gloss_gen.data.classsets import ClassSet
+from gloss_gen.evaluation.datasets import DatasetError, LabelledImages, open_dataset, resolve_labels
+from gloss_gen.imaging import Preprocessor
 
 VIEWS_KIND = "example-views"
 VIEWS_FORMAT = 2  # 2: raw view features (1 held normalised ones; its cache entries are not read)
@@ -165,7 +168,6 @@ def embed_examples(
     ``models`` is an :class:`gloss_gen.evaluation.runner.ModelSource`. With ``augment`` > 0 also
     ``augment`` random crop / flip views of each readable example.
     """
-    from ..evaluation.runner import EvalError, embed_images
 
     if augment < 0:
         raise AdaptError(f"--augment must be 0 or more, not {augment}")
@@ -215,8 +217,6 @@ def train_preprocessor(model, seed_note: str = ""):
     """
     import torchvision.transforms as T
 
-    from ..imaging import Preprocessor
-
     cfg = model.preprocess_cfg
     size = cfg.get("size", 224)
     size = (size, size) if isinstance(size, int) else tuple(size)
@@ -232,7 +232,6 @@ def train_preprocessor(model, seed_note: str = ""):
 
 
 def _augmented_views(dataset, models, store, limits, augment, seed, batch_size, progress) -> np.ndarray:
-    from ..evaluation.runner import encode_dataset
 
     payload = json.dumps([VIEWS_FORMAT, models.id, dataset.fingerprint(), augment, seed, bool(limits.jpeg_draft)])
     key = hashlib.sha256(payload.encode()).hexdigest()[:32]

@@ -21,8 +21,17 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..classsets import ClassSet
-from . import ADAPTER_METHODS, AdaptError
+from gloss_gen.adapt import ADAPTER_METHODS, AdaptError
+from gloss_gen.adapt.adapter import build_adapter
+from gloss_gen.adapt.clipfit import FitConfig, fit_clipfit
+from gloss_gen.adapt.examples import embed_examples
+from gloss_gen.adapt.tip import TipConfig
+from gloss_gen.adapt.uploads import stored_examples
+from gloss_gen.classify.adapter_records import put_adapter
+from gloss_gen.data.classsets import ClassSet
+from gloss_gen.model.clip_models import load_clip
+from gloss_gen.model.deltas import delta_model_id, split_pretrained
+from gloss_gen.model.model_source import ModelSource
 
 JOB_METHODS = (*ADAPTER_METHODS, "clipfit")
 CLIPFIT_DIR = "clipfit"
@@ -53,12 +62,10 @@ class AdapterJobSpec:
                 raise AdaptError(f"a {self.method} adapter needs the classifier it goes on")
 
     def tip_config(self):
-        from .tip import TipConfig
 
         return TipConfig(method=self.method)
 
     def fit_config(self):
-        from .clipfit import FitConfig
 
         return FitConfig(shots=self.shots, epochs=self.epochs, lr=self.lr)
 
@@ -73,13 +80,8 @@ class AdapterJobSpec:
 def fit_tip_job(spec: AdapterJobSpec, store, model, classifier, limits):
     """Fit, store and activate the cache adapter; ``(record, the job's result fields)``.
 
-    ``model`` is the :class:`gloss_gen.models.ClipModel` the classifier was built under.
+    ``model`` is the :class:`gloss_gen.model.clip_models.ClipModel` the classifier was built under.
     """
-    from ..evaluation.runner import ModelSource
-    from .adapter import build_adapter
-    from .examples import embed_examples
-    from .record import put_adapter
-    from .uploads import stored_examples
 
     if classifier.key != spec.classifier:
         raise AdaptError(f"the job is for classifier {spec.classifier}, not {classifier.key}")
@@ -101,10 +103,6 @@ def serving_note(settings_model: str, pretrained: str) -> str:
 def fit_clipfit_job(spec: AdapterJobSpec, store, limits, data_dir: Path, job_id: str, *, device: str = "cpu",
                     cache_dir=None, on_epoch=lambda log: None, stop=None) -> dict:
     """Train ClipFit on the stored examples and write the delta; the job's result fields."""
-    from ..models import load_clip
-    from .clipfit import fit_clipfit
-    from .delta import delta_model_id, split_pretrained
-    from .uploads import stored_examples
 
     if split_pretrained(spec.pretrained)[1] is not None:
         raise AdaptError(f"ClipFit tunes base weights, not an adapted model ({spec.pretrained})")

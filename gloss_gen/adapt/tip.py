@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import ADAPTER_METHODS, AdaptError
-from .examples import Examples, holdout_folds
+from gloss_gen.adapt import ADAPTER_METHODS, AdaptError
+from gloss_gen.adapt.examples import Examples, holdout_folds
+from gloss_gen.classify.scoring import cache_sums
 
 METHODS = ADAPTER_METHODS
 PAPER_ALPHA = 1.17  # configs/imagenet.yaml init_alpha
@@ -67,56 +68,6 @@ class TipConfig:
 
     def params(self) -> dict:
         return asdict(self)
-
-
-class CacheModel:
-    """Cache keys (N, D), their class indices (N,) and (α, β), on one device."""
-
-    def __init__(self, keys, labels, num_classes: int, alpha: float, beta: float, names=None, device="cpu"):
-        self.keys = torch.as_tensor(np.asarray(keys), dtype=torch.float32).to(device)
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(device)
-        self.num_classes = int(num_classes)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.names = list(names) if names is not None else None
-
-    @classmethod
-    def for_head(cls, record, head) -> CacheModel:
-        """The record's cache re-indexed onto the head's class order (rows of other classes dropped)."""
-        index = {cid: i for i, cid in enumerate(head.ids)}
-        mapped = np.array([index.get(record.class_ids[c], -1) for c in record.labels], dtype=np.int64)
-        if (mapped < 0).all():
-            raise AdaptError(f"adapter {record.key} shares no class with classifier {head.classifier.key}")
-        keep = mapped >= 0
-        names = [n for n, k in zip(record.names, keep) if k]
-        return cls(record.keys[keep], mapped[keep], head.num_classes, record.alpha, record.beta, names, head.device)
-
-    def affinity(self, image_emb: torch.Tensor) -> torch.Tensor:
-        return image_emb @ self.keys.T
-
-    def logits(self, image_emb: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
-        """α · exp(−β (1 − f·Kᵀ)) · L, the one-hot product done as a scatter-add."""
-        affinity = image_emb @ (self.keys if keys is None else keys).T
-        return self.alpha * cache_sums(affinity, self.labels, self.num_classes, self.beta)
-
-    def nearest_examples(self, image_emb: torch.Tensor, top_i: torch.Tensor) -> list[list[str | None]]:
-        """For each image and each of its predicted classes, the name of that class's nearest example."""
-        affinity = self.affinity(image_emb)  # (B, N)
-        wanted = self.labels.view(1, 1, -1) == top_i.unsqueeze(-1)  # (B, k, N)
-        masked = affinity.unsqueeze(1).masked_fill(~wanted, float("-inf"))
-        best, rows = masked.max(dim=-1)
-        names = self.names or [str(i) for i in range(len(self.labels))]
-        return [
-            [names[r] if math.isfinite(v) else None for r, v in zip(row_ids, values)]
-            for row_ids, values in zip(rows.cpu().tolist(), best.cpu().tolist())
-        ]
-
-
-def cache_sums(affinity: torch.Tensor, labels: torch.Tensor, num_classes: int, beta: float) -> torch.Tensor:
-    """exp(−β (1 − A)) · onehot(labels): (B, N) affinities -> (B, C) per-class sums (a scatter-add)."""
-    weights = torch.exp(-beta * (1.0 - affinity))
-    out = torch.zeros(affinity.shape[0], num_classes, dtype=weights.dtype, device=weights.device)
-    return out.scatter_add_(1, labels.expand_as(weights), weights)
 
 
 def search_grid(logit_scale: float, beta_steps: int, alpha_steps: int) -> tuple[np.ndarray, np.ndarray]:

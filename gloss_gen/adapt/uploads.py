@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..classsets import ClassSet
-from ..evaluation.datasets import DatasetError, LabelledImages, resolve_labels
-from . import AdaptError
-from .examples import ExampleSource
+from gloss_gen.adapt import AdaptError
+from gloss_gen.adapt.examples import ExampleSource
+from gloss_gen.data.classsets import ClassSet
+from gloss_gen.evaluation.datasets import DatasetError, LabelledImages, resolve_labels
+from gloss_gen.imaging import ImageError, decode_image, load_tensor
 
 IMAGE_KIND = "example-image"
 INDEX_KIND = "examples"
@@ -57,7 +58,6 @@ def add_examples(
     Raises :class:`AdaptError` (and writes nothing) for an unknown label or a total over the
     limits; images that cannot be decoded are rejected one by one and named in the result.
     """
-    from ..imaging import ImageError, decode_image
 
     if not uploads:
         raise AdaptError("no images in the upload")
@@ -118,7 +118,6 @@ class StoredImages(LabelledImages):
         return digest.hexdigest()
 
     def load_tensor(self, index, preprocessor, limits):
-        from ..imaging import load_tensor
 
         data = self.store.get_bytes(IMAGE_KIND, self.items[index]["sha256"])
         if data is None:

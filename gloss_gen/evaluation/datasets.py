@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..classsets import ClassSet, builtin_class_set
-from ..errors import InputError
+from gloss_gen.core.errors import InputError
+from gloss_gen.data.classsets import ClassSet, builtin_class_set
 
 if TYPE_CHECKING:
     import torch
 
-    from ..imaging import ImageLimits, Preprocessor
+    from gloss_gen.imaging import ImageLimits, Preprocessor
 
 LAYOUTS = ("imagefolder", "wnid-files", "csv", "stl10", "cifar10")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -107,8 +107,8 @@ class ImageFiles(LabelledImages):
         return digest.hexdigest()
 
     def load_tensor(self, index: int, preprocessor: Preprocessor, limits: ImageLimits) -> torch.Tensor:
-        from ..imaging import load_tensor
 
+        from gloss_gen.imaging import load_tensor  # torch: not when `vgloss eval --help` reads LAYOUTS
         return load_tensor(self.paths[index].read_bytes(), limits, preprocessor)
 
     def subset(self, indices: Sequence[int]) -> ImageFiles:

@@ -22,7 +22,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from ..classsets import ClassSet
+from gloss_gen.data.classsets import ClassSet
 
 CONFIDENCE = 0.95
 

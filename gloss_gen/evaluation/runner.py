@@ -2,7 +2,7 @@
 
 Images go through the server's path: :func:`gloss_gen.imaging.load_tensor` (decode with the
 server's limits, then open_clip's validation transform via :class:`gloss_gen.imaging.Preprocessor`) and
-:meth:`ClipModel.encode_images`; classes are scored by :class:`gloss_gen.scoring.ScoringHead`.
+:meth:`ClipModel.encode_images`; classes are scored by :class:`gloss_gen.classify.scoring.ScoringHead`.
 
 Two caches in the store make re-runs cheap:
 
@@ -14,13 +14,9 @@ Two caches in the store make re-runs cheap:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -28,43 +24,46 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from ..classifier import Classifier, classifier_key
-from ..classsets import ClassSet
-from ..descriptions import (
+from gloss_gen.classify.image_embeddings import (  # noqa: F401 (re-exported for eval's callers)
+    DEFAULT_BATCH_SIZE,
+    EMBEDDINGS_FORMAT,
+    EMBEDDINGS_KIND,
+    ImageEmbeddings,
+    embed_images,
+    embeddings_cache_key,
+    encode_dataset,
+)
+from gloss_gen.classify.pipeline import build_and_store
+from gloss_gen.classify.scoring import SCORING_MODES, ScoringHead
+from gloss_gen.core.errors import EvalError
+from gloss_gen.data.classifier import Classifier, classifier_key
+from gloss_gen.data.classsets import ClassSet
+from gloss_gen.data.descriptions import (
     DescriptionError,
     DescriptionSet,
     load_description_set,
     utc_now,
 )
-from ..errors import InputError
-from ..methods import METHODS, OFFLINE_METHODS, describe_offline
-from ..models import MODEL_CACHE, ClipModel, ModelCache, ModelSpec
-from ..pipeline import build_and_store
-from ..scoring import SCORING_MODES, ScoringHead
-from ..store import Store
-from .datasets import (
+from gloss_gen.data.methods import METHODS, OFFLINE_METHODS, describe_offline
+from gloss_gen.data.store import Store
+from gloss_gen.evaluation.datasets import (
     DatasetError,
     LabelledImages,
     limited_indices,
     open_dataset,
     resolve_labels,
 )
-from .metrics import Scores, score_predictions
+from gloss_gen.evaluation.metrics import Scores, score_predictions
+from gloss_gen.imaging import ImageLimits
+from gloss_gen.model.model_source import ModelSource
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EMBEDDINGS_KIND = "image-embeddings"
-EMBEDDINGS_FORMAT = 1
 DEFAULT_SCORING = "prototype"
-DEFAULT_BATCH_SIZE = 64
 TOP_K = 5
 # Methods eval reads from a file: the describe job's output (vgloss) or a published file (import).
 FILE_METHODS = tuple(name for name, m in METHODS.items() if m.needs_llm or m.needs_file)
-
-
-class EvalError(InputError):
-    """Bad evaluation input (methods, data, labels); the message says which and why."""
 
 
 # --------------------------------------------------------------------------- methods
@@ -144,185 +143,6 @@ def prepare_method(spec: MethodSpec, class_set: ClassSet) -> PreparedMethod:
     if report.matched == 0:
         raise EvalError(f"{spec.label}: no key of {spec.path} matches a class of {class_set.name}")
     return PreparedMethod(spec, descriptions, report.lines())
-
-
-# --------------------------------------------------------------------------- model
-
-
-class ModelSource:
-    """A handle on the CLIP model that loads it (through the process's model cache) only when
-    something actually needs it: a run whose embeddings and classifiers are all in the store
-    never loads the model."""
-
-    def __init__(self, spec: ModelSpec, model: ClipModel | None = None, cache: ModelCache = MODEL_CACHE):
-        self.spec = spec
-        self._model = model
-        self._cache = cache
-
-    @classmethod
-    def of(cls, model: ClipModel) -> ModelSource:
-        return cls(ModelSpec(model.model_name, model.pretrained, str(model.device), model.precision), model=model)
-
-    @classmethod
-    def from_settings(cls, settings=None) -> ModelSource:
-        return cls(ModelSpec.from_settings(settings))
-
-    @property
-    def id(self) -> str:
-        return self._model.id if self._model is not None else self.spec.id
-
-    @property
-    def device(self) -> str:
-        return self.spec.device
-
-    @property
-    def cache_tag(self) -> str:
-        """The embeddings-cache identity: the model id, plus the CPU inference path asked for when it
-        is not eager torch fp32 (cached embeddings never come from another numeric path)."""
-        path = f"{self.spec.backend}/{self.spec.precision}"
-        return self.id if self.device != "cpu" or path == "torch/fp32" else f"{self.id}@{path}"
-
-    def get(self) -> ClipModel:
-        if self._model is None:
-            self._model = self._cache.get(self.spec)
-        return self._model
-
-
-# --------------------------------------------------------------------------- image embeddings
-
-
-@dataclass
-class ImageEmbeddings:
-    vectors: np.ndarray  # (N, D) float32 unit rows; zero rows for unreadable images
-    unreadable: dict[int, str]  # image index -> reason
-    encoded: int  # images run through the model by this call; 0 when read from the cache
-    cache_key: str
-
-
-def embeddings_cache_key(model: str, dataset: LabelledImages, jpeg_draft: bool) -> str:
-    payload = json.dumps([EMBEDDINGS_FORMAT, model, bool(jpeg_draft), dataset.fingerprint()])
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
-def _load_ahead(
-    load: Callable[[int], T], count: int, workers: int, window: int
-) -> Iterator[tuple[int, T]]:
-    """``(index, load(index))`` in index order, with up to ``window`` loads running ahead."""
-    if workers <= 0:
-        for index in range(count):
-            yield index, load(index)
-        return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vgloss-eval-decode")
-    pending: deque[tuple[int, Future[T]]] = deque()
-    next_index = 0
-    try:
-        while next_index < count or pending:
-            while next_index < count and len(pending) < window:
-                pending.append((next_index, pool.submit(load, next_index)))
-                next_index += 1
-            index, future = pending.popleft()
-            yield index, future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def encode_dataset(
-    dataset: LabelledImages,
-    model: ClipModel,
-    limits,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    workers: int = 2,
-    progress: bool = False,
-    preprocessor=None,
-    normalize: bool = True,
-) -> tuple[np.ndarray, dict[int, str]]:
-    """Embed every image of ``dataset``: decoding in ``workers`` threads, encoding in batches.
-
-    ``preprocessor`` replaces the model's validation transform and ``normalize=False`` keeps the
-    raw image features (few-shot augmentation uses both).
-    """
-    from tqdm.auto import tqdm
-
-    from ..imaging import ImageError, Preprocessor
-
-    preprocessor = preprocessor or Preprocessor.from_open_clip(model.model)
-    height, width = preprocessor.image_size
-    count = len(dataset)
-    batch = torch.empty((batch_size, 3, height, width), dtype=torch.float32)
-    rows: list[int] = []
-    unreadable: dict[int, str] = {}
-    vectors: np.ndarray | None = None
-
-    def load(index: int) -> torch.Tensor | str:
-        """The image's tensor, or why it cannot be read (other errors are bugs and propagate)."""
-        try:
-            return dataset.load_tensor(index, preprocessor, limits)
-        except ImageError as exc:
-            return f"{exc.code}: {exc.message}"
-        except OSError as exc:
-            return f"unreadable: {exc}"
-
-    with tqdm(total=count, desc="encoding images", unit="img", disable=not progress) as bar:
-
-        def encode_rows() -> None:
-            nonlocal vectors
-            embeddings = model.encode_images(batch[: len(rows)], normalize=normalize).numpy()
-            if vectors is None:
-                vectors = np.zeros((count, embeddings.shape[1]), dtype=np.float32)
-            vectors[rows] = embeddings
-            bar.update(len(rows))
-            rows.clear()
-
-        for index, outcome in _load_ahead(load, count, workers, window=2 * batch_size):
-            if isinstance(outcome, str):
-                unreadable[index] = outcome
-                bar.update(1)
-                continue
-            batch[len(rows)].copy_(outcome)
-            rows.append(index)
-            if len(rows) == batch_size:
-                encode_rows()
-        if rows:
-            encode_rows()
-    if vectors is None:
-        raise EvalError(f"none of the {count} images could be read")
-    return vectors, unreadable
-
-
-def embed_images(
-    dataset: LabelledImages,
-    models: ModelSource,
-    store: Store | None,
-    limits,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    workers: int = 2,
-    progress: bool = False,
-) -> ImageEmbeddings:
-    """Image embeddings from the store, or encoded now and written to it."""
-    key = embeddings_cache_key(models.cache_tag, dataset, limits.jpeg_draft)
-    cached = store.get_array(EMBEDDINGS_KIND, key) if store is not None else None
-    if cached is not None:
-        vectors, meta = cached
-        if vectors.ndim == 2 and vectors.shape[0] == len(dataset):
-            unreadable = {int(i): reason for i, reason in meta.get("unreadable", {}).items()}
-            return ImageEmbeddings(vectors.astype(np.float32, copy=False), unreadable, 0, key)
-    vectors, unreadable = encode_dataset(
-        dataset, models.get(), limits, batch_size=batch_size, workers=workers, progress=progress
-    )
-    if store is not None:
-        meta = {
-            "model_id": models.id,
-            "layout": dataset.layout,
-            "source": str(dataset.source),
-            "num_images": len(dataset),
-            "jpeg_draft": bool(limits.jpeg_draft),
-            "unreadable": {str(i): reason for i, reason in unreadable.items()},
-            "created_at": utc_now(),
-        }
-        store.put_array(EMBEDDINGS_KIND, key, vectors, meta)
-    return ImageEmbeddings(vectors, unreadable, len(dataset) - len(unreadable), key)
 
 
 # --------------------------------------------------------------------------- classifiers and scoring
@@ -435,7 +255,6 @@ def evaluate(
     notify: Callable[[str], None] = lambda message: log.info("%s", message),
 ) -> EvalResult:
     """Run every method of ``config`` on its data; every input is checked before any image is read."""
-    from ..imaging import ImageLimits
 
     if config.scoring not in SCORING_MODES:
         raise EvalError(f"unknown scoring {config.scoring!r}; choose from {', '.join(SCORING_MODES)}")

@@ -7,8 +7,8 @@ Used alike by the server, ``vgloss classify`` and ``vgloss eval``:
   :func:`load_tensor`, the two in one call.
 """
 
-from .decode import DEFAULT_FORMATS, ImageError, ImageLimits, check_image_bytes, decode_image, to_rgb
-from .preprocess import Preprocessor, load_tensor
+from gloss_gen.imaging.decode import DEFAULT_FORMATS, ImageError, ImageLimits, check_image_bytes, decode_image, to_rgb
+from gloss_gen.imaging.preprocess import Preprocessor, load_tensor
 
 __all__ = [
     "DEFAULT_FORMATS",

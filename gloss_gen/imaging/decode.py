@@ -1,7 +1,7 @@
 """Untrusted image bytes -> RGB PIL images, within limits.
 
 Pure decoding code: no HTTP here. Failures raise :class:`ImageError`, an
-:class:`~gloss_gen.errors.InputError` whose ``code`` names the reason (``app/errors.py`` maps codes
+:class:`~gloss_gen.core.errors.InputError` whose ``code`` names the reason (``app/error_envelope.py`` maps codes
 to HTTP statuses) and whose ``message`` is safe to show a client.
 
 Decoding pipeline (:func:`decode_image`):
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import InputError
-from .jpeg_scans import count_jpeg_scans
+from gloss_gen.core.errors import InputError
+from gloss_gen.imaging.jpeg_scans import count_jpeg_scans
 
 DEFAULT_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"})
 """PIL format names accepted by default (JPEG includes MPO, PNG includes APNG)."""
@@ -85,7 +85,7 @@ class ImageLimits:
         """The limits configured by ``VGLOSS_MAX_IMAGE_BYTES``, ``VGLOSS_MAX_IMAGE_PIXELS``,
         ``VGLOSS_JPEG_DRAFT`` and ``VGLOSS_MAX_JPEG_SCANS``.
 
-        ``settings`` is a :class:`gloss_gen.config.Settings`, or anything with its
+        ``settings`` is a :class:`gloss_gen.core.config.Settings`, or anything with its
         ``max_image_bytes``, ``max_image_pixels`` and ``jpeg_draft`` attributes (an eval config;
         without ``max_jpeg_scans`` it gets the default scan limit).
         """

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .decode import ImageLimits, decode_image, to_rgb
+from gloss_gen.imaging.decode import ImageLimits, decode_image, to_rgb
 
 DRAFT_MARGIN = 2.0
 """JPEG draft keeps both sides >= this x the resize target: libjpeg's DCT downscaling then only

@@ -1,4 +1,4 @@
-"""The engine a :class:`gloss_gen.models.ClipModel` delegates to: the selected runner per tower,
+"""The engine a :class:`gloss_gen.model.clip_models.ClipModel` delegates to: the selected runner per tower,
 and for images one runner per range of batch sizes (a path can win small batches and another large).
 """
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .runners import Runner
+from gloss_gen.inference.runners import Runner
 
 
 @dataclass

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gloss_gen.data.classsets import builtin_class_set
+
 MIN_COSINE = 0.999
 MIN_TOP1 = 0.99
 GATE_IMAGES = 64
@@ -89,7 +91,6 @@ def gate_pixels(preprocess, count: int = GATE_IMAGES) -> tuple[torch.Tensor, str
 
 
 def gate_prompts(count: int = GATE_PROMPTS) -> list[str]:
-    from ..classsets import builtin_class_set
 
     names = builtin_class_set("imagenet1k").names
     step = max(1, len(names) // count)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .runners import Runner
+from gloss_gen.inference.runners import Runner
 
 
 def _session(path: Path, threads: int):

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import torch
 
-from .runners import Runner
+from gloss_gen.inference.runners import Runner
 
 
 def openvino_fp32(context, tower_name: str) -> Runner:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
-from . import onnxruntime_paths, openvino_paths, torch_paths
-from .export import GraphCache
-from .runners import Runner
+from gloss_gen.core.errors import ConfigError
+from gloss_gen.inference import onnxruntime_paths, openvino_paths, torch_paths
+from gloss_gen.inference.graph_export import GraphCache
+from gloss_gen.inference.runners import Runner
 
 REFERENCE = "torch/fp32"
 BACKENDS = ("torch", "onnxruntime", "openvino")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
-from .engine import InferenceEngine, Route
-from .export import GraphCache, library_versions
-from .fidelity import (
+from gloss_gen.core.config import _default_data_dir
+from gloss_gen.core.errors import ConfigError
+from gloss_gen.inference.engine import InferenceEngine, Route
+from gloss_gen.inference.fidelity import (
     GATE_CLASSES,
     GATE_IMAGES,
     GATE_PROMPTS,
@@ -31,9 +31,10 @@ from .fidelity import (
     gate_prompts,
     run_in_batches,
 )
-from .paths import PATHS, REFERENCE, BuildContext, PathSpec, candidates
-from .probe import PROBE_FORMAT, ProbeCache, cpu_signature, probe_key, probe_tower
-from .runners import Runner
+from gloss_gen.inference.graph_export import GraphCache, library_versions
+from gloss_gen.inference.paths import PATHS, REFERENCE, BuildContext, PathSpec, candidates
+from gloss_gen.inference.probe import PROBE_FORMAT, ProbeCache, cpu_signature, probe_key, probe_tower
+from gloss_gen.inference.runners import Runner
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,6 @@ def _why_text(name, times, refused) -> str:
 def _data_dir(settings) -> Path:
     if getattr(settings, "data_dir", None):
         return Path(settings.data_dir)
-    from ..config import _default_data_dir
 
     return _default_data_dir()
 

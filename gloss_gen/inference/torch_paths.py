@@ -11,8 +11,8 @@ import warnings
 
 import torch
 
-from .runners import Runner
-from .towers import detached_tower, tower
+from gloss_gen.inference.runners import Runner
+from gloss_gen.inference.towers import detached_tower, tower
 
 
 def torch_fp32(context, tower_name: str) -> Runner:

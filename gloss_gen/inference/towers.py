@@ -1,6 +1,6 @@
 """The two towers of a CLIP model as stand-alone modules: what every inference path runs.
 
-Each tower maps its input to *unnormalised* float features; :class:`gloss_gen.models.ClipModel`
+Each tower maps its input to *unnormalised* float features; :class:`gloss_gen.model.clip_models.ClipModel`
 normalises in float32 whichever path produced them, so every path is compared like for like.
 """
 

@@ -5,8 +5,8 @@ requests in flight), Redis-only, and its job ids dedupe enqueues. Jobs and resul
 here — arq's default serializer is pickle, which this package never uses.
 
 :mod:`.client` submits a job and follows it; :mod:`.worker` runs the tasks. What a job is and
-how far it got lives in the store (:class:`gloss_gen.jobs.JobRecord`, its spec and its results,
-see :mod:`gloss_gen.store`); on queue ``settings.queue_name`` go ``describe_class(job,
+how far it got lives in the store (:class:`gloss_gen.data.job_records.JobRecord`, its spec and its results,
+see :mod:`gloss_gen.data.store`); on queue ``settings.queue_name`` go ``describe_class(job,
 class_id)`` with arq job id ``{job}:{class_id}``, and once every class is recorded
 ``embed_job(job)`` with id ``{job}:embed``, which builds and activates the classifier. A result
 is stored only if its class has none (in one transaction with the job record), so every class is
@@ -23,7 +23,7 @@ adapter from the examples in the store and makes it active there; ClipFit writes
 the worker's data directory and resumes from its epoch checkpoint when the task is re-run.
 """
 
-from .client import (
+from gloss_gen.queue.client import (
     QueueError,
     adapter_task_id,
     describe_task_id,
@@ -34,7 +34,7 @@ from .client import (
     watch_job,
     worker_serving,
 )
-from .worker import MAX_ATTEMPTS, create_worker, run_worker
+from gloss_gen.queue.worker import MAX_ATTEMPTS, create_worker, run_worker
 
 __all__ = [
     "MAX_ATTEMPTS",

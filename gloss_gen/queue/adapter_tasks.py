@@ -9,12 +9,16 @@ epoch checkpoint if the data directory is shared, else starts over).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from ..descriptions import utc_now
-from ..jobs import JobRecord
-from ..store import Store, StoreError
+from gloss_gen.adapt import AdaptError
+from gloss_gen.adapt.fitting import AdapterJobSpec, fit_clipfit_job, fit_tip_job
+from gloss_gen.data.descriptions import utc_now
+from gloss_gen.data.job_records import JobRecord
+from gloss_gen.data.store import Store
+from gloss_gen.imaging import ImageLimits
+from gloss_gen.model.clip_models import get_model
+from gloss_gen.queue.tasks import run_job_step
 
 log = logging.getLogger(__name__)
 
@@ -24,52 +28,27 @@ ADAPTER_RESULT_KEEP_S = 7 * 24 * 3600  # as embed_job: a late duplicate enqueue 
 
 async def adapter_job(ctx: dict, job_id: str) -> str:
     """arq task: fit the job's adapter from the stored examples and write it to the store."""
-    from arq.worker import Retry
-
-    from .worker import MAX_ATTEMPTS, unfinished_job
-
-    store: Store = ctx["store"]
-    found = await unfinished_job(store, job_id)
-    if isinstance(found, str):
-        return found
-    _, spec = found
-    if ctx["job_try"] > MAX_ATTEMPTS:
-        message = f"a worker stopped while fitting this adapter {MAX_ATTEMPTS} times"
-        await asyncio.to_thread(store.update_job, job_id,
-                                lambda job: job.mark("failed", error=message, finished_at=utc_now()))
-        return "failed"
 
     def start(job: JobRecord) -> None:
         job.mark("running", started_at=job.extra.get("started_at") or utc_now(),
                  runs=job.extra.get("runs", 0) + 1)
 
-    await asyncio.to_thread(store.update_job, job_id, start)
-    try:
-        result = await asyncio.to_thread(_fit, ctx, job_id, spec)
-    except Exception as exc:
-        if isinstance(exc, StoreError) and ctx["job_try"] < MAX_ATTEMPTS:
-            log.warning("adapter job %s could not use the store, retrying: %s", job_id, exc)
-            raise Retry(defer=5) from exc
-        log.exception("adapter job %s failed", job_id)
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        await asyncio.to_thread(store.update_job, job_id,
-                                lambda job: job.mark("failed", error=message, finished_at=utc_now()))
-        return "failed"
-
-    def finish(job: JobRecord) -> None:
+    def finish(job: JobRecord, result: dict) -> None:
         job.done = job.total
         job.mark("done", **result, finished_at=utc_now())
 
-    await asyncio.to_thread(store.update_job, job_id, finish)
+    result = await run_job_step(
+        ctx, job_id, "fitting this adapter", lambda spec: _fit(ctx, job_id, spec), start, finish,
+        failure_message=lambda exc: getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
+        give_up_after_attempts=True, finished_at=utc_now,
+    )
+    if isinstance(result, str):
+        return result
     return result.get("adapter") or result.get("delta") or "done"
 
 
 def _fit(ctx: dict, job_id: str, raw_spec: dict) -> dict:
     """Blocking: the fit on this worker's device; the job's result fields."""
-    from ..adapt import AdaptError
-    from ..adapt.fitting import AdapterJobSpec, fit_clipfit_job, fit_tip_job
-    from ..imaging import ImageLimits
-    from ..models import get_model
 
     settings = ctx["settings"]
     store: Store = ctx["store"]

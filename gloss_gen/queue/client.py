@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..classsets import ClassSet
-from ..config import Settings, get_settings
-from ..descriptions import DescriptionRecord, latest_by_class, read_jsonl
-from ..jobs import JobRecord
-from ..store import Store, StoreError, open_store
+from gloss_gen.core.config import Settings, get_settings
+from gloss_gen.data.classsets import ClassSet
+from gloss_gen.data.descriptions import DescriptionRecord, latest_by_class, read_jsonl
+from gloss_gen.data.job_records import JobRecord
+from gloss_gen.data.store import Store, StoreError, open_store
+from gloss_gen.describe.describe_job import DescribeOptions, finished_class_ids
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ async def _arq_pool(settings: Settings):
 def _options_for_spec(method: str, options: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The describe options as JSON, with this process's LLM defaults filled in (so every worker
     asks the same model); no API key: workers read their own ``OPENAI_API_KEY``."""
-    from ..describe import DescribeOptions
 
     if options.get("api_key"):
         log.warning("the API key given is not sent through the queue; workers use their OPENAI_API_KEY")
@@ -86,7 +86,6 @@ def _options_for_spec(method: str, options: dict[str, Any], settings: Settings) 
 
 def _resumable_records(out: Path, class_set: ClassSet, method: str) -> list[DescriptionRecord]:
     """Successful records of an earlier run in ``out`` (DESIGN: a re-run skips finished classes)."""
-    from ..describe import finished_class_ids
 
     if not out.is_file():
         return []
@@ -107,7 +106,7 @@ async def submit_describe_job(
 ) -> str:
     """Queue a describe job: one ``describe_class`` task per class still to describe. Returns its id.
 
-    ``options`` are :class:`gloss_gen.describe.DescribeOptions` fields. ``out`` (a path on the
+    ``options`` are :class:`gloss_gen.describe.describe_job.DescribeOptions` fields. ``out`` (a path on the
     host that runs the final embed step) receives the JSONL; successful classes already in it
     are not described again. The job goes into ``store`` (default: the settings' store, which
     the workers must share).

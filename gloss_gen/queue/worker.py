@@ -1,7 +1,7 @@
 """The worker side of the queue: the describe tasks, the worker that runs them and the adapter
 task of :mod:`.adapter_tasks`.
 
-Job state is read and written through the store (:meth:`gloss_gen.store.Store.update_job`); the
+Job state is read and written through the store (:meth:`gloss_gen.data.store.Store.update_job`); the
 store calls block, so the tasks make them in threads.
 """
 
@@ -15,18 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..classsets import ClassSet
-from ..config import Settings, get_settings
-from ..descriptions import DescriptionRecord, assemble, utc_now, write_jsonl
-from ..jobs import JobRecord
-from ..store import Store, StoreError, open_store
-from .adapter_tasks import ADAPTER_RESULT_KEEP_S, ADAPTER_TIMEOUT_S, adapter_job
-from .client import HEALTH_CHECK_S, dumps, embed_task_id, loads, redis_settings
+from gloss_gen.classify.pipeline import build_and_store
+from gloss_gen.core.config import Settings, get_settings
+from gloss_gen.data import wordnet
+from gloss_gen.data.classsets import ClassSet
+from gloss_gen.data.descriptions import DescriptionRecord, assemble, utc_now, write_jsonl
+from gloss_gen.data.job_records import JobRecord
+from gloss_gen.data.store import Store, StoreError, open_store
+from gloss_gen.describe.describe_job import DescribeOptions, describe_one, prepare
+from gloss_gen.describe.llm import RetryPolicy, clip_token_count, make_client
+from gloss_gen.model.clip_models import get_model
+from gloss_gen.queue.adapter_tasks import ADAPTER_RESULT_KEEP_S, ADAPTER_TIMEOUT_S, adapter_job
+from gloss_gen.queue.client import HEALTH_CHECK_S, dumps, embed_task_id, loads, redis_settings
+from gloss_gen.queue.tasks import MAX_ATTEMPTS, run_job_step
 
 log = logging.getLogger(__name__)
 
-#: Attempts at one class before it is recorded as failed (each one ended by a dying worker).
-MAX_ATTEMPTS = 3
 #: arq's limits per task; a class is bounded more tightly by its LLM options (_class_time_limit_s).
 DESCRIBE_TIMEOUT_S = 4 * 3600
 EMBED_TIMEOUT_S = 3600
@@ -40,7 +44,7 @@ class _LoadedJob:
     spec: dict
     class_set: ClassSet
     index: dict[str, int]
-    context: Any = None  # gloss_gen.describe.DescribeContext
+    context: Any = None  # gloss_gen.describe.describe_job.DescribeContext
     error: str | None = None  # why prepare() failed on this worker: every class records it
 
     @property
@@ -73,7 +77,6 @@ async def _load_job(ctx: dict, job_id: str) -> _LoadedJob | None:
 
 
 async def _prepare_job(ctx: dict, job_id: str) -> _LoadedJob | None:
-    from ..describe import DescribeOptions, prepare
 
     spec = await asyncio.to_thread(ctx["store"].get_job_spec, job_id)
     if spec is None:
@@ -92,7 +95,6 @@ async def _prepare_job(ctx: dict, job_id: str) -> _LoadedJob | None:
 
 def _llm_client(ctx: dict, options) -> Any:
     """One OpenAI client per endpoint per worker process, shared by its tasks."""
-    from ..llm import make_client
 
     key = (options.base_url, options.timeout)
     if key not in ctx["clients"]:
@@ -102,7 +104,6 @@ def _llm_client(ctx: dict, options) -> Any:
 
 def _class_time_limit_s(options) -> float:
     """Upper bound on one class: every LLM attempt timing out, plus the longest waits between."""
-    from ..llm import RetryPolicy
 
     longest_wait = max(options.retry_max_delay, RetryPolicy().max_retry_after_s)
     return options.timeout * (options.max_retries + 1) + longest_wait * options.max_retries + 30
@@ -149,7 +150,6 @@ async def describe_class(ctx: dict, job_id: str, class_id: str) -> str:
 
 
 async def _describe(ctx: dict, loaded: _LoadedJob, class_id: str) -> DescriptionRecord:
-    from ..describe import describe_one
 
     options = loaded.context.options
     limit_s = _class_time_limit_s(options)
@@ -163,53 +163,25 @@ async def _describe(ctx: dict, loaded: _LoadedJob, class_id: str) -> Description
         return loaded.error_record(class_id, f"{type(exc).__name__}: {exc}")
 
 
-async def unfinished_job(store: Store, job_id: str) -> tuple[JobRecord, dict] | str:
-    """The job's record and spec for a task to work on, or why there is nothing to do."""
-    job = await asyncio.to_thread(store.get_job, job_id)
-    spec = await asyncio.to_thread(store.get_job_spec, job_id)
-    if job is None or spec is None:
-        return "job gone"
-    if job.finished:
-        return "already finished"
-    return job, spec
-
-
 async def embed_job(ctx: dict, job_id: str) -> str:
     """arq task: assemble the job's results in class-set order, build and activate the classifier."""
-    from arq.worker import Retry
-
     store: Store = ctx["store"]
-    found = await unfinished_job(store, job_id)
-    if isinstance(found, str):
-        return found
-    _, spec = found
-    records = await asyncio.to_thread(store.job_results, job_id)
 
     def start(job: JobRecord) -> None:
         job.mark("embedding", embed_runs=job.extra.get("embed_runs", 0) + 1)
 
-    await asyncio.to_thread(store.update_job, job_id, start)
-    try:
-        result = await asyncio.to_thread(_embed, ctx, spec, records)
-    except Exception as exc:
-        if isinstance(exc, StoreError) and ctx["job_try"] < MAX_ATTEMPTS:
-            log.warning("embed step of job %s could not write to the store, retrying: %s", job_id, exc)
-            raise Retry(defer=5) from exc
-        log.exception("embed step of job %s failed", job_id)
-        message = f"embed: {type(exc).__name__}: {exc}"
-        await asyncio.to_thread(store.update_job, job_id, lambda job: job.mark("failed", error=message))
-        return "failed"
-
-    def finish(job: JobRecord) -> None:
+    def finish(job: JobRecord, result: dict) -> None:
         job.mark("failed" if "error" in result else "done", **result, finished_at=utc_now())
 
-    await asyncio.to_thread(store.update_job, job_id, finish)
-    return result.get("classifier", "failed")
+    def work(spec: dict) -> dict:
+        return _embed(ctx, spec, store.job_results(job_id))
+
+    result = await run_job_step(ctx, job_id, "the embed step", work, start, finish,
+                                failure_message=lambda exc: f"embed: {type(exc).__name__}: {exc}")
+    return result if isinstance(result, str) else result.get("classifier", "failed")
 
 
 def _embed(ctx: dict, spec: dict, records: list[DescriptionRecord]) -> dict:
-    from ..models import get_model
-    from ..pipeline import build_and_store
 
     class_set = ClassSet.from_dict(spec["class_set"])
     description_set = assemble(class_set, records, method=spec["method"])
@@ -261,9 +233,6 @@ def _warm_up() -> None:
     """Load what the first task would otherwise load on the event loop: the openai client
     library, WordNet, CLIP's BPE vocabulary."""
     import openai  # noqa: F401
-
-    from .. import describe, wordnet  # noqa: F401
-    from ..llm import clip_token_count
 
     try:
         wordnet.get_wordnet()

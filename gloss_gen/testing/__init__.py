@@ -14,7 +14,7 @@ __all__ = ["LLMStub", "StubRequest"]
 def __getattr__(name: str) -> Any:
     # Lazy, so `python -m gloss_gen.testing.llm_stub` does not import the module twice.
     if name in __all__:
-        from . import llm_stub
+        from gloss_gen.testing import llm_stub
 
         return getattr(llm_stub, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

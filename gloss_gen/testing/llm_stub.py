@@ -3,7 +3,7 @@
 It speaks real HTTP (``POST /v1/chat/completions``, ``GET /v1/models``) so the official ``openai``
 client talks to it unchanged. Answers are deterministic: in ``normal`` mode a JSON array of short,
 class-specific visual descriptions made from the ``Class:`` and ``Definition:`` lines of the prompt
-(the format :func:`gloss_gen.llm.build_messages` writes). Other modes exercise the failure paths:
+(the format :func:`gloss_gen.describe.llm.build_messages` writes). Other modes exercise the failure paths:
 
 ========== ==============================================================================
 normal     ``["a smooth olive-green body", ...]`` with ``finish_reason: stop``

@@ -26,7 +26,7 @@ def write_colour_images(root: Path, per_class: int, seed: int) -> Path:
 
 
 def colour_class_set():
-    from gloss_gen.classsets import ClassSet, ClassSpec
+    from gloss_gen.data.classsets import ClassSet, ClassSpec
 
     return ClassSet("colours", [ClassSpec(name, name) for name in COLOURS])
 

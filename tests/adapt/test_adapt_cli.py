@@ -42,7 +42,7 @@ def test_adapt_then_classify_uses_the_active_adapter_and_names_it(isolated_env, 
 
 
 def test_adapt_refuses_unknown_labels_and_stores_nothing(isolated_env, colours_txt, colour_data, tmp_path, capsys):
-    from gloss_gen.store import open_store
+    from gloss_gen.data.store import open_store
 
     examples = tmp_path / "bad-examples"
     shutil.copytree(colour_data[0], examples)

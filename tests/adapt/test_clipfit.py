@@ -7,10 +7,10 @@ import torch
 
 from gloss_gen.adapt import AdaptError
 from gloss_gen.adapt.clipfit import FitConfig, clipfit_parameters, fit_clipfit
-from gloss_gen.adapt.delta import DeltaError, split_pretrained
 from gloss_gen.adapt.examples import embed_examples, open_examples
 from gloss_gen.evaluation.metrics import Accuracy
-from gloss_gen.models import load_clip, model_id
+from gloss_gen.model.clip_models import load_clip, model_id
+from gloss_gen.model.deltas import DeltaError, split_pretrained
 
 
 def official_filter(model) -> set[str]:
@@ -25,7 +25,7 @@ def official_filter(model) -> set[str]:
 def test_trainable_set_equals_the_official_name_filter(arch):
     import open_clip
 
-    from gloss_gen.models import register_model_configs
+    from gloss_gen.model.clip_models import register_model_configs
 
     register_model_configs()
     model = open_clip.create_model(arch, pretrained=None)
@@ -68,10 +68,10 @@ def test_loss_falls_and_only_the_clipfit_tensors_change(colour_data, colour_set,
 def test_paper_settings_never_hurt_held_out_accuracy_beyond_the_interval(
     colour_data, colour_set, tiny_source, limits, tmp_path
 ):
-    from gloss_gen.classifier import build_classifier
-    from gloss_gen.descriptions import describe_classname
+    from gloss_gen.classify.scoring import ScoringHead
+    from gloss_gen.data.classifier import build_classifier
+    from gloss_gen.data.descriptions import describe_classname
     from gloss_gen.evaluation.runner import ModelSource
-    from gloss_gen.scoring import ScoringHead
 
     model = load_clip("vgloss-tiny", "none")
     out = tmp_path / "paper.safetensors"

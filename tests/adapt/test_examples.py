@@ -31,7 +31,7 @@ def test_unknown_label_stops_with_the_label_and_its_count(colour_data, colour_se
 
 
 def test_labels_match_class_ids_and_names_as_eval_does(colour_data, tmp_path):
-    from gloss_gen.classsets import ClassSet, ClassSpec
+    from gloss_gen.data.classsets import ClassSet, ClassSpec
 
     named = ClassSet("named", [ClassSpec(f"id-{c}", c) for c in ("red", "green", "blue", "yellow")])
     source = open_examples(colour_data[0], named)  # folders are class names here, not ids
@@ -58,7 +58,7 @@ def test_class_without_examples_keeps_zero_shot_and_is_named(
 
     from gloss_gen.adapt.adapter import build_adapter
     from gloss_gen.adapt.tip import TipConfig
-    from gloss_gen.scoring import ScoringHead
+    from gloss_gen.classify.scoring import ScoringHead
 
     root = copy_examples(colour_data[0], tmp_path / "ex")
     shutil.rmtree(root / "yellow")

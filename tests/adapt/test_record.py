@@ -8,8 +8,14 @@ import pytest
 from gloss_gen.adapt import AdaptError
 from gloss_gen.adapt.adapter import build_adapter
 from gloss_gen.adapt.examples import embed_examples, open_examples
-from gloss_gen.adapt.record import AdapterRecord, get_active_adapter, get_adapter, put_adapter, set_active_adapter
 from gloss_gen.adapt.tip import TipConfig
+from gloss_gen.classify.adapter_records import (
+    AdapterRecord,
+    get_active_adapter,
+    get_adapter,
+    put_adapter,
+    set_active_adapter,
+)
 
 
 @pytest.fixture()

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 from gloss_gen.adapt.adapter import build_adapter
 from gloss_gen.adapt.examples import embed_examples, open_examples
-from gloss_gen.adapt.record import AdapterRecord
 from gloss_gen.adapt.tip import PAPER_ALPHA, PAPER_BETA, TipConfig, search_grid
-from gloss_gen.classifier import Classifier
-from gloss_gen.classsets import ClassSet, ClassSpec
+from gloss_gen.classify.adapter_records import AdapterRecord
+from gloss_gen.classify.scoring import ScoringHead
+from gloss_gen.data.classifier import Classifier
+from gloss_gen.data.classsets import ClassSet, ClassSpec
 from gloss_gen.evaluation.metrics import Accuracy
-from gloss_gen.scoring import ScoringHead
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +156,7 @@ def test_cache_beats_zero_shot_on_unseen_generated_images(method, colour_data, c
 
 @pytest.mark.parametrize("method", ["tip", "tip-f"])
 def test_cache_beats_zero_shot_on_unseen_cifar10_images(method, cifar_split, tiny_source, limits, classname_classifier):
-    from gloss_gen.classsets import builtin_class_set
+    from gloss_gen.data.classsets import builtin_class_set
 
     cifar = builtin_class_set("cifar10")
     examples = embed_examples(open_examples(cifar_split[0], cifar), tiny_source, None, limits).take(16)

@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from gloss_gen.config import Settings
+from gloss_gen.core.config import Settings
 
 READY_TIMEOUT_S = 120.0
 

@@ -15,7 +15,7 @@ from api_helpers import LiveServer, make_settings, wait_ready
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from gloss_gen.store import Store
+from gloss_gen.data.store import Store
 
 
 @pytest.fixture()

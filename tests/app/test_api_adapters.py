@@ -114,7 +114,7 @@ def upload_colours(client, name: str, per_class: int, seed: int = 0, labels=("ai
 
 
 def test_clipfit_job_writes_a_delta_and_says_how_to_serve_it(app_factory, tmp_path):
-    from gloss_gen.models import load_clip
+    from gloss_gen.model.clip_models import load_clip
 
     client = app_factory(admin_keys=[ADMIN_KEY], data_dir=tmp_path / "data")
     upload_colours(client, "cifar10", per_class=5)
@@ -149,9 +149,9 @@ def test_clipfit_job_writes_a_delta_and_says_how_to_serve_it(app_factory, tmp_pa
 
 
 def test_the_job_cap_counts_adapter_jobs(app_factory, monkeypatch):
-    import app.services.jobs
+    import app.services.job_runner
 
-    monkeypatch.setattr(app.services.jobs, "MAX_ACTIVE_JOBS", 2)
+    monkeypatch.setattr(app.services.job_runner, "MAX_ACTIVE_JOBS", 2)
     client = app_factory(admin_keys=[ADMIN_KEY])
     upload_colours(client, "cifar10", per_class=4)
     long_fit = client.post("/v1/class-sets/cifar10/adapters", json={"method": "clipfit", "shots": 4, "epochs": 1000},

@@ -128,7 +128,7 @@ def test_classname_class_set_job_end_to_end(admin, jpeg_bytes):
 
 
 def test_vgloss_class_set_job_with_a_local_llm(admin, jpeg_bytes, monkeypatch):
-    pytest.importorskip("gloss_gen.describe")
+    pytest.importorskip("gloss_gen.describe.describe_job")
     from gloss_gen.testing import LLMStub
 
     with LLMStub() as stub:
@@ -151,7 +151,7 @@ def test_vgloss_class_set_job_with_a_local_llm(admin, jpeg_bytes, monkeypatch):
 
 
 def test_failed_llm_job_reports_why(admin, monkeypatch):
-    pytest.importorskip("gloss_gen.describe")
+    pytest.importorskip("gloss_gen.describe.describe_job")
     from gloss_gen.testing import LLMStub
 
     with LLMStub(mode="500") as stub:

@@ -13,7 +13,7 @@ import pytest
 import redis
 from api_helpers import free_port, multipart, wait_ready
 
-from gloss_gen.store import RedisBackend, Store
+from gloss_gen.data.store import RedisBackend, Store
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -154,10 +154,10 @@ def _reorder_first_two_classes(data: bytes) -> bytes:
 
 
 def test_damaged_stored_classifiers_are_detected_rebuilt_or_marked(live_server_factory, tiny_model, tmp_path):
-    from gloss_gen.classifier import ad_hoc_class_set, build_classifier
-    from gloss_gen.classsets import ClassSet, ClassSpec, builtin_class_set
-    from gloss_gen.descriptions import describe_classname, describe_wordnet
-    from gloss_gen.store import DirectoryBackend, Store
+    from gloss_gen.data.classifier import ad_hoc_class_set, build_classifier
+    from gloss_gen.data.classsets import ClassSet, ClassSpec, builtin_class_set
+    from gloss_gen.data.descriptions import describe_classname, describe_wordnet
+    from gloss_gen.data.store import DirectoryBackend, Store
 
     store = Store(DirectoryBackend(tmp_path / "shared-store"))
     pets = ClassSet("pets", [ClassSpec("cat", "cat"), ClassSpec("dog", "dog"), ClassSpec("fish", "fish")])
@@ -286,10 +286,10 @@ def test_a_client_that_disconnects_mid_upload_is_not_a_server_error(live_server_
 
 
 def test_admin_jobs_are_capped_with_a_429_and_retry_after(live_server_factory, monkeypatch):
-    import app.services.jobs
+    import app.services.job_runner
     from gloss_gen.testing import LLMStub
 
-    monkeypatch.setattr(app.services.jobs, "MAX_ACTIVE_JOBS", 3)
+    monkeypatch.setattr(app.services.job_runner, "MAX_ACTIVE_JOBS", 3)
     with LLMStub(latency_ms=3000) as stub:  # every job waits on the LLM while the cap is probed
         monkeypatch.setenv("OPENAI_BASE_URL", stub.url)
         monkeypatch.setenv("OPENAI_API_KEY", "test-key")

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from api_helpers import free_port, start_vgloss_serve
 
-from gloss_gen.classsets import ClassSet, ClassSpec
-from gloss_gen.jobs import JobRecord
-from gloss_gen.store import DirectoryBackend, Store
+from gloss_gen.data.classsets import ClassSet, ClassSpec
+from gloss_gen.data.job_records import JobRecord
+from gloss_gen.data.store import DirectoryBackend, Store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "admin-key"
@@ -28,7 +28,7 @@ def _job(store: Store, job_id: str, lease_in_s: float | None) -> None:
 
 
 def test_reconcile_fails_only_jobs_whose_lease_expired(tmp_path):
-    from app.services.jobs import ORPHANED, reconcile_orphaned_jobs
+    from app.services.job_runner import ORPHANED, reconcile_orphaned_jobs
 
     store = Store(DirectoryBackend(tmp_path / "store"))
     _job(store, "dead", lease_in_s=-1)
@@ -86,7 +86,7 @@ def test_final_state_is_written_once_the_store_is_back(app_factory, monkeypatch)
     'running' once the store answers again."""
     from api_helpers import runtime_of
 
-    from gloss_gen.store import StoreError
+    from gloss_gen.data.store import StoreError
 
     client = app_factory(admin_keys=[ADMIN])
     store = runtime_of(client).store

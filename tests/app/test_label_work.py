@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 from api_helpers import free_port, metric_value, multipart, start_vgloss_serve, wait_for_vgloss_serve
 
-from gloss_gen.config import Settings
-from gloss_gen.prompts import template_count
+from gloss_gen.core.config import Settings
+from gloss_gen.core.prompts import template_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = "vgloss_text_prompts_encoded_total"

@@ -100,9 +100,9 @@ def test_vgloss_serve_reports_start_up_errors_in_one_line_before_loading_the_mod
 
 
 def test_vgloss_serve_without_wordnet_exits_2(tmp_path, monkeypatch, capsys):
-    from gloss_gen import wordnet
     from gloss_gen.cli import main
-    from gloss_gen.config import get_settings
+    from gloss_gen.core.config import get_settings
+    from gloss_gen.data import wordnet
 
     for key, value in _serve_env(tmp_path).items():
         monkeypatch.setenv(key, value)

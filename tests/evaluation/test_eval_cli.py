@@ -85,7 +85,7 @@ def test_pickled_cifar_exits_2_pointing_at_the_binary_download(isolated_env: dic
 
 
 def test_embeddings_cache_in_redis(tiny_model, redis_store, synthetic_folder: Path):
-    from gloss_gen.classsets import ClassSet, ClassSpec
+    from gloss_gen.data.classsets import ClassSet, ClassSpec
 
     class_set = ClassSet("synthetic", [ClassSpec(f"c{i}", f"pattern {i}") for i in range(4)])
     config = EvalConfig(data=synthetic_folder, class_set=class_set, methods=parse_methods("classname"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gloss_gen.classsets import ClassSet, ClassSpec, load_class_set
+from gloss_gen.data.classsets import ClassSet, ClassSpec, load_class_set
 from gloss_gen.evaluation.datasets import (
     DatasetError,
     detect_layout,

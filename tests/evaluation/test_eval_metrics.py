@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gloss_gen.classsets import ClassSet, ClassSpec
+from gloss_gen.data.classsets import ClassSet, ClassSpec
 from gloss_gen.evaluation.metrics import score_predictions, wilson_interval
 
 Z95 = 1.959963984540054

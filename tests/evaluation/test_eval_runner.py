@@ -12,22 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gloss_gen.classifier import Classifier, classifier_key, normalize_rows
-from gloss_gen.classsets import ClassSet, ClassSpec, load_class_set
-from gloss_gen.descriptions import (
+from gloss_gen.data.classifier import Classifier, classifier_key, normalize_rows
+from gloss_gen.data.classsets import ClassSet, ClassSpec, load_class_set
+from gloss_gen.data.descriptions import (
     DescriptionRecord,
     describe_classname,
     describe_wordnet,
     write_jsonl,
 )
 from gloss_gen.evaluation.datasets import open_dataset, resolve_labels
-from gloss_gen.evaluation.metrics import wilson_interval
-from gloss_gen.evaluation.report import (
+from gloss_gen.evaluation.eval_report import (
     CHART_FILE,
     RESULTS_FILE,
     format_table,
     write_outputs,
 )
+from gloss_gen.evaluation.metrics import wilson_interval
 from gloss_gen.evaluation.runner import (
     EMBEDDINGS_KIND,
     EvalConfig,

@@ -26,7 +26,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image, ImageFile, ImageOps
 from sample_data import cifar_like_files, imagenet_like_files
 
-from app.errors import status_for
+from app.error_envelope import status_for
 from gloss_gen.imaging import (
     DEFAULT_FORMATS,
     ImageError,

@@ -10,8 +10,8 @@ import pytest
 from hostile_images import many_scan_jpeg
 from PIL import Image
 
-from app.errors import status_for
-from gloss_gen.config import Settings
+from app.error_envelope import status_for
+from gloss_gen.core.config import Settings
 from gloss_gen.imaging import ImageError, ImageLimits, decode_image
 from gloss_gen.imaging.decode import DEFAULT_MAX_JPEG_SCANS
 from gloss_gen.imaging.jpeg_scans import count_jpeg_scans

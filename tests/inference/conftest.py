@@ -9,7 +9,7 @@ import torch
 
 from gloss_gen.inference import paths
 from gloss_gen.inference.runners import Runner
-from gloss_gen.models import load_clip
+from gloss_gen.model.clip_models import load_clip
 
 
 @pytest.fixture()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from gloss_gen.inference import export
-from gloss_gen.inference.export import GraphCache
-from gloss_gen.models import load_clip
+from gloss_gen.inference import graph_export as export
+from gloss_gen.inference.graph_export import GraphCache
+from gloss_gen.model.clip_models import load_clip
 
 
 def cache_for(clip, data_dir) -> GraphCache:

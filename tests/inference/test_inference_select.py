@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gloss_gen.errors import ConfigError
+from gloss_gen.core.errors import ConfigError
 from gloss_gen.inference import attach_engine, paths, probe, select
 from gloss_gen.inference.fidelity import gate_prompts
 
@@ -59,7 +59,7 @@ def test_the_probe_is_cached_and_the_next_start_measures_nothing(fresh_tiny, eng
 
     monkeypatch.setattr(select, "probe_tower", no_measuring)
     monkeypatch.setattr(probe, "time_runners", no_measuring)
-    from gloss_gen.models import load_clip
+    from gloss_gen.model.clip_models import load_clip
 
     second = attach_engine(load_clip("vgloss-tiny", "none"), settings)
     assert second.describe() == first.describe()
@@ -107,7 +107,7 @@ def test_auto_skips_runtimes_that_are_not_installed(fresh_tiny, engine_settings,
 
 def test_an_export_failure_falls_back_to_torch_with_one_warning(fresh_tiny, engine_settings, monkeypatch, caplog):
     pytest.importorskip("onnxruntime")
-    from gloss_gen.inference.export import GraphCache
+    from gloss_gen.inference.graph_export import GraphCache
 
     def failing_export(self, tower, tmp):
         raise RuntimeError("Exporting the operator 'aten::made_up' to ONNX is not supported")
@@ -141,7 +141,7 @@ def test_choose_routes_splits_batch_sizes_between_paths():
 
 
 def test_settings_take_backend_and_the_new_precisions():
-    from gloss_gen.config import Settings
+    from gloss_gen.core.config import Settings
 
     settings = Settings(_env_file=None, backend="openvino", precision="int8")
     assert (settings.backend, settings.precision) == ("openvino", "int8")

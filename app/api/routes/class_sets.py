@@ -18,8 +18,8 @@ from app.api.schemas import (
     ExamplesAdded,
     JobCreated,
 )
-from app.errors import ApiError, validation_error
-from gloss_gen.names import NAME_MAX_CHARS, NAME_PATTERN, NAME_RULE
+from app.error_envelope import ApiError, validation_error
+from gloss_gen.core.names import NAME_MAX_CHARS, NAME_PATTERN, NAME_RULE
 
 ClassSetName = Annotated[
     str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX_CHARS, description=f"Class set name: {NAME_RULE}.")
@@ -47,7 +47,7 @@ _ADMIN_ROUTE_ERRORS = {
             dependencies=[ApiKey])
 async def list_class_sets(runtime: RuntimeDep) -> list[ClassSetSummary]:
     runtime.readiness.require()
-    return await runtime.catalog.list()
+    return [ClassSetSummary(**summary) for summary in await runtime.catalog.list()]
 
 
 @router.get(
@@ -60,7 +60,7 @@ async def list_class_sets(runtime: RuntimeDep) -> list[ClassSetSummary]:
 async def get_class_set(name: ClassSetName, runtime: RuntimeDep) -> ClassSetDetail:
     runtime.readiness.require()
     detail = await runtime.catalog.detail(name)
-    return detail.model_copy(update=await runtime.adapters.summary(name))
+    return ClassSetDetail(**detail, **await runtime.adapters.summary(name))
 
 
 @router.post(

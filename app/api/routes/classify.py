@@ -22,9 +22,9 @@ from app.api.schemas import (
     ClassifyResponse,
     ErrorResponse,
 )
-from app.errors import ApiError, describe_validation_error, validation_error
-from app.services.classify import ClassifyQuery, ImageUpload
-from gloss_gen.config import Settings
+from app.error_envelope import ApiError, describe_validation_error, validation_error
+from app.services.classification import ClassifyQuery, ImageUpload
+from gloss_gen.core.config import Settings
 from gloss_gen.imaging import ImageError, check_image_bytes
 
 router = APIRouter(tags=["classify"])

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import RuntimeDep
 from app.api.schemas import ErrorResponse, Health, Ready
-from app.errors import error_body
+from app.error_envelope import error_body
 
 router = APIRouter(tags=["operations"])
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from app.api.deps import ApiKey, RuntimeDep
 from app.api.schemas import ErrorResponse, JobState
-from gloss_gen.names import NAME_MAX_CHARS, NAME_PATTERN, NAME_RULE
+from gloss_gen.core.names import NAME_MAX_CHARS, NAME_PATTERN, NAME_RULE
 
 JobId = Annotated[str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX_CHARS, description=f"Job id: {NAME_RULE}.")]
 

@@ -1,0 +1,150 @@
+"""Adapter records: a fitted cache (keys, labels, α, β) with everything needed to trust it.
+
+Keyed by a content hash of (format, classifier key, example-set hash, method, hyper-parameters),
+stored as safetensors with a JSON header (never pickle) under ``{ns}:adapter:{key}``; the one a
+class set serves is named by ``{ns}:active-adapter:{model_id}:{class_set}``. A record is written
+whole in one ``set`` and only then activated, so a failed fit leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gloss_gen.data.classifier import ClassifierUnreadableError, read_safetensors_metadata
+from gloss_gen.data.descriptions import utc_now
+
+FORMAT_VERSION = 1
+RECORD_KIND = "adapter"
+ACTIVE_KIND = "active-adapter"
+
+
+def adapter_key(classifier_key: str, example_hash: str, params: dict) -> str:
+    payload = json.dumps([FORMAT_VERSION, classifier_key, example_hash, params], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@dataclass
+class AdapterRecord:
+    key: str
+    method: str
+    classifier_key: str
+    model_id: str
+    class_set: str
+    class_ids: list[str]
+    example_hash: str
+    params: dict
+    alpha: float
+    beta: float
+    keys: np.ndarray  # (N, D) float32 unit rows
+    labels: np.ndarray  # (N,) index into class_ids
+    names: list[str]  # example image names, for explain
+    validation: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    created_at: str = field(default_factory=utc_now)
+
+    def header(self) -> dict:
+        return {
+            "format": FORMAT_VERSION,
+            "key": self.key,
+            "method": self.method,
+            "classifier_key": self.classifier_key,
+            "model_id": self.model_id,
+            "class_set": self.class_set,
+            "class_ids": self.class_ids,
+            "example_hash": self.example_hash,
+            "params": self.params,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "names": self.names,
+            "validation": self.validation,
+            "notes": self.notes,
+            "created_at": self.created_at,
+        }
+
+    def summary(self) -> dict:
+        counts = np.bincount(self.labels, minlength=len(self.class_ids))
+        return {
+            "key": self.key,
+            "method": self.method,
+            "classifier_key": self.classifier_key,
+            "examples": int(len(self.labels)),
+            "classes_with_examples": int((counts > 0).sum()),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "validation": self.validation,
+            "created_at": self.created_at,
+        }
+
+    def to_bytes(self) -> bytes:
+        from safetensors.numpy import save
+
+        tensors = {
+            "keys": np.ascontiguousarray(self.keys, dtype="<f4"),
+            "labels": np.ascontiguousarray(self.labels, dtype="<i8"),
+        }
+        return save(tensors, metadata={"vgloss-adapter": json.dumps(self.header(), ensure_ascii=False)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AdapterRecord:
+        from safetensors.numpy import load
+
+        header = read_safetensors_metadata(data).get("vgloss-adapter")
+        if header is None:
+            raise ClassifierUnreadableError("not a vgloss adapter (no 'vgloss-adapter' metadata)")
+        meta = json.loads(header)
+        if meta.get("format") != FORMAT_VERSION:
+            raise ClassifierUnreadableError(f"adapter format {meta.get('format')} is not {FORMAT_VERSION}")
+        arrays = load(data)
+        return cls(
+            key=meta["key"],
+            method=meta["method"],
+            classifier_key=meta["classifier_key"],
+            model_id=meta["model_id"],
+            class_set=meta["class_set"],
+            class_ids=list(meta["class_ids"]),
+            example_hash=meta["example_hash"],
+            params=dict(meta["params"]),
+            alpha=float(meta["alpha"]),
+            beta=float(meta["beta"]),
+            keys=arrays["keys"].astype(np.float32),
+            labels=arrays["labels"].astype(np.int64),
+            names=list(meta["names"]),
+            validation=dict(meta.get("validation") or {}),
+            notes=list(meta.get("notes") or []),
+            created_at=meta.get("created_at", ""),
+        )
+
+
+def put_adapter(store, record: AdapterRecord, activate: bool = True) -> None:
+    store.put_bytes(RECORD_KIND, record.key, record.to_bytes())
+    if activate:
+        set_active_adapter(store, record.model_id, record.class_set, record.key)
+
+
+def get_adapter(store, key: str) -> AdapterRecord | None:
+    raw = store.get_bytes(RECORD_KIND, key)
+    return None if raw is None else AdapterRecord.from_bytes(raw)
+
+
+def set_active_adapter(store, model_id: str, class_set: str, key: str | None) -> None:
+    """Make ``key`` the adapter served for the class set (``None``: serve zero-shot)."""
+    if key is None:
+        store.delete_bytes(ACTIVE_KIND, model_id, class_set)
+    else:
+        store.put_bytes(ACTIVE_KIND, f"{model_id}:{class_set}", json.dumps({"key": key}).encode())
+
+
+def get_active_adapter(store, model_id: str, class_set: str, classifier_key: str | None = None):
+    """The active adapter of a class set, if any (and if given, only one fitted on that classifier)."""
+    raw = store.get_bytes(ACTIVE_KIND, model_id, class_set)
+    value = json.loads(raw) if raw is not None else None
+    if not value:
+        return None
+    record = get_adapter(store, value["key"])
+    if record is None or (classifier_key is not None and record.classifier_key != classifier_key):
+        return None
+    return record

@@ -1,0 +1,194 @@
+"""``vgloss eval``: top-1/top-5 accuracy of description methods side by side on labelled images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gloss_gen.commands.verb_support import UserError, add_model_arguments, settings_from_args
+
+HELP = "accuracy (top-1/top-5, 95% intervals) of description methods on a labelled image set"
+
+DESCRIPTION = """\
+Measure zero-shot accuracy of several description methods on the same labelled images.
+
+Every image is embedded once and cached in the store per (model, data set), so adding a method
+or changing --scoring re-encodes no image; each method's classifier is cached by its key too.
+Accuracies come with 95% Wilson score intervals. Images are decoded exactly as open_clip's
+own preprocessing does (no JPEG draft decoding unless --jpeg-draft).
+
+DATA layouts (auto-detected, or --layout):
+  imagefolder  DATA/<class id or name>/<image>
+  wnid-files   DATA/<wnid>_<anything>.JPEG (flat, as ImageNet samples are named)
+  csv          a labels CSV with header 'filename,class_id' (paths relative to the CSV)
+  stl10        STL-10 binary test_X.bin + test_y.bin (DATA = the folder or test_X.bin)
+  cifar10      CIFAR-10 binary batch (test_batch.bin, data_batch_N.bin); the Python
+               pickle version is refused
+Every label must name a class of --class-set (by id or name); otherwise nothing runs.
+
+Methods (--methods, comma-separated):
+  classname        the class name in the class set's prompt templates (the CLIP baseline:
+                   CLIP's 18 CIFAR-10 / 2 STL-10 templates, its 80 ImageNet ones otherwise)
+  wordnet          the WordNet gloss of each class's synset
+  vgloss:FILE      descriptions written by `vgloss describe` (JSONL)
+  import:FILE      a CuPL or DCLIP description JSON, embedded as its authors' code does:
+                   CuPL sentences as written, repeats included; DCLIP descriptors as
+                   "{name}, which is/has {descriptor}."
+
+Scoring (--scoring):
+  prototype         (default) cosine to each class's mean prompt embedding, as CuPL and
+                    CLIP_benchmark score
+  mean-description  mean of the cosines to a class's descriptions, as DCLIP scores
+
+Few-shot adaptation (--examples): labelled example images (any layout above, separate from
+DATA) adapt every method, and each (method, adaptation, shots) is scored on the same DATA images:
+  zero-shot   the method alone
+  tip         Tip-Adapter cache of the examples (alpha, beta searched on the examples only)
+  tip-f       Tip-Adapter-F (cache keys fine-tuned)
+  clipfit     ClipFit delta per shot count (slow: trains the model; --fit-epochs)
+--out then also writes few_shot.json and few_shot.png (accuracy against shots).
+
+Examples:
+  vgloss eval ./imagenet-val --class-set imagenet1k \\
+      --methods classname,wordnet,import:descriptors_imagenet.json --out results/
+  vgloss eval ./stl10_binary --class-set stl10 --model ViT-B-16 --methods classname,wordnet
+  vgloss eval ./val --layout csv --class-set imagenet1k --scoring mean-description \\
+      --methods import:descriptors_imagenet.json --limit 5000
+  vgloss eval ./cifar-10-batches-bin/test_batch.bin --class-set cifar10 --templates openai \\
+      --methods classname        # CIFAR-10 with the 80 ImageNet templates instead of CLIP's 18
+  vgloss eval ./imagenet-val --class-set imagenet1k --jpeg-draft --limit 1000   # as the server decodes
+  vgloss eval ./cifar-test --class-set cifar10 --examples ./cifar-16shot \\
+      --shots 1,2,4,8,16 --adapt zero-shot,tip,tip-f,clipfit --out results/
+"""
+
+
+SCORING_CHOICES = ("prototype", "mean-description")  # gloss_gen.classify.scoring.SCORING_MODES (a test keeps them equal)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Light imports only: `vgloss --help` builds every verb's parser and must not load torch.
+    from gloss_gen.core.prompts import TEMPLATE_SETS
+    from gloss_gen.evaluation.datasets import LAYOUTS
+
+    parser.add_argument("data", metavar="DATA", type=Path, help="labelled images: a folder or a file (see above)")
+    parser.add_argument(
+        "--class-set", help="built-in class set or a .txt/.json/.yaml file (default: VGLOSS_DEFAULT_CLASS_SET)"
+    )
+    parser.add_argument(
+        "--methods",
+        default="classname,wordnet",
+        help="comma-separated: classname, wordnet, vgloss:FILE, import:FILE (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--scoring",
+        choices=SCORING_CHOICES,
+        default="prototype",
+        help="how classes are scored (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--templates",
+        choices=TEMPLATE_SETS,
+        default=None,
+        help="prompt templates for class-name prompts (default: the class set's own: CLIP's "
+        "cifar10 / stl10 sets for those, openai = CLIP's 80 ImageNet templates otherwise; "
+        "simple = open_clip's 7)",
+    )
+    parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="data layout (default: auto)")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="images per model call (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--limit", type=int, help="evaluate a fixed pseudo-random subset of N images (the same every run)"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="image decoding threads (default: VGLOSS_DECODE_THREADS, 0 = one per core)"
+    )
+    parser.add_argument(
+        "--jpeg-draft",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="decode large JPEGs at reduced scale as the server does with VGLOSS_JPEG_DRAFT "
+        "(default: off, open_clip's exact preprocessing)",
+    )
+    parser.add_argument(
+        "--top-confusions", type=int, default=20, help="true -> predicted pairs kept in results.json (default: 20)"
+    )
+    parser.add_argument("--out", type=Path, help="write results.json and top1.png into this folder")
+    few = parser.add_argument_group("few-shot adaptation")
+    few.add_argument("--examples", type=Path, help="labelled example images to adapt with (not DATA itself)")
+    few.add_argument("--shots", default="1,2,4,8,16", help="examples per class to try (default: %(default)s)")
+    few.add_argument("--adapt", default="zero-shot,tip,tip-f",
+                     help="comma-separated: zero-shot, tip, tip-f, clipfit (default: %(default)s)")
+    few.add_argument("--examples-layout", choices=("auto", *LAYOUTS), default="auto", help="layout of --examples")
+    few.add_argument("--augment", type=int, default=0, help="random crop/flip views per example for the cache")
+    few.add_argument("--fit-epochs", type=int, help="ClipFit epochs (default: the paper's 100)")
+    add_model_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gloss_gen.data.classsets import load_class_set
+    from gloss_gen.data.store import open_store
+    from gloss_gen.evaluation.runner import EvalConfig, default_workers, evaluate, parse_methods
+    from gloss_gen.model.model_source import ModelSource
+
+    settings = settings_from_args(args)
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, not {args.limit}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a folder")
+    methods = parse_methods(args.methods)  # EvalError, AdaptError: VglossErrors the CLI prints as one line
+    class_set = load_class_set(args.class_set or settings.default_class_set)
+
+    models = ModelSource.from_settings(settings)
+    config = EvalConfig(
+        data=args.data,
+        class_set=class_set,
+        methods=methods,
+        layout=args.layout,
+        scoring=args.scoring,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        workers=default_workers(args.workers if args.workers is not None else settings.decode_threads),
+        jpeg_draft=bool(args.jpeg_draft),
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        template_set=args.templates,
+        max_confusions=max(0, args.top_confusions),
+        scoring_device=models.device,
+        progress=True,  # a bar on a terminal; tqdm's plain updates in a log file, as describe and embed
+    )
+
+    def notify(message: str) -> None:
+        print(f"vgloss eval: {message}", file=sys.stderr)
+
+    if args.examples is not None:
+        from gloss_gen.adapt import few_shot_report as report
+
+        result = _run_few_shot(args, config, models, open_store(settings), notify)
+    else:
+        from gloss_gen.evaluation import eval_report as report
+
+        result = evaluate(config, models, open_store(settings), notify)
+    print(report.format_table(result))
+    if args.out is not None:
+        json_path, chart_path = report.write_outputs(result, args.out)
+        notify(f"wrote {json_path} and {chart_path}")
+    return 0
+
+
+def _run_few_shot(args, config, models, store, notify):
+    from gloss_gen.adapt.compare import AdaptOptions, compare, parse_adaptations, parse_shots
+
+    options = AdaptOptions(
+        examples=args.examples,
+        shots=parse_shots(args.shots),
+        adaptations=parse_adaptations(args.adapt),
+        layout=args.examples_layout,
+        augment=args.augment,
+        fit_epochs=args.fit_epochs,
+        delta_dir=(args.out or Path(".")) / "clipfit-deltas",
+    )
+    return compare(config, options, models, store, notify)

@@ -1,0 +1,102 @@
+"""``vgloss fit``: ClipFit — tune CLIP's text FFN biases and image LayerNorms on labelled examples."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gloss_gen.commands.verb_support import UserError, add_model_arguments, settings_from_args
+
+HELP = "ClipFit: fine-tune 0.01-0.1% of CLIP on labelled examples and write a small delta file"
+
+DESCRIPTION = """\
+Fine-tune only ClipFit's parameters (Li et al. 2024): the bias of every text-encoder MLP output
+projection (c_proj) and every LayerNorm of the image encoder, with cross-entropy over the class
+prompts ('a photo of a {}.') plus 8 * (1 - cos(tuned text, original text)). SGD, lr 2e-3,
+batch 32, one warm-up epoch then cosine, 100 epochs by default (the official few-shot runs).
+
+A part of the examples (--val-fraction) is held out: its accuracy is shown every epoch, training
+stops when it has not improved for --patience epochs, and the best epoch is kept. Every epoch is
+checkpointed beside OUT (OUT.ckpt); --resume continues from it.
+
+OUT is a delta: only the tuned tensors, the base model id, the class set and a content hash.
+Use it anywhere a model is chosen with --pretrained BASE+OUT, e.g.
+  vgloss eval ./val --class-set cifar10 --pretrained openai+cifar-fit.safetensors
+The adapted model's id carries the delta's hash, so nothing embedded under the base is reused.
+
+Examples:
+  vgloss fit cifar10 ./my-examples --out cifar-fit.safetensors --shots 16
+  vgloss fit pets.txt ./pets-train --out pets.safetensors --epochs 50 --resume
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gloss_gen.evaluation.datasets import LAYOUTS
+
+    parser.add_argument("class_set", metavar="CLASS_SET", help="built-in class set, file, or stored class set")
+    parser.add_argument("examples", metavar="EXAMPLES", type=Path, help="labelled example images")
+    parser.add_argument("--out", type=Path, required=True, help="delta file to write (.safetensors)")
+    parser.add_argument("--shots", type=int, default=16, help="examples per class (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=100, help="default: %(default)s")
+    parser.add_argument("--lr", type=float, default=2e-3, help="SGD learning rate (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    parser.add_argument("--lambda", dest="reg_lambda", type=float, default=8.0,
+                        help="text-feature regulariser weight (default: %(default)s)")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="held-out share (default: %(default)s)")
+    parser.add_argument("--patience", type=int, default=10, help="early-stop patience in epochs")
+    parser.add_argument("--template", default="a photo of a {}.", help="class prompt (default: %(default)r)")
+    parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="examples layout")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_model_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gloss_gen.adapt import AdaptError
+    from gloss_gen.adapt.clipfit import FitConfig, fit_clipfit
+    from gloss_gen.adapt.examples import open_examples
+    from gloss_gen.commands.verb_support import load_model
+    from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, load_class_set
+    from gloss_gen.data.store import open_store
+    from gloss_gen.imaging import ImageLimits
+
+    if args.out.suffix != ".safetensors":
+        raise UserError(f"--out must end in .safetensors (it is passed as --pretrained BASE+{args.out})")
+    settings = settings_from_args(args)
+    class_set = None
+    if args.class_set not in BUILTIN_CLASS_SETS and not Path(args.class_set).exists():
+        class_set = open_store(settings).get_class_set(args.class_set)
+    class_set = class_set or load_class_set(args.class_set)
+
+    def notify(message: str) -> None:
+        print(f"vgloss fit: {message}", file=sys.stderr)
+
+    try:
+        config = FitConfig(shots=args.shots, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                           reg_lambda=args.reg_lambda, val_fraction=args.val_fraction, patience=args.patience,
+                           template=args.template, seed=args.seed)
+        source = open_examples(args.examples, class_set, args.layout)
+        model = load_model(settings)
+        limits = ImageLimits.from_settings(settings)
+        result = fit_clipfit(model, source, args.out, config, limits, resume=args.resume,
+                             progress=sys.stderr.isatty(), notify=notify)
+    except AdaptError as exc:
+        raise UserError(str(exc)) from None
+    pretrained = f"{settings.pretrained}+{args.out}"
+    summary = result.summary(args.out, pretrained) | {"history": [vars(h) for h in result.history]}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    share = 100 * result.trained_parameters / result.total_parameters
+    print(f"trained {result.trained_parameters:,} of {result.total_parameters:,} parameters ({share:.3f}%)")
+    for h in result.history:
+        val = "-" if h.val_accuracy is None else f"{100 * h.val_accuracy:.1f}%"
+        print(f"  epoch {h.epoch:3d}  lr {h.lr:.2e}  loss {h.loss:.4f}  held-out {val}")
+    if result.zero_shot_val is not None:
+        print(f"held-out top-1: zero-shot {100 * result.zero_shot_val:.1f}%, best {100 * result.best_val:.1f}% "
+              f"(epoch {result.best_epoch})")
+    print(f"wrote {args.out} (hash {result.delta.hash[:16]}); use it with --pretrained {pretrained}")
+    return 0

@@ -1,0 +1,135 @@
+"""Presenting an evaluation: the console table, ``results.json`` and the ``top1.png`` bar chart."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from gloss_gen.evaluation.metrics import CONFIDENCE, Accuracy
+from gloss_gen.evaluation.runner import EvalResult
+
+RESULTS_FORMAT = 1
+RESULTS_FILE = "results.json"
+CHART_FILE = "top1.png"
+
+
+def percent(accuracy: Accuracy) -> str:
+    return "-" if accuracy.value is None else f"{100 * accuracy.value:.2f}"
+
+
+def interval(accuracy: Accuracy) -> str:
+    return f"[{100 * accuracy.low:5.1f}, {100 * accuracy.high:5.1f}]"
+
+
+def render_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]], left_columns: int = 1) -> str:
+    """The console table of ``vgloss eval`` (and its few-shot comparison): a title line, a header,
+    a rule, one line per row; the first ``left_columns`` columns left-aligned, numbers right-aligned."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(
+            cell.ljust(width) if i < left_columns else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths))
+        )
+
+    return "\n".join([title, line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+def format_table(result: EvalResult) -> str:
+    """One line of context, then a row per method: top-1 and top-k (%) with 95% intervals."""
+    k = result.methods[0].scores.k if result.methods else 5
+    title = (
+        f"{result.num_images} images, {len(result.class_set)} classes ({result.class_set.name}); "
+        f"model {result.model_id}; scoring {result.scoring}; "
+        f"{int(CONFIDENCE * 100)}% Wilson intervals"
+    )
+    header = ("method", "top-1 %", "95% CI", f"top-{k} %", "95% CI")
+    rows = [
+        (m.spec.label, percent(s.top1), interval(s.top1), percent(s.topk), interval(s.topk))
+        for m in result.methods
+        for s in [m.scores]
+    ]
+    return render_table(title, header, rows)
+
+
+def results_dict(result: EvalResult) -> dict:
+    return {
+        "format": RESULTS_FORMAT,
+        "created_at": result.created_at,
+        "data": {
+            "path": str(result.data),
+            "layout": result.layout,
+            "num_images": result.num_images,
+            "limit": result.limit,
+            "unreadable": result.unreadable,
+        },
+        "class_set": {"name": result.class_set.name, "num_classes": len(result.class_set)},
+        "model": result.model_id,
+        "scoring": result.scoring,
+        "template_set": result.template_set,
+        "jpeg_draft": result.jpeg_draft,
+        "interval": {"method": "wilson", "confidence": CONFIDENCE},
+        "methods": {
+            m.spec.label: {
+                "method": m.method,
+                "file": str(m.spec.path) if m.spec.path else None,
+                "descriptions_id": m.descriptions_id,
+                "classifier_key": m.classifier_key,
+                "prompt_style": m.prompt_style,
+                "n": m.scores.top1.n,
+                "top1": m.scores.top1.to_dict(),
+                f"top{m.scores.k}": m.scores.topk.to_dict(),
+                "per_class": m.scores.per_class,
+                "top_confusions": m.scores.top_confusions,
+                "notes": m.notes,
+            }
+            for m in result.methods
+        },
+    }
+
+
+def write_json(result: EvalResult, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results_dict(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_chart(result: EvalResult, path: Path) -> Path:
+    """Bar chart of top-1 accuracy per method, the Wilson interval as (asymmetric) error bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    labels = [m.spec.label for m in result.methods]
+    values = [100 * (m.scores.top1.value or 0.0) for m in result.methods]
+    below = [v - 100 * m.scores.top1.low for v, m in zip(values, result.methods)]
+    above = [100 * m.scores.top1.high - v for v, m in zip(values, result.methods)]
+
+    # Figure + Agg canvas rather than pyplot: no global state, no display backend needed.
+    figure = Figure(figsize=(max(4.0, 1.3 * len(labels) + 2.0), 4.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    positions = range(len(labels))
+    axes.bar(positions, values, yerr=[below, above], capsize=6, color="#4C72B0", ecolor="#222222")
+    for position, value, top in zip(positions, values, above):
+        axes.annotate(f"{value:.1f}", (position, value + top), xytext=(0, 3), textcoords="offset points",
+                      ha="center", va="bottom", fontsize=9)
+    crowded = len(labels) > 3
+    axes.set_xticks(list(positions), labels, rotation=20 if crowded else 0, ha="right" if crowded else "center")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title(
+        f"{result.class_set.name}, {result.num_images} images, {result.model_id}\n"
+        f"scoring: {result.scoring}; error bars: 95% Wilson interval",
+        fontsize=9,
+    )
+    axes.grid(axis="y", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def write_outputs(result: EvalResult, out_dir: Path) -> tuple[Path, Path]:
+    return write_json(result, out_dir / RESULTS_FILE), write_chart(result, out_dir / CHART_FILE)
