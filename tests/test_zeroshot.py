@@ -1,4 +1,4 @@
-"""gloss_gen.ZeroShotClassifier: the README's example runs, and it answers what the server answers."""
+"""gloss_gen.ZeroShotClassifier: the user guide's example runs, and it answers what the server answers."""
 
 from __future__ import annotations
 
@@ -26,16 +26,16 @@ def _settings(data_dir: Path) -> Settings:
                     default_class_set="cifar10", redis_url=None, api_keys=[], admin_keys=[])
 
 
-def _readme_python_example() -> str:
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
+def _user_guide_python_example() -> str:
+    guide = (REPO_ROOT / "docs" / "user-guide.md").read_text()
+    section = guide.split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 1, "the README's Python section has one example"
+    assert len(blocks) == 1, "the user guide's Python section has one example"
     return blocks[0]
 
 
-def test_the_readme_python_example_runs(isolated_env, tmp_path, sample_photos):
-    code = _readme_python_example()
+def test_the_user_guide_python_example_runs(isolated_env, tmp_path, sample_photos):
+    code = _user_guide_python_example()
     assert len(code.strip().splitlines()) <= 6
     shutil.copy(next(p for p in sample_photos if p.name == "chelsea_full.jpg"), tmp_path / "cat.jpg")  # a cat
     env = {k: v for k, v in os.environ.items() if not k.startswith("VGLOSS_")} | isolated_env
