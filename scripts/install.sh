@@ -30,7 +30,17 @@ if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null
   fi
 fi
 
-"$PYTHON" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+TORCH=("torch==2.14.1" "torchvision==0.29.1")
+if "$PYTHON" -c "import torch, torchvision" 2>/dev/null; then
+  :  # already installed (whichever build): keep it
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  "$PYTHON" -m pip install -q "${TORCH[@]}"
+else
+  # No GPU: the CPU-only build is about a fifth of the download and has no CUDA libraries.
+  "$PYTHON" -m pip install -q --timeout 15 --retries 1 "${TORCH[@]}" --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
+    || { echo "the CPU-only torch index is unreachable; installing the default torch build instead (it works on a CPU, with CUDA libraries you will not use)"; \
+         "$PYTHON" -m pip install -q "${TORCH[@]}"; }
+fi
 "$PYTHON" -m pip install -q -e ".[dev]"
 
 NLTK_ROOT=${VGLOSS_NLTK_DATA:-$HOME/nltk_data}

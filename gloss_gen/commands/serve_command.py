@@ -73,6 +73,9 @@ def preflight(settings, host: str, port: int) -> None:
                     f"({', '.join(BUILTIN_CLASS_SETS)}), a class-set file or a set in the store"
                 )
     find_wordnet_corpus(settings.nltk_data, settings.data_dir)  # WordNetMissingError: one line, exit 2
+    from gloss_gen.model.weights import require_weights
+
+    require_weights(settings.model, settings.pretrained, settings.cache_dir)  # no weights: one line, exit 2
 
 
 def run(args: argparse.Namespace) -> int:

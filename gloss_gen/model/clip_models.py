@@ -34,6 +34,7 @@ from gloss_gen.core.logs import quiet_root_logger
 from gloss_gen.data.classifier import BetweenBatches
 from gloss_gen.inference import attach_engine
 from gloss_gen.model.deltas import apply_delta, delta_model_id, split_pretrained
+from gloss_gen.model.weights import require_weights
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ def load_clip(
             torch.manual_seed(RANDOM_INIT_SEED)
             model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None, **kwargs)
     else:
+        require_weights(model_name, pretrained, kwargs["cache_dir"])
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag, **kwargs)
     model.eval()
     tokenizer = open_clip.get_tokenizer(model_name, cache_dir=kwargs["cache_dir"])
