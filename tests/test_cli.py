@@ -162,7 +162,7 @@ def test_classify_checks_its_inputs_before_loading_the_model(isolated_env, tmp_p
 
 
 def test_model_verbs_are_quiet_and_warn_once_about_random_weights(isolated_env, tmp_path, sample_photos):
-    from gloss_gen.cli import RANDOM_WEIGHTS_WARNING
+    from gloss_gen.commands.verb_support import RANDOM_WEIGHTS_WARNING
 
     proc = vgloss("classify", str(sample_photos[0]), "--class-set", "cifar10", env=isolated_env, cwd=tmp_path)
     assert proc.stderr.count(RANDOM_WEIGHTS_WARNING) == 1
@@ -177,7 +177,7 @@ def test_model_verbs_are_quiet_and_warn_once_about_random_weights(isolated_env, 
 def test_the_random_weights_warning_follows_the_effective_pretrained_setting(isolated_env, monkeypatch, capsys):
     import argparse
 
-    from gloss_gen.cli import RANDOM_WEIGHTS_WARNING, warn_if_random_weights
+    from gloss_gen.commands.verb_support import RANDOM_WEIGHTS_WARNING, warn_if_random_weights
     from gloss_gen.core.config import get_settings
 
     warn_if_random_weights(argparse.Namespace(verb="embed", pretrained=None))  # VGLOSS_PRETRAINED=none

@@ -3,8 +3,10 @@ its image limits; every call the server makes into the model goes through it."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 
@@ -14,7 +16,10 @@ import torch
 from app.prometheus_metrics import Metrics
 from gloss_gen.core.config import Settings
 from gloss_gen.imaging import ImageLimits, Preprocessor
-from gloss_gen.model.clip_models import BetweenBatches, ClipModel, get_model
+from gloss_gen.inference import attach_engine
+from gloss_gen.inference.paths import REFERENCE
+from gloss_gen.inference.probe import ProbeCancelled
+from gloss_gen.model.clip_models import BetweenBatches, ClipModel, ModelSpec, get_model
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,9 @@ class ModelHolder:
         self._clip: ClipModel | None = None
         self._preprocessor: Preprocessor | None = None
         self._text_encoder: CountingTextEncoder | None = None
+        self._probe_cancel = threading.Event()
+        self._probe: threading.Thread | None = None
+        self.probe_state = "none"  # none | running | done | failed | cancelled
 
     @property
     def loaded(self) -> bool:
@@ -116,10 +124,48 @@ class ModelHolder:
         self._text_encoder = CountingTextEncoder(clip, self.metrics)
         self._clip = clip
 
+    def probe_in_background(self, store) -> bool:
+        """Measure the pending inference paths on a daemon thread while the reference serves, then
+        swap the engine in one assignment (the batcher reads it once per batch). Whether one started."""
+        engine = self.clip.engine
+        if engine is None or not engine.pending or self._probe is not None:
+            return False
+        spec = ModelSpec.from_settings(self.settings)
+        # its own copy of the weights: exporting traces the model, which must not race a forward
+        shadow = copy.copy(self.clip)
+        shadow.model = copy.deepcopy(self.clip.model)
+
+        def run() -> None:
+            self.probe_state = "running"
+            try:
+                attach_engine(shadow, spec, probe=True, store=store, cancel=self._probe_cancel)
+            except ProbeCancelled:
+                self.probe_state = "cancelled"
+                return
+            except Exception:
+                self.probe_state = "failed"
+                log.exception("the background probe of the inference paths failed; torch/fp32 keeps serving")
+                return
+            self.clip.engine = shadow.engine
+            self.probe_state = "done"
+            log.info("inference switched to the probe's choice: %s", shadow.engine.summary())
+
+        self._probe = threading.Thread(target=run, name="vgloss-probe", daemon=True)
+        self._probe.start()
+        log.info("ready on %s; probing %s in the background (budget %.0fs)", REFERENCE,
+                 ", ".join(engine.pending), self.settings.probe_budget_s)
+        return True
+
+    def stop_probe(self) -> None:
+        """Stop a background probe at its next timed call; never waits for it (it is a daemon)."""
+        self._probe_cancel.set()
+
     def inference(self) -> dict:
         """Which inference path serves each tower and why (for ``/readyz``)."""
         if self.clip.engine is not None:
-            return self.clip.engine.describe()
+            described = self.clip.engine.describe()
+            described["probe"] = self.probe_state
+            return described
         path = inference_path(self.clip, "image")
         why = f"eager torch on {self.clip.device}"
         return {"image": [{"path": path, "batch_sizes": "1+"}], "text": path, "why": {"image": why, "text": why}}

@@ -112,6 +112,7 @@ class ServerRuntime:
                     delay = min(delay * 2, STORE_RETRY_MAX_S)
             self.readiness.set("ready", "ready")
             log.info("ready: %s serving %s", self.model.model_id, name)
+            self.model.probe_in_background(self.store)
         except asyncio.CancelledError:
             raise
         except ShuttingDown:
@@ -122,8 +123,10 @@ class ServerRuntime:
 
     def begin_shutdown(self) -> None:
         """As soon as the server is told to stop: classifiers being embedded stop at their next
-        chunk (their requests get 503 ``shutting_down``) and no new ones start."""
+        chunk (their requests get 503 ``shutting_down``) and no new ones start; a background probe
+        stops at its next timed call."""
         self.text_work.close()
+        self.model.stop_probe()
 
     async def stop(self) -> None:
         """Finish queued work, then release threads. uvicorn has already drained open requests."""

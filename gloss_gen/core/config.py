@@ -38,7 +38,12 @@ class Settings(BaseSettings):
     )
     backend: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         "auto",
-        description="CPU inference runtime; auto = measured at start-up (cached in the data dir)",
+        description="CPU inference runtime; auto = torch fp32 until a probe has measured the faster paths "
+        "(the server probes in the background after it is ready; `vgloss probe` runs it); "
+        "the decision is cached in the store",
+    )
+    probe_budget_s: float = Field(
+        120.0, gt=0, le=3600, description="the most seconds one probe of the inference paths may take"
     )
     cache_dir: Path | None = Field(None, description="where open_clip caches downloaded weights")
 

@@ -72,6 +72,17 @@ class Store:
     def _set_json(self, value, *parts: str) -> None:
         self.backend.set(self._k(*parts), json.dumps(value, ensure_ascii=False).encode())
 
+    # inference-path probe decisions (gloss_gen.inference.select), shared by replicas and workers
+    def get_probe_record(self, key: str) -> dict | None:
+        try:
+            value = self._get_json("probe", key)
+        except ValueError:  # not JSON: a damaged entry is re-measured, never trusted
+            return None
+        return value if isinstance(value, dict) else None
+
+    def put_probe_record(self, key: str, record: dict) -> None:
+        self._set_json(record, "probe", key)
+
     # classifiers
     def put_classifier(self, clf: Classifier, activate: bool = True) -> None:
         self.backend.set(self._k("classifier", clf.key), seal_classifier(clf))

@@ -23,6 +23,8 @@ class InferenceEngine:
     image_routes: list[Route]
     text: Runner
     reasons: dict[str, str] = field(default_factory=dict)  # tower -> why its path(s) were chosen
+    pending: list[str] = field(default_factory=list)  # paths not measured yet (no probe decision)
+    timings: dict = field(default_factory=dict)  # the probe's {tower: {path: {batch: seconds}}}
 
     def image_runner(self, batch: int) -> Runner:
         for route in self.image_routes:
@@ -46,6 +48,7 @@ class InferenceEngine:
                       for r in self.image_routes],
             "text": self.text.path,
             "why": dict(self.reasons),
+            "pending": list(self.pending),
         }
 
     def summary(self) -> str:

@@ -20,6 +20,7 @@ from gloss_gen.data.classsets import builtin_class_set
 
 MIN_COSINE = 0.999
 MIN_TOP1 = 0.99
+MAX_BATCH_DRIFT = 1e-5  # an image scores the same alone and in a batch (within float rounding)
 GATE_IMAGES = 64
 GATE_PROMPTS = 64
 GATE_CLASSES = 1000
@@ -33,14 +34,20 @@ class GateResult:
     cosine_mean: float
     top1_agreement: float
     samples: int
+    batch_drift: float = 0.0  # max |f(x alone) - f(x in a batch)| over unit features
+
+    @property
+    def batch_invariant(self) -> bool:
+        return self.batch_drift <= MAX_BATCH_DRIFT
 
     @property
     def passed(self) -> bool:
-        return self.cosine_min >= MIN_COSINE and self.top1_agreement >= MIN_TOP1
+        return self.cosine_min >= MIN_COSINE and self.top1_agreement >= MIN_TOP1 and self.batch_invariant
 
     def summary(self) -> str:
         return (f"cosine to fp32 min {self.cosine_min:.5f} (mean {self.cosine_mean:.5f}), "
-                f"top-1 agreement {100 * self.top1_agreement:.1f}% on {self.samples}")
+                f"top-1 agreement {100 * self.top1_agreement:.1f}% on {self.samples}, "
+                f"batch drift {self.batch_drift:.1e}{'' if self.batch_invariant else ' (NOT batch-invariant)'}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +117,15 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor) -> GateResult:
     protos = prototypes(ref.shape[-1])
     agree = ((ref @ protos.T).argmax(-1) == (got @ protos.T).argmax(-1)).float().mean()
     return GateResult(float(cosine.min()), float(cosine.mean()), float(agree), int(ref.shape[0]))
+
+
+def batch_drift(runner, inputs: torch.Tensor, batch_size: int) -> float:
+    """How much one input's features move with its batch neighbours: the first ``batch_size``
+    inputs run alone, one at a time, against the same inputs run as one batch (unit features)."""
+    batch = inputs[:batch_size]
+    together = F.normalize(runner(batch).float(), dim=-1)
+    alone = F.normalize(torch.cat([runner(batch[i : i + 1]) for i in range(len(batch))]).float(), dim=-1)
+    return float((together - alone).abs().max())
 
 
 def run_in_batches(runner, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:

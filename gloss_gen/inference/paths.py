@@ -28,6 +28,10 @@ class PathSpec:
     precision: str
     build: Callable[[BuildContext, str], Runner]
     requires: tuple[str, str] | None = None  # (importable module, pip extra)
+    # int8 paths quantize activations per batch: an image's scores depend on its batch neighbours,
+    # so `auto` never picks them (they run only when named)
+    batch_invariant: bool = True
+    cpu_flags: tuple[str, ...] = ()  # any of these CPU flags makes the path worth probing (none: always)
 
     @property
     def name(self) -> str:
@@ -62,10 +66,10 @@ PATHS: dict[str, PathSpec] = {
     spec.name: spec
     for spec in (
         PathSpec("torch", "fp32", torch_paths.torch_fp32),
-        PathSpec("torch", "bf16", torch_paths.torch_bf16),
-        PathSpec("torch", "int8", torch_paths.torch_int8),
+        PathSpec("torch", "bf16", torch_paths.torch_bf16, cpu_flags=("avx512_bf16", "amx_bf16", "bf16")),
+        PathSpec("torch", "int8", torch_paths.torch_int8, batch_invariant=False),
         PathSpec("onnxruntime", "fp32", onnxruntime_paths.onnxruntime_fp32, _ORT),
-        PathSpec("onnxruntime", "int8", onnxruntime_paths.onnxruntime_int8, _ORT),
+        PathSpec("onnxruntime", "int8", onnxruntime_paths.onnxruntime_int8, _ORT, batch_invariant=False),
         PathSpec("openvino", "fp32", openvino_paths.openvino_fp32, _OV),
     )
 }

@@ -11,21 +11,27 @@ The timings and gate figures are cached in the data dir, so the next start only 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from gloss_gen.core.config import _default_data_dir
 from gloss_gen.core.errors import ConfigError
+from gloss_gen.data.store import Store, open_store
 from gloss_gen.inference.engine import InferenceEngine, Route
 from gloss_gen.inference.fidelity import (
     GATE_CLASSES,
     GATE_IMAGES,
     GATE_PROMPTS,
+    MAX_BATCH_DRIFT,
     MIN_COSINE,
     MIN_TOP1,
     GateResult,
+    batch_drift,
     compare,
     gate_pixels,
     gate_prompts,
@@ -33,19 +39,41 @@ from gloss_gen.inference.fidelity import (
 )
 from gloss_gen.inference.graph_export import GraphCache, library_versions
 from gloss_gen.inference.paths import PATHS, REFERENCE, BuildContext, PathSpec, candidates
-from gloss_gen.inference.probe import PROBE_FORMAT, ProbeCache, cpu_signature, probe_key, probe_tower
+from gloss_gen.inference.probe import (
+    PROBE_FORMAT,
+    ProbeCancelled,
+    ProbeRecords,
+    cpu_signature,
+    probe_key,
+    probe_tower,
+)
 from gloss_gen.inference.runners import Runner
 
 log = logging.getLogger(__name__)
 
 TEXT_BATCH = 64
 GATE_BATCH = 32
+DRIFT_BATCH = 8  # inputs run alone and together for the batch-invariance check
+
+
+class ProbeBudgetSpent(Exception):
+    """The probe's time budget ran out; what was measured so far decides."""
 LIBRARIES = ("torch", "open_clip_torch", "onnx", "onnxruntime", "openvino")
 
 
-def attach_engine(clip, settings) -> InferenceEngine | None:
+def attach_engine(clip, settings, probe: bool = False, store=None, cancel: threading.Event | None = None,
+                  progress: Callable[[str], None] | None = None, remeasure: bool = False) -> InferenceEngine | None:
     """Select the inference path(s) for ``clip`` under ``settings`` and attach them as
-    ``clip.engine`` (``None``: today's eager path on the model's own device and dtype)."""
+    ``clip.engine`` (``None``: today's eager path on the model's own device and dtype).
+
+    With several candidate paths (``auto``) a cached probe decision is used when there is one.
+    Without one, ``probe=False`` (every CLI verb, the server's start-up) attaches the fp32
+    reference at once and names the paths still to be measured (``engine.pending``); ``probe=True``
+    (``vgloss probe``, the server's background probe) measures them within
+    ``settings.probe_budget_s`` and caches the decision in ``store`` (default: the settings' store).
+    ``cancel`` stops a probe between two timed calls (:class:`ProbeCancelled`); ``remeasure``
+    ignores a cached decision.
+    """
     backend = getattr(settings, "backend", "auto")
     precision = settings.precision
     if clip.device.type != "cpu":
@@ -56,24 +84,55 @@ def attach_engine(clip, settings) -> InferenceEngine | None:
     if not specs:
         known = ", ".join(PATHS)
         raise ConfigError(f"no inference path is {backend}/{precision}; known paths: {known}")
-    selector = Selector(clip, specs, settings)
-    clip.engine = selector.select()
+    selector = Selector(clip, specs, settings, store=store, cancel=cancel, progress=progress)
+    clip.engine = selector.select(probe, remeasure)
     return clip.engine
 
 
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def worth_probing(specs: list[PathSpec], flags: set[str]) -> tuple[list[PathSpec], dict[str, str]]:
+    """The candidates ``auto`` measures, and why the others are skipped: paths that are not
+    batch-invariant (the gate would refuse them) and paths this CPU has no instructions for."""
+    kept, skipped = [], {}
+    for spec in specs:
+        if not spec.available:
+            skipped[spec.name] = f"not installed (pip install 'vgloss[{spec.requires[1]}]')"
+        elif not spec.batch_invariant:
+            skipped[spec.name] = "not batch-invariant (an image's scores would depend on its batch); name it to use it"
+        elif spec.cpu_flags and not flags & set(spec.cpu_flags):
+            skipped[spec.name] = f"this CPU has none of {', '.join(spec.cpu_flags)}"
+        else:
+            kept.append(spec)
+    return kept, skipped
+
+
 class Selector:
-    def __init__(self, clip, specs: list[PathSpec], settings) -> None:
+    def __init__(self, clip, specs: list[PathSpec], settings, store=None, cancel=None, progress=None) -> None:
         self.clip = clip
         self.forced = len(specs) == 1
+        self.skipped: dict[str, str] = {}
         if self.forced:
             specs[0].check_available()
         else:
-            missing = [s.name for s in specs if not s.available]
-            if missing:
-                log.info("inference paths not installed, not probed: %s", ", ".join(missing))
-            specs = [s for s in specs if s.available]
+            specs, self.skipped = worth_probing(specs, cpu_flags())
+            if self.skipped:
+                log.info("inference paths not probed: %s", "; ".join(f"{n} ({w})" for n, w in self.skipped.items()))
         self.specs = specs
         self.max_batch = int(settings.max_batch)
+        self.budget_s = float(getattr(settings, "probe_budget_s", 120.0))
+        self.cancel = cancel or threading.Event()
+        self.progress = progress or (lambda message: None)
         self.threads = torch.get_num_threads()
         tokens = clip.tokenizer(["a photo of a dog."])
         height, width = _image_size(clip)
@@ -83,10 +142,18 @@ class Selector:
             {"image": torch.zeros(1, 3, height, width), "text": tokens},
         )
         self.context = BuildContext(clip.model, self.graphs, self.threads, clip.device)
-        self.cache = ProbeCache(data_dir)
+        self.cache = ProbeRecords(store if store is not None else _store(settings, data_dir))
         self._runners: dict[tuple[str, str], Runner] = {}
         self._gate_inputs: dict[str, tuple[torch.Tensor, torch.Tensor, str]] = {}
         self.broken: dict[str, str] = {}  # path -> why it could not be built
+        self._deadline = float("inf")
+
+    def check(self) -> None:
+        """Between two timed calls: stop when told to, or when the probe's budget is spent."""
+        if self.cancel.is_set():
+            raise ProbeCancelled("the probe was cancelled")
+        if time.monotonic() > self._deadline:
+            raise ProbeBudgetSpent()
 
     # ---------------------------------------------------------------- building
 
@@ -129,6 +196,7 @@ class Selector:
             return None
         inputs, reference, source = self._reference(tower)
         result = compare(reference, run_in_batches(runner, inputs, GATE_BATCH))
+        result.batch_drift = batch_drift(runner, inputs, DRIFT_BATCH)
         record["gate"][tower][name] = result.to_dict()
         record.setdefault("gate_source", {})[tower] = source
         log.info("fidelity gate %s %s: %s -> %s", tower, name, result.summary(), "pass" if result.passed else "FAIL")
@@ -146,29 +214,48 @@ class Selector:
             "max_batch": self.max_batch,
             "text_batch": TEXT_BATCH,
             "candidates": [s.name for s in self.specs],
-            "gate": [MIN_COSINE, MIN_TOP1, GATE_IMAGES, GATE_PROMPTS, GATE_CLASSES],
+            "gate": [MIN_COSINE, MIN_TOP1, MAX_BATCH_DRIFT, GATE_IMAGES, GATE_PROMPTS, GATE_CLASSES],
             "versions": library_versions(*LIBRARIES),
         }
 
-    def select(self) -> InferenceEngine:
+    def select(self, probe: bool = False, remeasure: bool = False) -> InferenceEngine:
         key = probe_key(self.key_parts())
-        record = self.cache.load(key)
+        record = None if remeasure else self.cache.load(key)
         cached = record is not None
         if record is None:
             record = {"timings": {}, "gate": {}}
         if self.forced:
             engine = self._forced(record)
+        elif not cached and not probe:
+            engine = self._reference_engine()
+            self._runners.clear()
+            log.info("inference: %s; not yet measured: %s", engine.summary(), ", ".join(engine.pending) or "-")
+            return engine
         else:
             if not cached:
-                log.info("probing inference paths %s (once per model, CPU and library versions)",
-                         ", ".join(s.name for s in self.specs))
+                names = ", ".join(s.name for s in self.specs)
+                log.info("probing inference paths %s (budget %.0fs; once per model, CPU and library versions)",
+                         names, self.budget_s)
+                self._deadline = time.monotonic() + self.budget_s
                 record["timings"] = self._measure()
             engine = self._auto(record, cached)
+            engine.timings = record["timings"]
         self.cache.save(key, record)
         self._runners.clear()
         log.info("inference: %s%s", engine.summary(), " (probe cached)" if cached else "")
         for tower, why in engine.reasons.items():
             log.info("inference %s: %s", tower, why)
+        return engine
+
+    def _reference_engine(self) -> InferenceEngine:
+        """torch/fp32 for both towers now; the other candidates wait for a probe."""
+        pending = [s.name for s in self.specs if s.name != REFERENCE]
+        why = (f"{REFERENCE} (the reference) until a probe has measured {', '.join(pending)}: "
+               "the server probes in the background once ready, `vgloss probe` runs it now") if pending else (
+               f"{REFERENCE}: the only candidate on this machine")
+        engine = InferenceEngine([Route(1, self.max_batch, self.runner(REFERENCE, "image"))],
+                                 self.runner(REFERENCE, "text"), {"image": why, "text": why})
+        engine.pending = pending
         return engine
 
     def _forced(self, record: dict) -> InferenceEngine:
@@ -195,22 +282,34 @@ class Selector:
         return InferenceEngine([Route(1, self.max_batch, runners["image"])], runners["text"], reasons)
 
     def _measure(self) -> dict:
-        timings = {}
+        """Timings per tower; a path that fails to build, or that the budget did not reach, is absent."""
+        timings: dict = {}
         height, width = _image_size(self.clip)
         plans: list[tuple[str, list[int], Callable[[int], torch.Tensor]]] = [
             ("image", sorted({1, self.max_batch}), lambda n: torch.randn(n, 3, height, width)),
             ("text", [TEXT_BATCH], lambda n: self.clip.tokenizer(gate_prompts(n))),
         ]
         for tower, sizes, make_inputs in plans:
-            runners = {s.name: r for s in self.specs if (r := self.runner(s.name, tower)) is not None}
-            measured = probe_tower(runners, make_inputs, sizes)
-            timings[tower] = {name: {str(b): t for b, t in per.items()} for name, per in measured.items()}
+            runners = {}
+            try:
+                for spec in self.specs:
+                    self.check()
+                    self.progress(f"building {spec.name} ({tower})")
+                    if (runner := self.runner(spec.name, tower)) is not None:
+                        runners[spec.name] = runner
+                self.progress(f"timing the {tower} tower at batch {', '.join(map(str, sizes))}")
+                measured = probe_tower(runners, make_inputs, sizes, keep=(REFERENCE,), reference=REFERENCE,
+                                       check=self.check)
+            except ProbeBudgetSpent:
+                log.warning("the probe's budget (%.0fs) ran out during the %s tower: %s keeps torch/fp32",
+                            self.budget_s, tower, tower)
+                measured = {}
+            timings[tower] = {name: {str(b): t for b, t in per.items()} for name, per in measured.items() if per}
             log.info("probe %s: %s", tower, "; ".join(
                 f"{name} " + " ".join(f"bs{b} {1000 * t:.0f}ms" for b, t in per.items())
-                for name, per in measured.items()))
-        record_broken = dict(self.broken)
-        if record_broken:
-            timings["broken"] = record_broken
+                for name, per in measured.items()) or "not measured")
+        if self.broken:
+            timings["broken"] = dict(self.broken)
         return timings
 
     def _auto(self, record: dict, cached: bool) -> InferenceEngine:
@@ -305,6 +404,12 @@ def _why_text(name, times, refused) -> str:
     if refused:
         why += ". refused: " + "; ".join(f"{n} {reason}" for n, reason in refused.items())
     return why
+
+
+def _store(settings, data_dir: Path) -> Store:
+    """The store the settings name (a Redis URL, else the data dir), where probe decisions live."""
+    return open_store(SimpleNamespace(redis_url=getattr(settings, "redis_url", None), data_dir=data_dir,
+                                      redis_namespace=getattr(settings, "redis_namespace", None)))
 
 
 def _data_dir(settings) -> Path:

@@ -246,6 +246,10 @@ class ModelSpec:
     backend: str = "torch"
     data_dir: str | None = None
     max_batch: int = 32
+    # where the probe decision is cached (the settings' store) and how long a probe may take
+    redis_url: str | None = None
+    redis_namespace: str | None = None
+    probe_budget_s: float = 120.0
 
     @classmethod
     def create(
@@ -258,6 +262,9 @@ class ModelSpec:
         backend: str = "torch",
         data_dir: str | Path | None = None,
         max_batch: int = 32,
+        redis_url: str | None = None,
+        redis_namespace: str | None = None,
+        probe_budget_s: float = 120.0,
     ) -> ModelSpec:
         device = resolve_device(device)
         keep = device == "cpu" and precision in ("auto", "bf16", "int8")  # the engine resolves these
@@ -266,8 +273,10 @@ class ModelSpec:
             backend = "torch"
         if device != "cpu" or (backend, precision) == ("torch", "fp32"):
             data_dir, max_batch = None, 32  # no engine: keep one cache entry for every data dir
+            redis_url = redis_namespace = None
         return cls(name, pretrained or "none", device, precision, str(cache_dir) if cache_dir else None,
-                   backend, str(data_dir) if data_dir else None, max_batch)
+                   backend, str(data_dir) if data_dir else None, max_batch, redis_url, redis_namespace,
+                   float(probe_budget_s))
 
     @classmethod
     def from_settings(cls, settings=None, **overrides) -> ModelSpec:
@@ -277,7 +286,8 @@ class ModelSpec:
         s = settings or get_settings()
         values = {"name": s.model, "pretrained": s.pretrained, "device": s.device,
                   "precision": s.precision, "cache_dir": s.cache_dir, "backend": s.backend,
-                  "data_dir": s.data_dir, "max_batch": s.max_batch}
+                  "data_dir": s.data_dir, "max_batch": s.max_batch, "redis_url": s.redis_url,
+                  "redis_namespace": s.redis_namespace, "probe_budget_s": s.probe_budget_s}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.create(**values)
 

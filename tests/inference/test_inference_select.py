@@ -27,7 +27,7 @@ def reference_embeddings(clip, pixels, prompts):
 def test_auto_refuses_a_path_that_fails_the_gate(fresh_tiny, engine_settings, only_paths, caplog):
     only_paths("torch/fp32", scrambled=True)
     with caplog.at_level(logging.INFO, logger="gloss_gen.inference"):
-        engine = attach_engine(fresh_tiny, engine_settings())
+        engine = attach_engine(fresh_tiny, engine_settings(), probe=True)
     assert engine.image_path(1) == engine.image_path(8) == "torch/fp32"
     assert engine.text.path == "torch/fp32"
     why = engine.describe()["why"]
@@ -51,8 +51,8 @@ def test_the_probe_is_cached_and_the_next_start_measures_nothing(fresh_tiny, eng
     pytest.importorskip("onnxruntime")
     only_paths("torch/fp32", "onnxruntime/fp32")
     settings = engine_settings(max_batch=4)
-    first = attach_engine(fresh_tiny, settings)
-    assert list((settings.data_dir / "inference" / "probe").glob("*.json"))
+    first = attach_engine(fresh_tiny, settings, probe=True)
+    assert list((settings.data_dir / "store").rglob("*probe*"))  # the decision is in the store
 
     def no_measuring(*args, **kwargs):
         raise AssertionError("the probe ran again")
@@ -61,7 +61,7 @@ def test_the_probe_is_cached_and_the_next_start_measures_nothing(fresh_tiny, eng
     monkeypatch.setattr(probe, "time_runners", no_measuring)
     from gloss_gen.model.clip_models import load_clip
 
-    second = attach_engine(load_clip("vgloss-tiny", "none"), settings)
+    second = attach_engine(load_clip("vgloss-tiny", "none"), settings)  # a verb: probe=False, cache used
     assert second.describe() == first.describe()
 
 
@@ -101,7 +101,7 @@ def test_a_missing_runtime_fails_with_one_line_naming_the_extra(fresh_tiny, engi
 def test_auto_skips_runtimes_that_are_not_installed(fresh_tiny, engine_settings, only_paths, monkeypatch):
     only_paths("torch/fp32", "onnxruntime/fp32", "openvino/fp32")
     monkeypatch.setattr(paths.importlib.util, "find_spec", lambda name: None)
-    engine = attach_engine(fresh_tiny, engine_settings(precision="fp32"))
+    engine = attach_engine(fresh_tiny, engine_settings(precision="fp32"), probe=True)
     assert engine.image_path(1) == engine.text.path == "torch/fp32"
 
 
