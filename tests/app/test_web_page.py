@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gloss_gen.prompts import template_prompts
+from gloss_gen.core.prompts import template_prompts
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
