@@ -32,7 +32,7 @@ from gloss_gen.describe.describe_job import (
     prepare,
     run_describe_job,
 )
-from gloss_gen.describe.llm import PROMPT_VERSION
+from gloss_gen.describe.llm import PROMPT_VERSION, class_facts
 from gloss_gen.testing.llm_stub import LLMStub
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,13 +106,16 @@ def test_vgloss_job_writes_one_line_per_class_with_provenance(stub, cifar10, tmp
     assert sorted(r.class_id for r in records) == sorted(cifar10.ids)
     for record in records:
         assert record.ok and record.method == "vgloss" and len(record.descriptions) == 5
-        assert f"distinctive {record.name} markings" in record.descriptions  # class-specific
+        facts = class_facts(next(c for c in cifar10.classes if c.id == record.class_id))
+        assert f"is a kind of {facts.hypernyms[0]}" in record.descriptions  # class-specific
         p = record.provenance
         assert p["prompt_version"] == PROMPT_VERSION and p["llm_model"] == "stub-model"
         assert p["prompt_style"] == "phrases" and p["vgloss_style"] == "phrases" and p["attempts"] == 1 and p["created_at"]
         assert len(p["confusables"]) == 5 and set(p["confusables"]) <= set(cifar10.names) - {record.name}
     cat = next(r for r in records if r.class_id == "cat")
     assert cat.provenance["confusables"][0] == "dog"
+    dog = next(r for r in records if r.class_id == "dog")
+    assert dog.descriptions[0] == "is a member of the genus Canis"  # its WordNet gloss, in English
     assert any("domestic cat" in r.prompt or "feline" in r.prompt for r in stub.requests_for("cat"))
 
     loaded = load_description_set(out)

@@ -255,7 +255,7 @@ def test_normal_answer_gives_five_descriptions(stub):
     answer = _ask(stub)
     assert answer.attempts == 1
     assert len(answer.descriptions) == 5
-    assert "distinctive tench markings" in answer.descriptions
+    assert "is a freshwater fish" in answer.descriptions  # from the prompt's Definition line
     assert answer.response_model == "stub-model"
 
 

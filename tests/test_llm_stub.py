@@ -4,11 +4,15 @@ log and concurrent requests."""
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from gloss_gen.core.prompts import build_prompts
+from gloss_gen.data.classsets import load_class_set
+from gloss_gen.describe.llm import build_messages, class_facts, extract_descriptions
 from gloss_gen.testing.llm_stub import LLMStub, stub_descriptions
 
 PROMPT = "Class: tench\nDefinition: freshwater dace-like game fish of Europe\nAnswer with only a JSON array of 4 strings."
@@ -32,8 +36,7 @@ def test_normal_answer_is_a_class_specific_json_array():
         assert body["object"] == "chat.completion" and body["choices"][0]["finish_reason"] == "stop"
         items = json.loads(_content(response))
         assert len(items) == 4 and len(set(items)) == 4
-        assert items[0] == "the form of a freshwater dace-like game fish of Europe"
-        assert "distinctive tench markings" in items
+        assert items[0] == "is a freshwater dace-like game fish of Europe"
         assert _content(_chat(stub)) == _content(response)  # deterministic
         other = json.loads(_content(_chat(stub, PROMPT.replace("tench", "goldfish"))))
         assert other != items
@@ -108,3 +111,94 @@ def test_stub_descriptions_are_distinct_for_any_count():
     for n in (1, 5, 12):
         items = stub_descriptions("zebra", None, n)
         assert len(items) == n == len(set(items))
+
+
+# --------------------------------------------------------------------------- the stub's English
+
+# An answer must not end on one of these: it reads as cut off ("carries passengers or").
+STOPWORDS = set("a an the and or nor but of with to for from by in on at as into that which who its their "
+                "is are was has have been be than very".split())
+# "a" before these vowel letters: they start with a consonant sound ("a uniform", "a European").
+CONSONANT_SOUND = ("uni", "use", "usu", "eu", "one", "ure")
+SILENT_H = ("hour", "honest", "honor", "heir")
+CLASSES = [("cifar10", "dog"), ("cifar10", "ship"), ("cifar10", "airplane"), ("cifar10", "frog"),
+           ("imagenet1k", "tench")]
+
+
+def _article_mistakes(text: str) -> list[str]:
+    mistakes = []
+    for article, word in re.findall(r"\b(a|an|A|An)\s+([A-Za-z][\w-]*)", text):
+        lower = word.lower()
+        if lower.startswith(SILENT_H):
+            wanted = "an"
+        elif lower.startswith(CONSONANT_SOUND):
+            wanted = "a"
+        else:
+            wanted = "an" if lower[0] in "aeiou" else "a"
+        if lower in ("a", "an", "the") or article.lower() != wanted:
+            mistakes.append(f"{article} {word}")
+    return mistakes
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z][a-z-]+", text.lower()) if len(w) > 3 and w not in STOPWORDS}
+
+
+@pytest.fixture(scope="module")
+def stub_answers():
+    """(class set, class) -> style -> (the ClassFacts, the texts the stub answered, their CLIP prompts)."""
+    answers = {}
+    with LLMStub() as stub:
+        for set_name, class_name in CLASSES:
+            class_set = load_class_set(set_name)
+            specs = {c.name: c for c in class_set.classes}
+            facts = class_facts(specs[class_name])
+            others = [class_facts(c) for c in class_set.classes if c.name != class_name][:3]
+            for style in ("phrases", "gloss"):
+                messages = build_messages(facts, others, 5, style=style)
+                response = httpx.post(f"{stub.url}/chat/completions", json={"model": "m", "messages": messages},
+                                      timeout=10)
+                texts = json.loads(_content(response))
+                prompts = build_prompts(class_name, extract_descriptions(json.dumps(texts), class_name, style=style),
+                                        style)
+                answers.setdefault((set_name, class_name), {})[style] = (facts, texts, prompts)
+    return answers
+
+
+@pytest.mark.parametrize(("set_name", "class_name"), CLASSES)
+@pytest.mark.parametrize("style", ["phrases", "gloss"])
+def test_stub_answers_are_grammatical_phrases_from_the_classs_gloss(stub_answers, set_name, class_name, style):
+    facts, texts, prompts = stub_answers[(set_name, class_name)][style]
+    assert len(texts) == 5 == len(set(texts)) == len(prompts)
+    # (the prompt's own opening, "a photo of a airplane, which is", is the library's fixed form)
+    for text in texts + [p.partition(", which ")[2] for p in prompts]:
+        assert not re.search(r"\b(a|an) (a|an|the)\b", text, re.IGNORECASE), text  # no "an a member"
+        assert _article_mistakes(text) == [], text
+        last = re.findall(r"[\w-]+", text)[-1]
+        assert last.lower() not in STOPWORDS, f"ends on {last!r}: {text}"
+        assert class_name not in text, text  # the class is not repeated
+    words = [len(t.split()) for t in texts]
+    if style == "phrases":
+        assert max(words) <= 12  # what the prompt allows
+        assert all(re.fullmatch(rf"{class_name}, which (is|has|resembles) .+\.", p) for p in prompts), prompts
+    else:
+        assert all(10 <= n <= 30 for n in words), texts  # "10 to 30 words"
+        assert all(p.startswith(f"a photo of a {class_name}, which is ") for p in prompts), prompts
+    # the class's own WordNet gloss and hypernyms, not generic filler
+    said = " ".join(texts).lower()
+    assert facts.hypernyms[0].lower() in said
+    gloss_words = _content_words(facts.definition.split(";")[0])
+    assert len(gloss_words & _content_words(said)) >= min(3, len(gloss_words)), (gloss_words, texts)
+
+
+def test_stub_answers_read_as_english(stub_answers):
+    dog, ship = stub_answers[("cifar10", "dog")], stub_answers[("cifar10", "ship")]
+    assert dog["phrases"][2][:2] == ["dog, which is a member of the genus Canis.",
+                                     "dog, which is a kind of domestic animal."]
+    assert ship["phrases"][2][0] == "ship, which is a vessel that carries passengers or freight."
+    assert ship["gloss"][1][0].startswith("a vessel that carries passengers or freight, typically seen ")
+    frog = stub_answers[("cifar10", "frog")]["phrases"][1]
+    assert frog[0].startswith("is one of various tailless stout-bodied amphibians")  # "any of": no "a any"
+    airplane = stub_answers[("cifar10", "airplane")]["phrases"][1]
+    assert airplane[0] == "is an aircraft that has a fixed wing"
+    assert len(set(dog["phrases"][1]) & set(ship["phrases"][1])) <= 1  # class-specific (a setting may repeat)

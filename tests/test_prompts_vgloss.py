@@ -59,9 +59,12 @@ def test_phrase_instruction_and_sentence_rule_agree():
 
 def test_stub_answers_render_grammatically():
     for spec in load_class_set("cifar10").classes:
-        answer = json.dumps(stub_descriptions(spec.name, "a thing with wheels; or wings", 6))
-        for prompt in _rendered(answer, spec.name, "phrases"):
-            assert re.fullmatch(rf"{spec.name}, which (has (?!is |typically ).+|is typically seen .+)\.", prompt), prompt
+        answer = json.dumps(stub_descriptions(spec.name, "a thing with wheels; or wings", 6, ("vehicle", "object")))
+        prompts = _rendered(answer, spec.name, "phrases")
+        assert prompts[:3] == [f"{spec.name}, which is a thing with wheels.", f"{spec.name}, which is a kind of vehicle.",
+                               f"{spec.name}, which resembles an object in its overall shape."]
+        for prompt in prompts[3:]:
+            assert re.fullmatch(rf"{spec.name}, which (has an? (?!is |typically ).+|is typically seen .+)\.", prompt), prompt
 
 
 def test_gloss_style_asks_for_a_visual_gloss_and_embeds_it_like_a_definition():

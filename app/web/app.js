@@ -1,9 +1,14 @@
-// The vgloss web page: talks to the public /v1 API only, with the API key the user types.
+// The vgloss web page: talks to the public API only (/v1 with the API key the user types, and
+// /readyz for the default class set and the model).
 "use strict";
 
 const LABELS_OPTION = "__labels__";
+const RANDOM_WEIGHTS_NOTE = "Random weights (VGLOSS_PRETRAINED=none): predictions are meaningless; "
+  + "this only checks the installation.";
+const READY_RETRY_MS = 3000;
 const $ = (id) => document.getElementById(id);
 let chosenFiles = [];
+let defaultClassSet = "";  // what /readyz names; "" until the server is ready
 
 function authHeaders() {
   const key = $("api-key").value.trim();
@@ -25,10 +30,47 @@ async function apiError(response) {
   return `The server answered ${response.status} ${response.statusText}.`;
 }
 
+function defaultOptionText() {
+  return defaultClassSet ? `${defaultClassSet} (server default)` : "(server default)";
+}
+
+function showServerNote(message) {
+  const note = $("server-note");
+  note.textContent = message;
+  note.hidden = !message;
+}
+
+function noteModel(model) {
+  // A model id ending in "/none" was built with VGLOSS_PRETRAINED=none: deterministic random weights.
+  showServerNote(typeof model === "string" && model.endsWith("/none") ? RANDOM_WEIGHTS_NOTE : "");
+}
+
+async function loadServerInfo() {
+  // /readyz (no API key) names the default class set and the model; while the server is still
+  // starting it answers 503 with why, which is worth showing.
+  let retry = true;
+  try {
+    const response = await fetch("/readyz");
+    if (response.ok) {
+      const ready = await response.json();
+      defaultClassSet = ready.default_class_set || "";
+      $("class-set").options[0].textContent = defaultOptionText();
+      noteModel(ready.model);
+      return;
+    }
+    const message = await apiError(response);
+    retry = !message.includes("start-up failed");
+    showServerNote(message);
+  } catch (err) {
+    showServerNote(`Could not reach the server: ${err.message}`);
+  }
+  if (retry) setTimeout(loadServerInfo, READY_RETRY_MS);
+}
+
 async function loadClassSets() {
   const select = $("class-set");
   const previous = select.value;
-  select.replaceChildren(new Option("(server default)", ""));
+  select.replaceChildren(new Option(defaultOptionText(), ""));
   try {
     const response = await fetch("/v1/class-sets", { headers: authHeaders() });
     if (response.ok) {
@@ -55,7 +97,8 @@ function setFiles(files) {
 }
 
 function parseLabels(text) {
-  return text.split(/[,\n]/).map((s) => s.trim()).filter(Boolean);
+  // One label per line, as the API takes them (it never splits on commas: "red car, parked" is one).
+  return text.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
 }
 
 function el(tag, className, text) {
@@ -65,9 +108,16 @@ function el(tag, className, text) {
   return node;
 }
 
-function renderResults(body, files) {
+function evidenceText(evidence, labelMode) {
+  // Labels are embedded through prompt templates: the evidence is the prompt that matched best.
+  return labelMode ? `best-matching prompt: “${evidence}”` : evidence;
+}
+
+function renderResults(body, files, labelMode) {
   const section = $("results");
-  section.replaceChildren(el("p", "meta", `class set ${body.class_set} · model ${body.model}`));
+  const against = labelMode ? "your labels" : `class set ${body.class_set}`;
+  section.replaceChildren(el("p", "meta", `${against} · model ${body.model}`));
+  noteModel(body.model);
   for (const result of body.results) {
     const card = el("article", "result");
     const file = files[result.index];
@@ -93,7 +143,7 @@ function renderResults(body, files) {
         label.title = `${p.label} (${p.class_id})`;
         line.append(label, track, el("span", "score", `${(p.score * 100).toFixed(1)}%`));
         row.append(line);
-        if (p.evidence) row.append(el("div", "evidence", p.evidence));
+        if (p.evidence) row.append(el("div", "evidence", evidenceText(p.evidence, labelMode)));
         inner.append(row);
       }
     }
@@ -115,10 +165,11 @@ async function classify(event) {
   if (target === LABELS_OPTION) {
     const labels = parseLabels($("labels").value);
     if (!labels.length) {
-      showError("Type at least one label, separated by commas or new lines.");
+      showError("Type at least one label, one per line.");
       return;
     }
-    for (const label of labels) form.append("labels", label);  // one field per label
+    // As one JSON list: a lone label that starts with "[" is then not read as JSON by the API.
+    form.append("labels", JSON.stringify(labels));
   } else if (target) {
     form.append("class_set", target);
   }
@@ -137,7 +188,7 @@ async function classify(event) {
       $("status").textContent = "";
       return;
     }
-    renderResults(await response.json(), files);
+    renderResults(await response.json(), files, target === LABELS_OPTION);
     $("status").textContent = "Done.";
   } catch (err) {
     showError(`Could not reach the server: ${err.message}`);
@@ -161,6 +212,7 @@ function init() {
   $("api-key").addEventListener("change", loadClassSets);
   $("classify-form").addEventListener("submit", classify);
   loadClassSets();
+  loadServerInfo();
 }
 
 document.addEventListener("DOMContentLoaded", init);

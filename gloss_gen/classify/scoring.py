@@ -3,7 +3,8 @@ classify`` and ``vgloss eval`` share.
 
 Scores are ``softmax(logit_scale · cos)`` over the class set, or ``sigmoid(logit_scale · cos +
 logit_bias)`` for models that carry a bias (SigLIP). ``similarity`` is the cosine itself.
-Evidence is the description of a predicted class most similar to the image.
+Evidence is the description of a predicted class most similar to the image (for class-name
+prompts, the template prompt: "a photo of a cat.").
 
 A few-shot cache adapter (:class:`CacheModel`, fitted by :mod:`gloss_gen.adapt.tip`) may be attached: its cache logits are
 added to ``logit_scale · cos`` before the softmax, and ``explain`` then also names the labelled
@@ -84,7 +85,9 @@ class ScoringHead:
     def similarities(self, image_emb: torch.Tensor, mode: str = "prototype") -> torch.Tensor:
         """Cosine similarity (B, C) of unit image embeddings to each class."""
         image_emb = image_emb.to(self.device, dtype=torch.float32)
-        if mode == "prototype":
+        # Class-name prompts are no descriptions to average (their rows are evidence only): a
+        # templates classifier scores by its prototypes in either mode.
+        if mode == "prototype" or (mode == "mean-description" and self.classifier.prompt_style == "templates"):
             return image_emb @ self.prototypes.T
         if mode == "mean-description":
             per_row = image_emb @ self.evidence.T  # (B, N)

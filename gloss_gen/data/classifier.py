@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gloss_gen.core.errors import CorruptDataError, InputError
-from gloss_gen.core.prompts import DEFAULT_LABEL_TEMPLATE_SET, TEMPLATE_SETS, build_prompts
+from gloss_gen.core.prompts import DEFAULT_LABEL_TEMPLATE_SET, TEMPLATE_SETS, build_prompts, template_count
 from gloss_gen.data.classsets import ClassSet, ClassSpec, slugify
 from gloss_gen.data.descriptions import DescriptionSet, utc_now
 
@@ -33,6 +33,10 @@ BetweenBatches = Callable[[int, int], None]
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 EVIDENCE_DTYPES = {"float32": "<f4", "float16": "<f2"}
+MAX_PROMPT_EVIDENCE_ROWS = 10_000
+"""A class-name (``templates``) classifier keeps each prompt as evidence up to this many prompts
+(labels are capped at ``Settings.max_label_prompts``, 8,000); ImageNet in CLIP's 80 templates,
+80,000 prompts, keeps one row per class, named by the class."""
 
 
 class ClassifierUnreadableError(CorruptDataError):
@@ -53,7 +57,9 @@ class Classifier:
 
     ``prototypes`` (C, D) float32, unit rows. ``evidence`` (N, D) holds the per-description
     embeddings (unit rows); class ``i`` owns rows ``offsets[i]:offsets[i+1]`` and
-    ``evidence_texts`` names them (the description, or the class name for template prompts).
+    ``evidence_texts`` names them: the description; for a class-name (``templates``) classifier
+    the template prompt ("a photo of a cat.", see :func:`keeps_prompt_evidence`), else the class
+    name for the one mean row of its template prompts.
     """
 
     key: str
@@ -194,6 +200,12 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
+def keeps_prompt_evidence(num_classes: int, template_set: str) -> bool:
+    """Whether a class-name (``templates``) classifier of ``num_classes`` classes keeps one evidence
+    row per template prompt, so that ``explain`` names the prompt that matched."""
+    return num_classes * template_count(template_set) <= MAX_PROMPT_EVIDENCE_ROWS
+
+
 def build_classifier(
     model,
     description_set: DescriptionSet,
@@ -206,7 +218,8 @@ def build_classifier(
 
     Prototype = mean of the normalised prompt embeddings of the class, renormalised (the
     open_clip ``build_zero_shot_classifier`` / CuPL construction). With description prompts each
-    description's embedding is kept as evidence; with templates the prototype stands for the class.
+    description's embedding is kept as evidence; with templates each prompt's (the prototype, for a
+    class set too large for :func:`keeps_prompt_evidence`).
     ``template_set`` defaults to the class set's own (CLIP's per-dataset templates for CIFAR-10
     and STL-10). Description prompts name the class as the descriptions' source does
     (:attr:`DescriptionRecord.prompt_name`). ``batch_size`` and ``between_batches`` go to the
@@ -221,6 +234,7 @@ def build_classifier(
         name = record.prompt_name if descriptions else record.name
         prompts_per_class.append(build_prompts(name, descriptions, style, template_set))
     flat = [p for prompts in prompts_per_class for p in prompts]
+    prompt_evidence = style == "templates" and keeps_prompt_evidence(len(class_set), template_set)
     embeddings = model.encode_text(flat, batch_size=batch_size, progress=progress, between_batches=between_batches)
 
     prototypes = np.zeros((len(class_set), embeddings.shape[1]), dtype=np.float32)
@@ -233,9 +247,9 @@ def build_classifier(
         start += len(prompts)
         prototypes[i] = block.mean(axis=0)
         uses_descriptions = style != "templates" and record.ok and record.descriptions
-        if uses_descriptions:
+        if uses_descriptions or prompt_evidence:
             evidence_rows.append(block)
-            evidence_texts.extend(record.descriptions)
+            evidence_texts.extend(record.descriptions if uses_descriptions else prompts)
         else:
             evidence_rows.append(normalize_rows(block.mean(axis=0, keepdims=True)))
             evidence_texts.append(record.name)
@@ -285,5 +299,11 @@ def ad_hoc_class_set(labels: Sequence[str], templates: str = DEFAULT_LABEL_TEMPL
 
 def serves_labels(classifier: Classifier, class_set: ClassSet) -> bool:
     """Whether a stored ``classifier`` is the one for the ad-hoc ``class_set`` (same labels, same
-    templates): a name is a 12-hex-digit hash, so this guards against a collision."""
-    return classifier.class_set.names == class_set.names and classifier.template_set == class_set.templates
+    templates, the evidence rows :func:`build_classifier` keeps now): a name is a 12-hex-digit hash,
+    so this guards against a collision, and a label set stored before prompts were kept as evidence
+    is built again."""
+    rows = len(class_set)
+    if keeps_prompt_evidence(rows, class_set.templates):
+        rows *= template_count(class_set.templates)
+    return (classifier.class_set.names == class_set.names and classifier.template_set == class_set.templates
+            and len(classifier.evidence_texts) == rows)

@@ -2,11 +2,13 @@
 
 It speaks real HTTP (``POST /v1/chat/completions``, ``GET /v1/models``) so the official ``openai``
 client talks to it unchanged. Answers are deterministic: in ``normal`` mode a JSON array of short,
-class-specific visual descriptions made from the ``Class:`` and ``Definition:`` lines of the prompt
-(the format :func:`gloss_gen.describe.llm.build_messages` writes). Other modes exercise the failure paths:
+class-specific, grammatical descriptions made from the ``Class:``, ``Definition:`` and ``Kind of:``
+lines of the prompt (the format :func:`gloss_gen.describe.llm.build_messages` writes), in the style it asks
+for: phrases, or visual glosses (:mod:`gloss_gen.testing.stub_phrases`). Other modes exercise the
+failure paths:
 
 ========== ==============================================================================
-normal     ``["a smooth olive-green body", ...]`` with ``finish_reason: stop``
+normal     ``["is a member of the genus Canis", "has a matte tan frame", ...]``, ``finish_reason: stop``
 429        HTTP 429 with ``Retry-After`` (and ``retry-after-ms`` when configured)
 500        HTTP 500
 timeout    sleeps ``slow_s`` (longer than the client's timeout), then answers normally
@@ -39,7 +41,6 @@ returns ``{requests, in_flight, max_in_flight}``; ``POST /_stub/reset`` clears t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import signal
@@ -52,6 +53,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+try:
+    from .stub_phrases import stub_descriptions
+except ImportError:  # started by file path: the sibling module (standard library only, like this one)
+    from stub_phrases import stub_descriptions  # type: ignore[no-redef]
+
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Self
 
@@ -63,16 +69,9 @@ RESET_PATH = "/_stub/reset"
 
 _CLASS_RE = re.compile(r"^Class:\s*(.+?)\s*$", re.MULTILINE)
 _DEFINITION_RE = re.compile(r"^Definition:\s*(.+?)\s*$", re.MULTILINE)
+_KIND_OF_RE = re.compile(r"^Kind of:\s*(.+?)\s*$", re.MULTILINE)
 _COUNT_RE = re.compile(r"JSON array of (\d+)")
-
-_TEXTURES = ("smooth", "glossy", "rough", "striped", "spotted", "matte", "furry", "metallic",
-             "scaly", "ridged", "speckled", "shiny")
-_COLOURS = ("brown", "olive-green", "silver-grey", "black and white", "reddish", "yellow",
-            "dark blue", "pale cream", "orange", "charcoal", "tan", "white")
-_PARTS = ("body", "head", "tail", "surface", "outline", "edge", "base", "top", "frame",
-          "front", "side", "underside")
-_SETTINGS = ("outdoors in daylight", "against a plain background", "near water", "on the ground",
-             "in a natural setting", "indoors", "in a group", "close up")
+_GLOSS_STYLE_RE = re.compile(r"\bvisual gloss(?:es)?\b")  # the gloss style's instruction
 
 
 @dataclass
@@ -99,33 +98,6 @@ def _content_text(content) -> str:
     if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
         return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return ""
-
-
-def _article(phrase: str) -> str:
-    return "an" if phrase[:1].lower() in "aeiou" else "a"
-
-
-def stub_descriptions(class_name: str, definition: str | None, n: int) -> list[str]:
-    """``n`` distinct, deterministic, class-specific visual phrases."""
-    digest = hashlib.sha256(class_name.lower().encode()).digest()
-    out: list[str] = []
-    if definition:
-        head = re.split(r"[;,(]", definition)[0].split()[:6]
-        if head:
-            phrase = " ".join(head)
-            out.append(f"the form of {_article(phrase)} {phrase}")
-    out.append(f"distinctive {class_name} markings")
-    out.append(f"typically seen {_SETTINGS[digest[0] % len(_SETTINGS)]}")
-    i = 1
-    while len(out) < n:
-        texture = _TEXTURES[digest[i % 32] % len(_TEXTURES)]
-        colour = _COLOURS[digest[(i + 7) % 32] % len(_COLOURS)]
-        part = _PARTS[(digest[(i + 13) % 32] + i) % len(_PARTS)]
-        candidate = f"a {texture} {colour} {part}"
-        if candidate not in out:
-            out.append(candidate)
-        i += 1
-    return out[:n]
 
 
 class _Server(ThreadingHTTPServer):
@@ -324,10 +296,13 @@ class LLMStub:
             self._closing.wait(self.slow_s)
         text = record.prompt
         definition = _DEFINITION_RE.search(text)
+        kind_of = _KIND_OF_RE.search(text)
         count = _COUNT_RE.search(text)
         name = record.class_name or "object"
         descriptions = stub_descriptions(
-            name, definition.group(1) if definition else None, int(count.group(1)) if count else 5
+            name, definition.group(1) if definition else None, int(count.group(1)) if count else 5,
+            hypernyms=kind_of.group(1).split(" > ") if kind_of else (),
+            style="gloss" if _GLOSS_STYLE_RE.search(text) else "phrases",
         )
         finish = "stop"
         if mode == "malformed":
@@ -424,12 +399,15 @@ def _make_handler(stub: LLMStub) -> type[BaseHTTPRequestHandler]:
                 self._send(400, _error("the body must be a JSON object", "invalid_request_error"))
                 return
             record = stub._begin(body)
-            status = 0
             try:
                 status, answer, headers = stub._answer(record)
-                self._send(status, answer, headers)
-            finally:
-                stub._end(record, status)
+            except BaseException:
+                stub._end(record, 0)
+                raise
+            # Counted as finished before the bytes go out: a client that has its answer never sees
+            # its own request still in flight.
+            stub._end(record, status)
+            self._send(status, answer, headers)
 
     return Handler
 

@@ -13,11 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gloss_gen.core.prompts import template_prompts
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
 API_KEY = "web-page-key"
 WAIT_S = 60
+RANDOM_WEIGHTS_NOTE = ("Random weights (VGLOSS_PRETRAINED=none): predictions are meaningless; "
+                       "this only checks the installation.")
 
 
 def _missing() -> str | None:
@@ -108,6 +112,13 @@ def _rendered(driver) -> list[list[dict]]:
     return out
 
 
+def _server_note(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    note = driver.find_element(By.ID, "server-note")
+    return note.text if note.is_displayed() else ""
+
+
 def _api(server_url: str, path: Path, headers: dict | None = None, **fields) -> httpx.Response:
     data = {k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()}
     return httpx.post(f"{server_url}/v1/classify", files=[("images", (path.name, path.read_bytes(), "image/jpeg"))],
@@ -121,6 +132,16 @@ def test_page_classifies_a_jpeg_and_shows_the_apis_errors(browser, live_server_f
     assert "/docs" in page.text and "Content-Security-Policy" in page.headers
 
     _open(browser, server.url)
+    from selenium.webdriver.common.by import By
+
+    # the default class set by name, and a visible note that the weights are random
+    ready = httpx.get(server.url + "/readyz", timeout=10).json()
+    assert ready["default_class_set"] == "cifar10" and ready["model"].endswith("/none")
+    default = browser.find_element(By.CSS_SELECTOR, "#class-set option[value='']")
+    _wait(browser, lambda d: default.text == "cifar10 (server default)", f"default option reads {default.text!r}")
+    _wait(browser, lambda d: _server_note(d) == RANDOM_WEIGHTS_NOTE, "no random-weights note shown")
+    hint = browser.find_element(By.CSS_SELECTOR, "#labels-row .muted").get_attribute("textContent")
+    assert "one label per line" in hint and "comma or" not in hint
     photo = sample_photos[1]
     _submit(browser, [photo], class_set="cifar10", top_k=3)
     [shown] = _rendered(browser)
@@ -133,10 +154,19 @@ def test_page_classifies_a_jpeg_and_shows_the_apis_errors(browser, live_server_f
     if os.environ.get("VGLOSS_SCREENSHOT_DIR"):
         browser.save_screenshot(str(Path(os.environ["VGLOSS_SCREENSHOT_DIR"]) / "web-page.png"))
 
-    # ad-hoc labels typed in the page: one label per comma, none merged
-    _submit(browser, [photo], labels="a cat, a rocket, a cup of coffee", top_k=3)
+    # ad-hoc labels typed in the page: one per line, as the API takes them (a comma stays in its label)
+    labels = ["cat", "rocket", "red sports car, parked"]
+    _submit(browser, [photo], labels="\n".join(labels), top_k=3)
     [shown] = _rendered(browser)
-    assert sorted(row["label"] for row in shown) == ["a cat", "a cup of coffee", "a rocket"]
+    expected = _api(server.url, photo, labels=labels, top_k=3, explain=True).json()["results"][0]["predictions"]
+    assert [row["label"] for row in shown] == [p["label"] for p in expected]
+    assert sorted(row["label"] for row in shown) == sorted(labels)
+    assert [row["score"] for row in shown] == [f"{p['score'] * 100:.1f}%" for p in expected]
+    # the evidence is the prompt that matched best, not the label again
+    for row, prediction in zip(shown, expected):
+        assert prediction["evidence"] in template_prompts(prediction["label"], "simple")
+        assert prediction["evidence"] != prediction["label"]
+        assert row["evidence"] == f"best-matching prompt: “{prediction['evidence']}”"
     if os.environ.get("VGLOSS_SCREENSHOT_DIR"):
         browser.save_screenshot(str(Path(os.environ["VGLOSS_SCREENSHOT_DIR"]) / "web-page-labels.png"))
 
@@ -146,8 +176,6 @@ def test_page_classifies_a_jpeg_and_shows_the_apis_errors(browser, live_server_f
     api_error = _api(server.url, bad)
     assert api_error.status_code == 400
     _submit(browser, [bad], class_set="cifar10")
-    from selenium.webdriver.common.by import By
-
     box = _wait(browser, lambda d: (e := d.find_element(By.ID, "error")).is_displayed() and e, "no error shown")
     assert box.text == api_error.json()["error"]["message"]
     assert not browser.find_elements(By.CSS_SELECTOR, "#results .result")
@@ -175,3 +203,35 @@ def test_page_sends_the_typed_api_key(browser, live_server_factory, sample_photo
     [shown] = _rendered(browser)
     assert len(shown) == 2
     assert API_KEY not in httpx.get(server.url + "/", timeout=10).text + httpx.get(server.url + "/web/app.js").text
+
+
+def test_page_notes_random_weights_only_for_a_none_model_and_labels_split_on_lines(browser, live_server_factory):
+    server = live_server_factory()
+    _open(browser, server.url)
+    _wait(browser, lambda d: _server_note(d) == RANDOM_WEIGHTS_NOTE, "no random-weights note shown")
+    browser.execute_script("noteModel('ViT-B-32/openai')")  # what a model with real weights reports
+    assert _server_note(browser) == ""
+    browser.execute_script("noteModel('ViT-B-32/none')")
+    assert _server_note(browser) == RANDOM_WEIGHTS_NOTE
+    split = browser.execute_script("return parseLabels(arguments[0])", " cat \r\n\nred car, parked\n[draft] dog\n")
+    assert split == ["cat", "red car, parked", "[draft] dog"]
+
+
+def test_page_says_why_the_server_is_not_ready(browser, tmp_path):
+    from api_helpers import LiveServer, make_settings
+    from selenium.webdriver.common.by import By
+
+    from app.main import create_app
+
+    # weights that cannot be found: start-up fails while loading the model, and /readyz says so
+    server = LiveServer(create_app(make_settings(tmp_path / "data", pretrained="/nowhere/no-such-weights.pt")))
+    try:
+        with pytest.raises(AssertionError, match="start-up failed"):
+            server.start()
+        message = httpx.get(server.url + "/readyz", timeout=10).json()["error"]["message"]
+        browser.get(server.url + "/")
+        _wait(browser, lambda d: _server_note(d) == message, "the start-up failure is not shown")
+        assert "start-up failed while loading model" in message
+        assert browser.find_element(By.CSS_SELECTOR, "#class-set option[value='']").text == "(server default)"
+    finally:
+        server.stop()

@@ -1,7 +1,9 @@
 """``GET /``: the small web page (static files shipped in the package under ``app/web``).
 
-The page calls only the public ``/v1`` API from the browser, with the API key the user types; the
-server embeds nothing in it. No build step and nothing from a CDN.
+The page calls only the public API from the browser: ``/v1`` with the API key the user types, and
+``/readyz`` (no key) for the default class set's name, the model (a note when its weights are
+random) and why the server is not ready yet. The server embeds nothing in it. No build step and
+nothing from a CDN.
 """
 
 from __future__ import annotations
