@@ -5,8 +5,8 @@ torch fp32, and over the auto path's raw batched forward, in one run.
 
 Reuses bench_server.py's machinery (server processes, clients, the imagenet1k classifier in the
 bench store). Both servers run the ViT-B-32 architecture with random weights on real JPEGs and
-share ``--data-dir``, so the auto server's start-up probe and exported graphs are cached there
-(the first run pays for them; its time to ready is printed). At each level the two servers run in
+share ``--data-dir``, so the auto server's probe (run in the background once it is ready; the
+bench waits for it) and exported graphs are cached there (the first run pays for them). At each level the two servers run in
 turn, with the raw auto-path ``encode_images`` at batch 32 measured before and after (in this
 process, attached through the same probe cache). Then each server gets one request with 10 ad-hoc
 labels it has not seen (the first-request text work: 10 labels x 80 templates).
@@ -124,6 +124,13 @@ def main() -> int:
             server.launch()
             print(f"  {server.name}: ready in {server.wait_ready():.0f}s", flush=True)
             readyz = httpx.get(server.url + "/readyz").json()
+            started = time.perf_counter()
+            while readyz["inference"].get("probe") == "running":  # auto serves fp32 while it probes
+                time.sleep(1)
+                readyz = httpx.get(server.url + "/readyz").json()
+            if readyz["inference"].get("probe") not in (None, "none"):
+                print(f"    background probe: {readyz['inference']['probe']} after {time.perf_counter() - started:.0f}s",
+                      flush=True)
             print(f"    inference: {json.dumps(readyz['inference'])}", flush=True)
             httpx.post(server.url + "/v1/classify", files={"images": images[0]}, timeout=None)  # warm-up
         model = auto_model(args.data_dir)

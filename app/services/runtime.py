@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from app.prometheus_metrics import Metrics
@@ -34,10 +35,33 @@ from app.services.service_errors import ShuttingDown, StoreUnavailable
 from app.services.text_work import TextWork, chunk_prompts_for
 from gloss_gen.core.config import Settings
 from gloss_gen.data.store import Store, open_store
+from gloss_gen.data.wordnet import get_wordnet
 
 log = logging.getLogger(__name__)
 
 STORE_RETRY_MAX_S = 30.0
+
+
+async def _in_daemon_thread(fn, name: str):
+    """``await fn()`` run on a daemon thread: a SIGTERM during a long load (weights, WordNet) ends
+    the process at once instead of waiting for the load to finish (executor threads are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def settle(setter, value) -> None:
+        if not done.done():
+            setter(value)
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting task
+            loop.call_soon_threadsafe(settle, done.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(settle, done.set_result, result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await done
 
 
 class ServerRuntime:
@@ -92,12 +116,14 @@ class ServerRuntime:
         return self.readiness.ready
 
     async def _load(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             if not self.settings.jobs_on_queue:
                 await self.jobs.reconcile()
             self.readiness.set("loading_model", f"loading model {self.settings.model}")
-            await loop.run_in_executor(self._inference_executor, self.model.load)
+            loads = [_in_daemon_thread(self.model.load, "vgloss-load-model")]
+            if self.settings.default_method != "classname":  # WordNet parses beside the model loading
+                loads.append(_in_daemon_thread(lambda: get_wordnet(self.settings.nltk_data), "vgloss-load-wordnet"))
+            await asyncio.gather(*loads)
             name = self.settings.default_class_set
             self.readiness.set("loading_classifier", f"loading the classifier for class set {name}")
             delay = 1.0

@@ -7,16 +7,19 @@ the ``nn.Linear`` layers (weights int8, activations quantised per batch).
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
 
 from gloss_gen.inference.runners import Runner
-from gloss_gen.inference.towers import detached_tower, tower
+from gloss_gen.inference.towers import detached_tower, encode_text_trimmed, tower
 
 
 def torch_fp32(context, tower_name: str) -> Runner:
     module = tower(context.model, tower_name).eval()
+    if tower_name == "text":  # the same features, without the padding positions (towers.encode_text_trimmed)
+        module = functools.partial(encode_text_trimmed, context.model.eval())
 
     def run(inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

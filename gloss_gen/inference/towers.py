@@ -31,6 +31,31 @@ class TextTower(torch.nn.Module):
         return self.model.encode_text(tokens, normalize=False)
 
 
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    """``model.encode_text(tokens)`` with the context cut after the batch's last end-of-text token.
+
+    CLIP's text transformer is causal and pools at the end-of-text token, so the positions after it
+    never reach the output: running only the first ``L`` positions gives the same features (within
+    float rounding) at ``L / 77`` of the cost; short prompts are 3-4x faster. Models this does not
+    fit (no causal mask, other pooling) run ``encode_text`` as is.
+    """
+    mask = getattr(model, "attn_mask", None)
+    if getattr(model, "text_pool_type", None) != "argmax" or mask is None or not hasattr(model, "token_embedding"):
+        return model.encode_text(tokens, normalize=normalize)
+    from open_clip.transformer import text_global_pool
+
+    length = int(tokens.argmax(dim=-1).max()) + 1  # the end-of-text token has the largest id
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.ln_final(model.transformer(x, attn_mask=mask[:length, :length]))
+    x = text_global_pool(x, tokens, "argmax")
+    projection = model.text_projection
+    if projection is not None:
+        x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+    return torch.nn.functional.normalize(x, dim=-1) if normalize else x
+
+
 def tower(model: torch.nn.Module, name: str) -> torch.nn.Module:
     """The ``image`` or ``text`` tower of ``model``, sharing its weights."""
     return ImageTower(model) if name == "image" else TextTower(model)

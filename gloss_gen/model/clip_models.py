@@ -33,6 +33,7 @@ from gloss_gen.core.errors import ConfigError
 from gloss_gen.core.logs import quiet_root_logger
 from gloss_gen.data.classifier import BetweenBatches
 from gloss_gen.inference import attach_engine
+from gloss_gen.inference.towers import encode_text_trimmed
 from gloss_gen.model.deltas import apply_delta, delta_model_id, split_pretrained
 from gloss_gen.model.weights import require_weights
 
@@ -159,7 +160,8 @@ class ClipModel:
             if self.engine is not None:
                 out.append(torch.nn.functional.normalize(self.engine.text_features(tokens).float(), dim=-1))
                 continue
-            emb = self.model.encode_text(tokens.to(self.device), normalize=True)
+            with torch.inference_mode():
+                emb = encode_text_trimmed(self.model, tokens.to(self.device), normalize=True)
             out.append(emb.float().cpu())
         if not out:
             return np.zeros((0, 0), dtype=np.float32)
