@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    quiet_libraries(args.verbose)
+    quiet_libraries(args.verbose, own_info=args.verb in ("serve", "worker", "probe"))
     try:
         code = int(args._module.run(args) or 0)
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -34,6 +35,7 @@ from gloss_gen.data.methods import OFFLINE_METHODS, describe_offline
 from gloss_gen.data.store import open_store
 from gloss_gen.imaging import ImageLimits, Preprocessor, load_tensor, to_rgb
 from gloss_gen.model.clip_models import get_model
+from gloss_gen.model.weights import RANDOM_WEIGHTS_WARNING
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -110,6 +112,8 @@ class ZeroShotClassifier:
         if _labels is None:
             self._check_class_set(class_set or self.settings.default_class_set)
         self.model = get_model(self.settings)
+        if str(self.model.pretrained).strip().lower() == "none":
+            warnings.warn(RANDOM_WEIGHTS_WARNING, UserWarning, stacklevel=2)
         if _labels is not None:
             self.classifier = label_classifier(self.store, self.model, _clean_labels(_labels),
                                                self.settings.label_templates)

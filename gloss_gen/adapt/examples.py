@@ -124,8 +124,10 @@ class Examples:
         order = shot_order(self.labels, len(self.class_set), seed)
         rows = np.sort(np.concatenate([per_class[:shots] for per_class in order]))
         counts = np.array([len(per_class) for per_class in order])
-        notes = shortage_notes(self.class_set, counts, shots)
-        return self.subset(rows, notes)
+        notes = shortage_notes(self.class_set, counts, shots)  # says again which classes are empty
+        chosen = self.subset(rows)
+        chosen.notes = [n for n in self.notes if _EMPTY_TAIL + ":" not in n] + notes
+        return chosen
 
 
 def _unit_rows(array: np.ndarray) -> np.ndarray:
@@ -138,6 +140,9 @@ def shot_order(labels: np.ndarray, num_classes: int, seed: int = 0) -> list[np.n
     return [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
 
 
+_EMPTY_TAIL = "classes have no examples and keep their zero-shot score"
+
+
 def shortage_notes(class_set: ClassSet, counts: np.ndarray, shots: int) -> list[str]:
     notes = []
     empty = [class_set.ids[c] for c in np.flatnonzero(counts == 0)]
@@ -147,7 +152,7 @@ def shortage_notes(class_set: ClassSet, counts: np.ndarray, shots: int) -> list[
         notes.append(f"{len(short)} classes have fewer than {shots} examples and use what they have: {shown}")
     if empty:
         shown = ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else "")
-        notes.append(f"{len(empty)} classes have no examples and keep their zero-shot score: {shown}")
+        notes.append(f"{len(empty)} {_EMPTY_TAIL}: {shown}")
     return notes
 
 

@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from gloss_gen.commands.verb_support import UserError, add_model_arguments, settings_from_args
+from gloss_gen.commands.verb_support import (
+    UserError,
+    add_model_arguments,
+    check_model_setup,
+    open_checked_store,
+    settings_from_args,
+)
 
 HELP = "few-shot adapt a class set's classifier with labelled examples (Tip-Adapter / -F cache)"
 
@@ -73,16 +79,16 @@ def run(args: argparse.Namespace) -> int:
     from gloss_gen.adapt.tip import TipConfig
     from gloss_gen.classify.adapter_records import put_adapter
     from gloss_gen.commands.verb_support import load_model
-    from gloss_gen.data.store import open_store
     from gloss_gen.evaluation.runner import default_workers
     from gloss_gen.imaging import ImageLimits
     from gloss_gen.model.model_source import ModelSource
 
     settings = settings_from_args(args)
-    store = open_store(settings)
+    store = open_checked_store(settings)
     try:
         config = TipConfig(method=args.method, alpha=args.alpha, beta=args.beta, folds=args.folds,
                            epochs=args.epochs, seed=args.seed)
+        check_model_setup(settings)
         model = load_model(settings)
         classifier = resolve_classifier(store, model, args.target, settings.default_method)
         source = open_examples(args.examples, classifier.class_set, args.layout)

@@ -4,7 +4,15 @@ import argparse
 import json
 from pathlib import Path
 
-from gloss_gen.commands.verb_support import UserError, add_model_arguments, load_model, settings_from_args
+from gloss_gen.commands.verb_support import (
+    UserError,
+    add_model_arguments,
+    check_image_files,
+    check_model_setup,
+    load_model,
+    open_checked_store,
+    settings_from_args,
+)
 
 HELP = "classify local images without a server"
 DESCRIPTION = """\
@@ -43,10 +51,7 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
         raise UserError("give --class-set or --labels, not both")
     if args.labels is not None and not any(label.strip() for label in args.labels):
         raise UserError("--labels needs at least one non-empty label")
-    missing = [str(path) for path in args.images if not path.exists()]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise UserError(f"{shown}: no such file" if len(missing) == 1 else f"{len(missing)} files do not exist: {shown}")
+    check_image_files(args.images)
     if not args.labels:
         ref = args.class_set or settings.default_class_set
         if ref not in BUILTIN_CLASS_SETS and store.get_class_set(ref) is None:
@@ -54,18 +59,19 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    store = open_checked_store(settings)
+    check_inputs(args, settings, store)  # everything above imports no torch: mistakes are found at once
+    check_model_setup(settings)
+
     import torch
 
     from gloss_gen.classify.results import ClassifyResult, ImageResult
     from gloss_gen.classify.scoring import ScoringHead
     from gloss_gen.core.errors import InputError
-    from gloss_gen.data.store import open_store
     from gloss_gen.imaging import ImageError, ImageLimits, Preprocessor, load_tensor
     from gloss_gen.zeroshot import label_classifier
 
-    settings = settings_from_args(args)
-    store = open_store(settings)
-    check_inputs(args, settings, store)
     model = load_model(settings)
     if args.labels:
         labels = [label.strip() for label in args.labels if label.strip()]

@@ -4,7 +4,14 @@ import argparse
 import time
 from pathlib import Path
 
-from gloss_gen.commands.verb_support import UserError, add_model_arguments, load_model, settings_from_args
+from gloss_gen.commands.verb_support import (
+    UserError,
+    add_model_arguments,
+    check_model_setup,
+    load_model,
+    open_checked_store,
+    settings_from_args,
+)
 
 HELP = "build a classifier (CLIP text embeddings) from descriptions and write it to the store"
 DESCRIPTION = """\
@@ -48,14 +55,16 @@ def run(args: argparse.Namespace) -> int:
     from gloss_gen.data.classsets import load_class_set
     from gloss_gen.data.descriptions import load_description_set
     from gloss_gen.data.methods import describe_offline
-    from gloss_gen.data.store import open_store
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     settings = settings_from_args(args)
     path = Path(args.descriptions)
     if args.method:
-        description_set, _ = describe_offline(load_class_set(args.descriptions), args.method)
+        class_set = load_class_set(args.descriptions)
+        store = open_checked_store(settings)
+        check_model_setup(settings)  # before WordNet is read: a missing weight is one line at once
+        description_set, _ = describe_offline(class_set, args.method)
     else:
         if not path.exists():
             raise UserError(f"{path} does not exist (give a JSONL from `vgloss describe`, or a class set with --method)")
@@ -73,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(failed)} of {len(description_set.records)} classes have no descriptions "
                 f"({names}); re-run `vgloss describe` to retry them, or pass --allow-missing"
             )
-    store = open_store(settings)
+    if not args.method:
+        store = open_checked_store(settings)
+        check_model_setup(settings)
     model = load_model(settings)
     started = time.perf_counter()
     classifier = build_and_store(model, description_set, store, template_set=args.templates,

@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from gloss_gen.commands.verb_support import UserError, add_model_arguments, settings_from_args
+from gloss_gen.commands.verb_support import (
+    UserError,
+    add_model_arguments,
+    check_model_setup,
+    open_checked_store,
+    settings_from_args,
+)
 
 HELP = "accuracy (top-1/top-5, 95% intervals) of description methods on a labelled image set"
 
@@ -128,7 +134,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gloss_gen.data.classsets import load_class_set
-    from gloss_gen.data.store import open_store
     from gloss_gen.evaluation.runner import EvalConfig, default_workers, evaluate, parse_methods
     from gloss_gen.model.model_source import ModelSource
 
@@ -142,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)  # EvalError, AdaptError: VglossErrors the CLI prints as one line
     class_set = load_class_set(args.class_set or settings.default_class_set)
 
+    check_model_setup(settings)
     models = ModelSource.from_settings(settings)
     config = EvalConfig(
         data=args.data,
@@ -167,11 +173,11 @@ def run(args: argparse.Namespace) -> int:
     if args.examples is not None:
         from gloss_gen.adapt import few_shot_report as report
 
-        result = _run_few_shot(args, config, models, open_store(settings), notify)
+        result = _run_few_shot(args, config, models, open_checked_store(settings), notify)
     else:
         from gloss_gen.evaluation import eval_report as report
 
-        result = evaluate(config, models, open_store(settings), notify)
+        result = evaluate(config, models, open_checked_store(settings), notify)
     print(report.format_table(result))
     if args.out is not None:
         json_path, chart_path = report.write_outputs(result, args.out)

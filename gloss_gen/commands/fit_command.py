@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from gloss_gen.commands.verb_support import UserError, add_model_arguments, settings_from_args
+from gloss_gen.commands.verb_support import (
+    UserError,
+    add_model_arguments,
+    check_model_setup,
+    open_checked_store,
+    settings_from_args,
+)
 
 HELP = "ClipFit: fine-tune 0.01-0.1% of CLIP on labelled examples and write a small delta file"
 
@@ -60,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     from gloss_gen.adapt.examples import open_examples
     from gloss_gen.commands.verb_support import load_model
     from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, load_class_set
-    from gloss_gen.data.store import open_store
     from gloss_gen.imaging import ImageLimits
 
     if args.out.suffix != ".safetensors":
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     class_set = None
     if args.class_set not in BUILTIN_CLASS_SETS and not Path(args.class_set).exists():
-        class_set = open_store(settings).get_class_set(args.class_set)
+        class_set = open_checked_store(settings).get_class_set(args.class_set)
     class_set = class_set or load_class_set(args.class_set)
 
     def notify(message: str) -> None:
@@ -79,10 +84,15 @@ def run(args: argparse.Namespace) -> int:
                            reg_lambda=args.reg_lambda, val_fraction=args.val_fraction, patience=args.patience,
                            template=args.template, seed=args.seed)
         source = open_examples(args.examples, class_set, args.layout)
+        check_model_setup(settings)
         model = load_model(settings)
         limits = ImageLimits.from_settings(settings)
+        def on_epoch(log) -> None:  # a line per epoch as it ends, as --help promises
+            val = "" if log.val_accuracy is None else f", held-out {100 * log.val_accuracy:.1f}%"
+            notify(f"epoch {log.epoch}/{config.epochs}: loss {log.loss:.4f}, train {100 * log.train_accuracy:.1f}%{val}")
+
         result = fit_clipfit(model, source, args.out, config, limits, resume=args.resume,
-                             progress=sys.stderr.isatty(), notify=notify)
+                             progress=sys.stderr.isatty(), notify=notify, on_epoch=on_epoch)
     except AdaptError as exc:
         raise UserError(str(exc)) from None
     pretrained = f"{settings.pretrained}+{args.out}"
@@ -92,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     share = 100 * result.trained_parameters / result.total_parameters
     print(f"trained {result.trained_parameters:,} of {result.total_parameters:,} parameters ({share:.3f}%)")
-    for h in result.history:
-        val = "-" if h.val_accuracy is None else f"{100 * h.val_accuracy:.1f}%"
-        print(f"  epoch {h.epoch:3d}  lr {h.lr:.2e}  loss {h.loss:.4f}  held-out {val}")
+    last = result.history[-1] if result.history else None
+    if last is not None:  # each epoch was reported on stderr as it ended
+        print(f"  {len(result.history)} epochs; last: loss {last.loss:.4f}, train top-1 {100 * last.train_accuracy:.1f}%")
     if result.zero_shot_val is not None:
         print(f"held-out top-1: zero-shot {100 * result.zero_shot_val:.1f}%, best {100 * result.best_val:.1f}% "
               f"(epoch {result.best_epoch})")

@@ -3,7 +3,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gloss_gen.commands.verb_support import UserError, add_model_arguments, settings_from_args
+from gloss_gen.commands.verb_support import (
+    UserError,
+    add_model_arguments,
+    check_model_setup,
+    open_checked_store,
+    settings_from_args,
+)
 
 HELP = "measure the CPU inference paths (torch, ONNX Runtime, OpenVINO) and cache the fastest exact one"
 DESCRIPTION = """\
@@ -41,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
                                            **({"probe_budget_s": args.budget} if args.budget else {})})
     from tqdm.auto import tqdm
 
-    from gloss_gen.data.store import open_store
     from gloss_gen.inference import attach_engine
     from gloss_gen.model.clip_models import ModelSpec, load_clip
 
-    store = open_store(settings)  # a bad Redis URL fails here, before the model loads
+    store = open_checked_store(settings)  # a bad Redis URL fails here, before the model loads
+    check_model_setup(settings)
     clip = load_clip(settings.model, settings.pretrained, "cpu", "fp32", settings.cache_dir)
     with tqdm(desc="probing", unit="step", disable=not sys.stderr.isatty()) as bar:
         def progress(message: str) -> None:

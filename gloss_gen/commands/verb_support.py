@@ -7,15 +7,18 @@ import argparse
 import logging
 import sys
 
+from pydantic import ValidationError
+
 from gloss_gen.core.config import get_settings
 from gloss_gen.core.errors import InputError
+from gloss_gen.core.file_types import looks_like_image
+from gloss_gen.model.weights import RANDOM_WEIGHTS_WARNING
 
 # Loggers of libraries whose INFO lines are noise in verb output (shown with --verbose).
-NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "open_clip", "urllib3", "matplotlib", "PIL")
-RANDOM_WEIGHTS_WARNING = (
-    "WARNING: pretrained=none: the CLIP model has RANDOM weights, so every score it gives is meaningless "
-    "(fine for smoke tests; set VGLOSS_PRETRAINED or --pretrained, e.g. openai, for real results)"
-)
+NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "open_clip", "urllib3", "matplotlib", "PIL",
+                 "huggingface_hub", "filelock")
+# vgloss's own INFO lines about loading (model cache, inference path): noise in a verb's output.
+OWN_STARTUP_LOGGERS = ("gloss_gen.inference", "gloss_gen.model")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,14 +32,78 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    """The process settings with the command line's model options laid over them."""
+    """The process settings with the command line's model options laid over them; a bad
+    ``VGLOSS_*`` value is one line naming the variable."""
     overrides = {
         key: getattr(args, key)
         for key in ("model", "pretrained", "device")
         if getattr(args, key, None) is not None
     }
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise UserError(settings_error_line(exc)) from None
     return settings.model_copy(update=overrides) if overrides else settings
+
+
+def settings_error_line(exc: ValidationError) -> str:
+    """pydantic's report of the first bad setting as one line: the variable, its value, the rule."""
+    error = exc.errors()[0]
+    name = "VGLOSS_" + "_".join(str(part) for part in error["loc"]).upper() if error["loc"] else "a VGLOSS_ setting"
+    shown = f"={error['input']!r}" if "input" in error and not isinstance(error["input"], dict) else ""
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"invalid setting {name}{shown}: {error['msg']}{more}"
+
+
+def check_image_files(paths) -> None:
+    """Every path exists and starts like an image, or one line naming the ones that do not."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise UserError(f"{shown}: no such file" if len(missing) == 1 else f"{len(missing)} files do not exist: {shown}")
+    folders = [str(p) for p in paths if not p.is_file()]
+    if folders:
+        raise UserError(f"{folders[0]} is not a file (give image files; for a folder use vgloss eval)")
+    others = [str(p) for p in paths if not looks_like_image(p)]
+    if others:
+        shown = ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
+        raise UserError(f"{shown}: not an image (JPEG, PNG, WebP, GIF, BMP or TIFF)" if len(others) == 1
+                        else f"{len(others)} files are not images: {shown}")
+
+
+def open_checked_store(settings):
+    """The settings' store; a configured Redis must answer within 2 s, else one line saying which
+    and why (no password shown)."""
+    from gloss_gen.data.store import open_store
+
+    if not settings.redis_url:
+        return open_store(settings)
+    import redis
+
+    from gloss_gen.data.store_backends import RedisBackend
+
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        where = RedisBackend(settings.redis_url, client=client).describe()
+    except ValueError as exc:
+        raise UserError(f"invalid VGLOSS_REDIS_URL: {exc}") from None
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise UserError(f"Redis at {where} does not answer ({exc}); start it or fix VGLOSS_REDIS_URL") from None
+    return open_store(settings)
+
+
+def check_model_setup(settings) -> None:
+    """The inference runtime's package and the CLIP weights, before the model loads: one line each."""
+    from gloss_gen.inference.paths import candidates
+    from gloss_gen.model.weights import require_weights
+
+    if settings.resolved_device() == "cpu":
+        for spec in candidates(settings.backend, settings.precision):
+            if settings.backend != "auto":
+                spec.check_available()
+    require_weights(settings.model, settings.pretrained, settings.cache_dir)
 
 
 def load_model(settings):
@@ -75,9 +142,10 @@ class QuietThirdPartyFilter(logging.Filter):
         return record.name != "root" or record.levelno >= logging.WARNING
 
 
-def quiet_libraries(verbose: bool = False) -> None:
-    """Keep library chatter out of verb output unless ``verbose``."""
-    for noisy in NOISY_LOGGERS:
+def quiet_libraries(verbose: bool = False, own_info: bool = False) -> None:
+    """Keep library chatter out of verb output unless ``verbose``; vgloss's own start-up lines
+    (model loaded, inference path) only where they are the point (``own_info``: serve, worker, probe)."""
+    for noisy in NOISY_LOGGERS + (() if own_info else OWN_STARTUP_LOGGERS):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("matplotlib").setLevel(logging.DEBUG if verbose else logging.ERROR)  # the font-cache line
     if not verbose:

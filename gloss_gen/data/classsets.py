@@ -239,7 +239,11 @@ def _read_entries(path: Path) -> tuple[list, str, list[int] | None, str]:
     suffix = path.suffix.lower()
     if path.stat().st_size > MAX_FILE_BYTES:
         raise ClassSetError(f"{path}: over {MAX_FILE_BYTES // (1024 * 1024)} MiB; is it a class-set file?")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClassSetError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                            "save it as UTF-8") from None
     if suffix == ".txt":
         numbered = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
         kept = [(n, line) for n, line in numbered if line and not line.startswith("#")]

@@ -12,6 +12,10 @@ from pathlib import Path
 
 from gloss_gen.core.errors import ConfigError
 
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: pretrained=none: the CLIP model has RANDOM weights, so every score it gives is meaningless "
+    "(fine for smoke tests; set VGLOSS_PRETRAINED or --pretrained, e.g. openai, for real results)"
+)
 HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 OFFLINE_HINT = (
     "to check the installation without weights, use --pretrained none (or VGLOSS_PRETRAINED=none; "
