@@ -209,6 +209,7 @@ def test_queue_flag_says_when_the_queue_is_missing(monkeypatch, tmp_path):
     command.add_arguments(parser)
     args = parser.parse_args(["cifar10", "--method", "wordnet", "--queue"])
     monkeypatch.setitem(sys.modules, "gloss_gen.queue", None)  # import fails as if it did not exist
+    monkeypatch.delattr(sys.modules["gloss_gen"], "queue", raising=False)  # as if never imported here
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="the queue is not available"):
         command.run(args)

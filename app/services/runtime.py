@@ -54,11 +54,13 @@ async def _in_daemon_thread(fn, name: str):
 
     def run() -> None:
         try:
-            result = fn()
+            outcome = (done.set_result, fn())
         except BaseException as exc:  # handed to the awaiting task
-            loop.call_soon_threadsafe(settle, done.set_exception, exc)
-        else:
-            loop.call_soon_threadsafe(settle, done.set_result, result)
+            outcome = (done.set_exception, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop closed meanwhile (the server stopped): nobody is waiting
+            pass
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await done

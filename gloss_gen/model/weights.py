@@ -79,4 +79,5 @@ def require_weights(model_name: str, pretrained: str | None, cache_dir: str | No
     """Raise :class:`WeightsUnavailableError` (one line, naming the fix) when the weights cannot be had."""
     problem = weights_problem(model_name, pretrained, cache_dir)
     if problem is not None:
-        raise WeightsUnavailableError(f"cannot load CLIP {model_name}/{pretrained}: {problem}; {OFFLINE_HINT}")
+        raise WeightsUnavailableError(f"cannot load CLIP {model_name} with pretrained={pretrained!r}: {problem}; "
+                                      f"{OFFLINE_HINT}")
