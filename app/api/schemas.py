@@ -106,7 +106,9 @@ class ClipFitAdapterRequest(BaseModel):
 
     method: Literal["clipfit"]
     shots: int = _SHOTS
-    epochs: int | None = Field(None, ge=1, le=1000, description="Training epochs (default 100, the paper's).")
+    epochs: int | None = Field(None, ge=1, le=1000,
+                               description="Training epochs (default: the backbone's official count, 200; "
+                                           "100 for ViT-B-16).")
     lr: float | None = Field(None, gt=0, le=1.0, description="SGD learning rate (default 2e-3).")
 
 

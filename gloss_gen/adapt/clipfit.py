@@ -7,10 +7,13 @@ weight and bias of every LayerNorm of the image encoder. The loss is the officia
 
 with ``t`` the class prompt embeddings under the tuned text encoder and ``t₀`` those of the
 original model. SGD (momentum 0.9, weight decay 5e-4), lr 2e-3, batch 32, one constant warm-up
-epoch at 1e-5 then a cosine schedule (the official configs); the training transform is random
-resized crop + flip. Examples are split into train and a held-out validation part: accuracy on it
-is reported every epoch, training stops early when it stops improving, and the best epoch's
-tensors are kept. Each epoch writes a checkpoint (safetensors: tensors, momentum buffers, JSON
+epoch at 1e-5 then a cosine schedule (the official configs); the training transform is Dassl's
+random resized crop (scale 0.08-1) + flip, and the last partial batch is dropped (Dassl's
+``drop_last``). As the official runs, training uses every shot and keeps the last epoch
+(Dassl's ``TEST.FINAL_MODEL = "last_step"``); the epoch count follows the backbone's config
+(:func:`paper_epochs`). With ``val_fraction`` > 0 a stratified share is held out instead: its
+accuracy is reported every epoch, training stops when it stops improving for ``patience``
+epochs, and the best epoch's tensors are kept (vgloss's recipe before issue 23). Each epoch writes a checkpoint (safetensors: tensors, momentum buffers, JSON
 progress), so ``resume=True`` continues from the last finished epoch; every epoch draws its
 shuffle and crops from a generator seeded by (seed, epoch), so a resumed run ends where an
 uninterrupted one would.
@@ -22,7 +25,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +38,24 @@ from gloss_gen.data.classifier import read_safetensors_metadata
 from gloss_gen.imaging import ImageError, ImageLimits, Preprocessor
 from gloss_gen.model.deltas import Delta, save_delta
 
-PAPER_EPOCHS = 100  # the official few-shot runs (scripts/ClipFit/main.sh: vit_b16_ep100_ctxv1)
 CHECKPOINT_FORMAT = 1
+# minglllli/CLIPFit CLIPFit/configs/trainers/ClipFit/<backbone>.yaml OPTIM.MAX_EPOCH; ViT-B-16's
+# few-shot script (CLIPFit/scripts/ClipFit/main.sh) runs vit_b16_ep100_ctxv1.yaml
+PAPER_EPOCHS_BY_BACKBONE = {"ViT-B-32": 200, "ViT-B-16": 100, "RN50": 200, "RN101": 200}
+PAPER_EPOCHS = PAPER_EPOCHS_BY_BACKBONE["ViT-B-32"]  # any other backbone: vit_b32.yaml's
+PAPER_CROP_SCALE = (0.08, 1.0)  # Dassl's INPUT.RRCROP_SCALE default; the ClipFit configs keep it
+
+
+def paper_epochs(model_name: str) -> int:
+    """The official epoch count for an open_clip architecture name (vit_b32.yaml's for others)."""
+    base = model_name.removesuffix("-quickgelu")
+    return PAPER_EPOCHS_BY_BACKBONE.get(base, PAPER_EPOCHS)
 
 
 @dataclass(frozen=True)
 class FitConfig:
     shots: int = 16
-    epochs: int = PAPER_EPOCHS
+    epochs: int | None = None  # None: the backbone's official count (paper_epochs)
     lr: float = 2e-3
     batch_size: int = 32
     momentum: float = 0.9
@@ -51,20 +64,39 @@ class FitConfig:
     warmup_lr: float = 1e-5
     reg_lambda: float = 8.0
     template: str = "a photo of a {}."
-    val_fraction: float = 0.2
-    patience: int = 10
+    val_fraction: float = 0.0  # 0: train on every shot and keep the last epoch, as the authors
+    patience: int = 10  # only with val_fraction > 0
+    crop_min_scale: float = PAPER_CROP_SCALE[0]
+    drop_last: bool = True  # as Dassl's train loader: when there is at least one full batch
     seed: int = 0
 
     def __post_init__(self):
         for name in ("shots", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise AdaptError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:
             raise AdaptError(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
         if self.lr <= 0:
             raise AdaptError(f"--lr must be positive, not {self.lr}")
+        if not 0 < self.crop_min_scale <= 1:
+            raise AdaptError(f"--crop-scale must be in (0, 1], not {self.crop_min_scale}")
         if "{}" not in self.template:
             raise AdaptError(f"--template must contain {{}} for the class name: {self.template!r}")
+
+    @property
+    def keeps(self) -> str:
+        """Which epoch's tensors the delta holds."""
+        return "best held-out" if self.val_fraction else "last"
+
+    def for_model(self, model_name: str) -> FitConfig:
+        """This config with ``epochs`` settled: the backbone's official count when not given."""
+        return self if self.epochs is not None else replace(self, epochs=paper_epochs(model_name))
+
+    def batches(self, rows: int) -> list[slice]:
+        """The batches of one epoch over ``rows`` shuffled examples; with ``drop_last`` the last
+        partial one is left out, as Dassl's ``drop_last=is_train and len(data) >= batch_size``."""
+        end = rows - rows % self.batch_size if self.drop_last and rows >= self.batch_size else rows
+        return [slice(start, min(start + self.batch_size, end)) for start in range(0, end, self.batch_size)]
 
     def lr_at(self, epoch: int) -> float:
         if epoch < self.warmup_epochs:
@@ -110,6 +142,7 @@ class FitResult:
     history: list[EpochLog]
     notes: list[str] = field(default_factory=list)
     resumed_from: int = 0
+    kept: str = "last"  # which epoch the delta holds: "last" or "best held-out"
 
     def summary(self, delta_path: Path, pretrained: str) -> dict:
         """What ``vgloss fit --json`` prints and a ClipFit job reports (``pretrained``: what serves it)."""
@@ -122,6 +155,8 @@ class FitResult:
             "zero_shot_val": self.zero_shot_val,
             "best_val": self.best_val,
             "best_epoch": self.best_epoch,
+            "kept_epoch": self.best_epoch,
+            "kept": self.kept,
             "epochs_run": len(self.history),
             "notes": self.notes,
         }
@@ -149,11 +184,11 @@ def split_examples(source: ExampleSource, config: FitConfig) -> tuple[np.ndarray
 class _Images:
     """Example images decoded on demand: training with augmentation, validation without."""
 
-    def __init__(self, source: ExampleSource, model, limits):
+    def __init__(self, source: ExampleSource, model, limits, crop_min_scale: float):
 
         self.source = source
         self.limits = limits
-        self.train_pre = train_preprocessor(model)
+        self.train_pre = train_preprocessor(model, scale=(crop_min_scale, 1.0))
         self.val_pre = Preprocessor.from_open_clip(model.model)
         self.errors = (ImageError, OSError)
         self.unreadable: dict[int, str] = {}
@@ -208,6 +243,7 @@ def fit_clipfit(
     limits = limits or ImageLimits()
     base_id = model.id
     net = model.model
+    config = config.for_model(model.model_name)
     train_rows, val_rows, notes = split_examples(source, config)
     for note in notes:
         notify(note)
@@ -226,7 +262,7 @@ def fit_clipfit(
     with torch.no_grad():
         original_text = F.normalize(net.encode_text(tokens).float(), dim=-1)
     logit_scale = float(net.logit_scale.detach().exp())
-    images = _Images(source, model, limits)
+    images = _Images(source, model, limits, config.crop_min_scale)
     labels = torch.as_tensor(source.labels, dtype=torch.int64)
 
     @torch.no_grad()
@@ -250,11 +286,11 @@ def fit_clipfit(
         loss_sum = correct = seen = 0.0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(epoch_seed)  # the torchvision crops and flips draw from the global generator
-            for start in range(0, len(order), config.batch_size):
+            for batch in config.batches(len(order)):
                 if stop is not None and stop.is_set():
                     raise AdaptError("ClipFit was stopped before it finished; its last finished epoch is "
                                      "checkpointed")
-                pixels, kept = images.batch(order[start : start + config.batch_size], train=True)
+                pixels, kept = images.batch(order[batch], train=True)
                 if not kept:
                     continue
                 target = labels[kept].to(model.device)
@@ -352,6 +388,7 @@ def fit_clipfit(
         "zero_shot_val": state["zero_shot_val"],
         "best_val": state["best_val"],
         "best_epoch": state["best_epoch"],
+        "kept": config.keeps,
         "history": state["history"],
         "notes": notes,
     }
@@ -359,7 +396,7 @@ def fit_clipfit(
     ckpt.unlink(missing_ok=True)
     return FitResult(
         delta, out, trained, total, state["zero_shot_val"], state["best_val"], state["best_epoch"],
-        [EpochLog(**h) for h in state["history"]], notes, resumed_from,
+        [EpochLog(**h) for h in state["history"]], notes, resumed_from, config.keeps,
     )
 
 

@@ -215,10 +215,11 @@ def embed_examples(
     return examples
 
 
-def train_preprocessor(model, seed_note: str = ""):
-    """RandomResizedCrop(scale 0.5-1, bicubic) + horizontal flip + the model's normalisation.
+def train_preprocessor(model, scale: tuple[float, float] = AUGMENT_SCALE):
+    """RandomResizedCrop(``scale``, bicubic) + horizontal flip + the model's normalisation.
 
-    The official Tip-Adapter / ClipFit training transform, at the model's input size.
+    The official training transform at the model's input size: Tip-Adapter's main.py crops at
+    scale 0.5-1 (the default here), ClipFit's Dassl loader at 0.08-1.
     """
     import torchvision.transforms as T
 
@@ -227,7 +228,7 @@ def train_preprocessor(model, seed_note: str = ""):
     size = (size, size) if isinstance(size, int) else tuple(size)
     transform = T.Compose(
         [
-            T.RandomResizedCrop(size, scale=AUGMENT_SCALE, interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomResizedCrop(size, scale=tuple(scale), interpolation=T.InterpolationMode.BICUBIC),
             T.RandomHorizontalFlip(p=0.5),
             T.ToTensor(),
             T.Normalize(mean=cfg.get("mean"), std=cfg.get("std")),

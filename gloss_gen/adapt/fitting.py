@@ -46,7 +46,7 @@ class AdapterJobSpec:
     classifier: str | None = None  # tip: key of the classifier the cache goes on
     shots: int = 16
     augment: int = 0  # tip: random crop/flip views averaged into each key
-    epochs: int = 100  # clipfit (the paper's few-shot runs)
+    epochs: int | None = None  # clipfit; None: the backbone's official count (clipfit.paper_epochs)
     lr: float = 2e-3  # clipfit
 
     def __post_init__(self):

@@ -22,7 +22,7 @@ from gloss_gen.queue.tasks import run_job_step
 
 log = logging.getLogger(__name__)
 
-ADAPTER_TIMEOUT_S = 12 * 3600  # ClipFit at the paper's 100 epochs on a CPU worker
+ADAPTER_TIMEOUT_S = 12 * 3600  # ClipFit at the paper's epochs on a CPU worker
 ADAPTER_RESULT_KEEP_S = 7 * 24 * 3600  # as embed_job: a late duplicate enqueue is refused
 
 
