@@ -18,7 +18,8 @@ import numpy as np
 from gloss_gen.adapt import AdaptError
 from gloss_gen.adapt.adapter import build_adapter
 from gloss_gen.adapt.clipfit import FitConfig, fit_clipfit
-from gloss_gen.adapt.examples import embed_examples, open_examples
+from gloss_gen.adapt.example_overlap import find_overlap
+from gloss_gen.adapt.examples import ExampleSource, embed_examples, open_examples
 from gloss_gen.adapt.tip import TipConfig
 from gloss_gen.classify.adapter_records import put_adapter
 from gloss_gen.classify.image_embeddings import embed_images
@@ -66,6 +67,7 @@ class AdaptOptions:
     augment: int = 0
     fit_epochs: int | None = None
     delta_dir: Path = Path("clipfit-deltas")
+    allow_overlap: bool = False  # leave out examples that are evaluation images instead of refusing
     seed: int = 0
 
 
@@ -105,9 +107,13 @@ def compare(
     source = open_examples(options.examples, config.class_set, options.layout)
     if source.dataset.fingerprint() == dataset.fingerprint():
         raise AdaptError("--examples are the evaluation images themselves; give a separate folder")
+    source, overlap_note = _without_evaluation_images(source, dataset, options.allow_overlap)
     methods = [prepare_method(spec, config.class_set) for spec in config.methods]
     limits = ImageLimits.from_settings(config)
     notes: list[str] = []
+    if overlap_note:
+        notify(f"warning: {overlap_note}")
+        notes.append(overlap_note)
 
     def scored(head: ScoringHead, vectors: np.ndarray, readable_truth: np.ndarray) -> Scores:
         ranked = rank_classes(head, vectors, config.scoring, TOP_K)
@@ -151,6 +157,21 @@ def compare(
     rows.sort(key=lambda r: (method_order[r.method], ADAPTATIONS.index(r.adaptation), r.shots))
     return Comparison(config.data, options.examples, models.id, config.class_set.name, len(config.class_set),
                       len(vectors), source.counts().tolist(), rows, notes)
+
+
+def _without_evaluation_images(source: ExampleSource, dataset, allow: bool) -> tuple[ExampleSource, str]:
+    """The examples less those whose content is an evaluation image (refused unless ``allow``)."""
+    overlap = find_overlap(source.dataset, dataset)
+    if not overlap:
+        return source, ""
+    if not allow:
+        raise AdaptError(f"--examples: {overlap.describe()}; give examples that are not evaluation images, or "
+                         "--allow-overlap to leave these out")
+    keep = np.setdiff1d(np.arange(len(source.labels)), np.asarray(overlap.rows, dtype=np.int64))
+    if len(keep) == 0:
+        raise AdaptError(f"--examples: every example is an evaluation image ({overlap.describe()})")
+    trimmed = ExampleSource(source.dataset.subset(keep.tolist()), source.labels[keep], source.class_set)
+    return trimmed, f"{overlap.describe()}; left out (--allow-overlap)"
 
 
 def _clipfit_rows(config, options, models, store, source, methods, limits, embedded_eval, scored, notify):

@@ -54,6 +54,8 @@ DATA) adapt every method, and each (method, adaptation, shots) is scored on the 
   tip-f       Tip-Adapter-F (cache keys fine-tuned)
   clipfit     ClipFit delta per shot count (slow: trains the model; --fit-epochs)
 --out then also writes few_shot.json and few_shot.png (accuracy against shots).
+Examples whose file bytes or decoded pixels equal a DATA image are refused, named in one line
+(--allow-overlap leaves them out with a warning instead).
 
 Examples:
   vgloss eval ./imagenet-val --class-set imagenet1k \\
@@ -128,7 +130,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="comma-separated: zero-shot, tip, tip-f, clipfit (default: %(default)s)")
     few.add_argument("--examples-layout", choices=("auto", *LAYOUTS), default="auto", help="layout of --examples")
     few.add_argument("--augment", type=int, default=0, help="random crop/flip views per example for the cache")
-    few.add_argument("--fit-epochs", type=int, help="ClipFit epochs (default: the paper's 100)")
+    few.add_argument("--fit-epochs", type=int, help="ClipFit epochs (default: the backbone's official count)")
+    few.add_argument("--allow-overlap", action="store_true",
+                     help="leave out examples whose bytes or pixels equal a DATA image, with a warning "
+                          "(default: refuse them)")
     add_model_arguments(parser)
 
 
@@ -195,6 +200,7 @@ def _run_few_shot(args, config, models, store, notify):
         layout=args.examples_layout,
         augment=args.augment,
         fit_epochs=args.fit_epochs,
+        allow_overlap=args.allow_overlap,
         delta_dir=(args.out or Path(".")) / "clipfit-deltas",
     )
     return compare(config, options, models, store, notify)
