@@ -22,12 +22,14 @@ def build_adapter(classifier, examples: Examples, config: TipConfig, progress: b
             f"{classifier.class_set.name}"
         )
     fitted = fit_cache(examples, classifier.prototypes, classifier.logit_scale, config, progress)
-    validation = {"folds": fitted.folds, "held_out": fitted.held_out}
+    validation = {"folds": fitted.folds, "held_out": fitted.held_out, "paper_config": fitted.paper_config}
     if fitted.held_out:
         validation["zero_shot_accuracy"] = fitted.zero_shot_correct / fitted.held_out
         validation["adapted_accuracy"] = fitted.adapted_correct / fitted.held_out
     params = config.params()
     params["augment"] = examples.augment
+    if config.method == "tip-f":  # 0: trained on the cache's views in turn (before issue 23)
+        params["fresh_views"] = 0 if examples.train_views is None else len(examples.train_views)
     return AdapterRecord(
         key=adapter_key(classifier.key, examples.hash, params),
         method=config.method,

@@ -19,7 +19,7 @@ from gloss_gen.adapt import AdaptError
 from gloss_gen.adapt.adapter import build_adapter
 from gloss_gen.adapt.clipfit import FitConfig, fit_clipfit
 from gloss_gen.adapt.example_overlap import find_overlap
-from gloss_gen.adapt.examples import ExampleSource, embed_examples, open_examples
+from gloss_gen.adapt.examples import PAPER_AUGMENT, ExampleSource, embed_examples, open_examples
 from gloss_gen.adapt.tip import TipConfig
 from gloss_gen.classify.adapter_records import put_adapter
 from gloss_gen.classify.image_embeddings import embed_images
@@ -64,7 +64,8 @@ class AdaptOptions:
     shots: list[int] = field(default_factory=lambda: list(DEFAULT_SHOTS))
     adaptations: list[str] = field(default_factory=lambda: ["zero-shot", "tip", "tip-f"])
     layout: str = "auto"
-    augment: int = 0
+    augment: int = PAPER_AUGMENT  # views averaged into each cache key (0: the plain embeddings)
+    reuse_views: bool = False  # tip-f trains on the cache's views in turn, not a fresh view per epoch
     fit_epochs: int | None = None
     delta_dir: Path = Path("clipfit-deltas")
     allow_overlap: bool = False  # leave out examples that are evaluation images instead of refusing
@@ -126,7 +127,9 @@ def compare(
         return emb.vectors[readable], truth[readable]
 
     vectors, readable_truth = embedded_eval(models)
-    examples = embed_examples(source, models, store, limits, augment=options.augment, seed=options.seed,
+    fresh = TipConfig().epochs if "tip-f" in options.adaptations and not options.reuse_views else 0
+    examples = embed_examples(source, models, store, limits, augment=options.augment, train_views=fresh,
+                              seed=options.seed,
                               batch_size=config.batch_size, workers=config.workers, progress=config.progress)
     for note in examples.notes:
         notify(f"examples: {note}")

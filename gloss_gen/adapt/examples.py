@@ -7,7 +7,9 @@ everything with the label and its image count. Embeddings go through eval's cach
 Augmented views (random resized crops and flips, as the official Tip-Adapter builds its cache) are
 kept as raw, unnormalised image features and cached under kind ``example-views``, keyed by format,
 model, images, view count and seed: the official ``build_cache_model`` averages the raw features
-over its augment epochs and normalises the mean.
+over its augment epochs and normalises the mean. Tip-Adapter-F's training views
+(``train_views``) are drawn apart from the cache's, one fresh crop/flip per example per epoch, as
+the official ``train_loader_F`` re-augments every epoch.
 
 Shot selection is a fixed per-class permutation, so the 4-shot set is a subset of the 8-shot set.
 A class with fewer readable examples than asked uses what it has; one with none keeps its
@@ -34,6 +36,8 @@ from gloss_gen.imaging import Preprocessor
 VIEWS_KIND = "example-views"
 VIEWS_FORMAT = 2  # 2: raw view features (1 held normalised ones; its cache entries are not read)
 AUGMENT_SCALE = (0.5, 1.0)  # RandomResizedCrop scale of the official Tip-Adapter cache
+PAPER_AUGMENT = 10  # Tip-Adapter configs/*.yaml augment_epoch: views averaged into each cache key
+TRAIN_VIEW_STREAM = 1  # seeds Tip-F's per-epoch views apart from the cache's
 
 
 @dataclass
@@ -61,7 +65,8 @@ def open_examples(path: str | Path, class_set: ClassSet, layout: str = "auto") -
 @dataclass
 class Examples:
     """Embedded examples: unit ``vectors`` (N, D), ``labels`` (N,), optional raw (unnormalised)
-    augmented ``views`` (A, N, D)."""
+    augmented ``views`` (A, N, D) for the cache keys and ``train_views`` (E, N, D), one fresh view
+    per Tip-F epoch."""
 
     class_set: ClassSet
     model_id: str
@@ -72,6 +77,7 @@ class Examples:
     views: np.ndarray | None = None
     augment: int = 0
     notes: list[str] = field(default_factory=list)
+    train_views: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -85,6 +91,8 @@ class Examples:
         parts = [self.fingerprint, self.class_set.ids, self.model_id, self.augment]
         if self.augment:  # how views become keys changed with VIEWS_FORMAT 2: never the same adapter key
             parts.append(VIEWS_FORMAT)
+        if self.train_views is not None:
+            parts.append(["train-views", len(self.train_views)])
         payload = json.dumps(parts)
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
@@ -103,6 +111,13 @@ class Examples:
             return [self.vectors]
         return [_unit_rows(view) for view in self.views]
 
+    def training_features(self) -> list[np.ndarray]:
+        """What Tip-Adapter-F trains on, epoch ``e`` on entry ``e`` (cycled when shorter): the fresh
+        per-epoch views when drawn, else the cache's views (vgloss before issue 23)."""
+        if self.train_views is None:
+            return self.view_features()
+        return [_unit_rows(view) for view in self.train_views]
+
     def subset(self, rows: np.ndarray, notes: list[str] | None = None) -> Examples:
         rows = np.asarray(rows, dtype=np.int64)
         digest = hashlib.sha256(self.fingerprint.encode())
@@ -113,6 +128,7 @@ class Examples:
             labels=self.labels[rows],
             names=[self.names[i] for i in rows],
             views=None if self.views is None else self.views[:, rows],
+            train_views=None if self.train_views is None else self.train_views[:, rows],
             fingerprint=digest.hexdigest(),
             notes=list(self.notes) + list(notes or []),
         )
@@ -163,6 +179,7 @@ def embed_examples(
     limits,
     *,
     augment: int = 0,
+    train_views: int = 0,
     seed: int = 0,
     batch_size: int = 64,
     workers: int = 2,
@@ -171,11 +188,12 @@ def embed_examples(
     """Embed every readable example (from the store when cached); unreadable ones are named in notes.
 
     ``models`` is an :class:`gloss_gen.evaluation.runner.ModelSource`. With ``augment`` > 0 also
-    ``augment`` random crop / flip views of each readable example.
+    ``augment`` random crop / flip views of each readable example; with ``train_views`` > 0 that
+    many more, drawn apart, for Tip-Adapter-F's epochs.
     """
 
-    if augment < 0:
-        raise AdaptError(f"--augment must be 0 or more, not {augment}")
+    if augment < 0 or train_views < 0:
+        raise AdaptError(f"--augment must be 0 or more, not {min(augment, train_views)}")
     try:
         embedded = embed_images(
             source.dataset, models, store, limits, batch_size=batch_size, workers=workers, progress=progress
@@ -195,6 +213,10 @@ def embed_examples(
     views = None
     if augment:
         views = _augmented_views(dataset, models, store, limits, augment, seed, batch_size, progress)
+    fresh = None
+    if train_views:
+        fresh = _augmented_views(dataset, models, store, limits, train_views, seed, batch_size, progress,
+                                 stream=TRAIN_VIEW_STREAM)
     fingerprint = hashlib.sha256(
         (dataset.fingerprint() + json.dumps(labels.tolist())).encode()
     ).hexdigest()
@@ -208,6 +230,7 @@ def embed_examples(
         views=views,
         augment=augment,
         notes=notes,
+        train_views=fresh,
     )
     counts = examples.counts()
     empty = shortage_notes(source.class_set, counts, 1)
@@ -237,9 +260,10 @@ def train_preprocessor(model, scale: tuple[float, float] = AUGMENT_SCALE):
     return Preprocessor.from_transform(transform)
 
 
-def _augmented_views(dataset, models, store, limits, augment, seed, batch_size, progress) -> np.ndarray:
+def _augmented_views(dataset, models, store, limits, augment, seed, batch_size, progress, stream=0) -> np.ndarray:
 
-    payload = json.dumps([VIEWS_FORMAT, models.id, dataset.fingerprint(), augment, seed, bool(limits.jpeg_draft)])
+    parts = [VIEWS_FORMAT, models.id, dataset.fingerprint(), augment, seed, bool(limits.jpeg_draft)]
+    payload = json.dumps(parts + ([stream] if stream else []))
     key = hashlib.sha256(payload.encode()).hexdigest()[:32]
     cached = store.get_array(VIEWS_KIND, key) if store is not None else None
     if cached is not None and cached[0].shape[:2] == (augment, len(dataset)):
@@ -249,7 +273,7 @@ def _augmented_views(dataset, models, store, limits, augment, seed, batch_size, 
     views = []
     with torch.random.fork_rng(devices=[]):
         for view in range(augment):
-            torch.manual_seed(seed * 1000 + view)
+            torch.manual_seed(seed * 1000 + view + stream * 1_000_003)
             # workers=0: the crops draw from torch's global generator, so decode in order.
             vectors, _ = encode_dataset(
                 dataset, model, limits, batch_size=batch_size, workers=0, progress=progress,

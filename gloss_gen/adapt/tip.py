@@ -10,8 +10,11 @@ the examples), as the official code does. ``α`` (residual ratio) and ``β`` (sh
 searched on examples held out from the cache, stratified k-fold — never on evaluation images
 (the official ImageNet script searches on test; vgloss does not). With a single shot per class
 there is nothing to hold out and the paper's values are used. The search scores the official
-grid (β in [0.1, 7), 200 steps; α in [0.1, 3), 20 steps) on at most ``max_search_rows`` held-out
-examples (a fixed random sample when there are more), so its cost stays bounded at 1000 classes.
+grid of the class set's config (:data:`PAPER_CONFIGS`; ImageNet's — β in [0.1, 7), 200 steps;
+α in [0.1, 3), 20 steps — for a set the authors have no config for) on at most
+``max_search_rows`` held-out examples (a fixed random sample when there are more), so its cost
+stays bounded at 1000 classes. Tip-Adapter-F trains on one fresh augmented view per epoch when
+the examples carry them (``Examples.train_views``), as the official ``train_loader_F``.
 
 The official code scores with a fixed CLIP logit scale of 100; here the classifier's own scale
 is used, and the α grid and default are scaled by ``logit_scale / 100`` so that they mean the
@@ -32,10 +35,46 @@ from gloss_gen.adapt.examples import Examples, holdout_folds
 from gloss_gen.classify.scoring import cache_sums
 
 METHODS = ADAPTER_METHODS
-PAPER_ALPHA = 1.17  # configs/imagenet.yaml init_alpha
+
+@dataclass(frozen=True)
+class PaperConfig:
+    """A dataset's search grid and initial α of gaopengcuhk/Tip-Adapter ``configs/<file>.yaml``."""
+
+    file: str
+    beta_scale: float  # search_scale[0]: β searched in [0.1, beta_scale)
+    alpha_scale: float  # search_scale[1]
+    init_alpha: float  # init_beta is 1 in every config
+
+
+# search_scale and init_alpha of every config; search_step is [200, 20] in all of them
+PAPER_CONFIGS = {
+    name: PaperConfig(f"configs/{file}.yaml", beta, alpha, init)
+    for name, file, beta, alpha, init in [
+        ("imagenet1k", "imagenet", 7, 3, 1.17),
+        ("caltech101", "caltech101", 12, 5, 3),
+        ("dtd", "dtd", 13, 13, 2),
+        ("eurosat", "eurosat", 12, 10, 2),
+        ("fgvc_aircraft", "fgvc", 30, 30, 5),
+        ("food101", "food101", 10, 10, 1.17),
+        ("oxford_flowers", "oxford_flowers", 50, 50, 10),
+        ("oxford_pets", "oxford_pets", 7, 3, 1.17),
+        ("stanford_cars", "stanford_cars", 20, 10, 3),
+        ("sun397", "sun397", 12, 10, 1.17),
+        ("ucf101", "ucf101", 7, 3, 3),
+    ]
+}
+IMAGENET_CONFIG = PAPER_CONFIGS["imagenet1k"]
+
+
+def paper_config(class_set_name: str) -> PaperConfig:
+    """The authors' config for a class set of that name; ImageNet's for any other set."""
+    return PAPER_CONFIGS.get(class_set_name, IMAGENET_CONFIG)
+
+
+PAPER_ALPHA = IMAGENET_CONFIG.init_alpha  # configs/imagenet.yaml init_alpha
 PAPER_BETA = 1.0  # init_beta
-ALPHA_RANGE = (0.1, 3.0)  # search_scale[1], from 0.1 as search_hp does
-BETA_RANGE = (0.1, 7.0)  # search_scale[0]
+ALPHA_RANGE = (0.1, IMAGENET_CONFIG.alpha_scale)  # search_scale[1], from 0.1 as search_hp does
+BETA_RANGE = (0.1, IMAGENET_CONFIG.beta_scale)  # search_scale[0]
 REFERENCE_LOGIT_SCALE = 100.0
 MAX_FOLDS = 4
 GRID_CHUNK_ELEMENTS = 1 << 24  # (alphas x rows x classes) scored at once in the search
@@ -70,10 +109,12 @@ class TipConfig:
         return asdict(self)
 
 
-def search_grid(logit_scale: float, beta_steps: int, alpha_steps: int) -> tuple[np.ndarray, np.ndarray]:
+def search_grid(
+    logit_scale: float, beta_steps: int, alpha_steps: int, paper: PaperConfig = IMAGENET_CONFIG
+) -> tuple[np.ndarray, np.ndarray]:
     """The official search_hp grid: i·(scale − 0.1)/steps + 0.1; α scaled to the logit scale."""
-    betas = np.array([i * (BETA_RANGE[1] - 0.1) / beta_steps + 0.1 for i in range(beta_steps)])
-    alphas = np.array([i * (ALPHA_RANGE[1] - 0.1) / alpha_steps + 0.1 for i in range(alpha_steps)])
+    betas = np.array([i * (paper.beta_scale - 0.1) / beta_steps + 0.1 for i in range(beta_steps)])
+    alphas = np.array([i * (paper.alpha_scale - 0.1) / alpha_steps + 0.1 for i in range(alpha_steps)])
     return betas, alphas * logit_scale / REFERENCE_LOGIT_SCALE
 
 
@@ -105,8 +146,8 @@ def train_keys(
 ) -> torch.Tensor:
     """Tip-Adapter-F: fine-tune the cache keys by cross-entropy on the training features.
 
-    ``features`` holds one (M, D) tensor per view (augmented views, or just the embeddings);
-    epoch ``e`` trains on view ``e mod len(features)``. AdamW(lr, eps=1e-4) with a cosine schedule
+    ``features`` holds one (M, D) tensor per view (a fresh view per epoch, the cache's views, or
+    just the embeddings); epoch ``e`` trains on view ``e mod len(features)``. AdamW(lr, eps=1e-4) with a cosine schedule
     over every step, as the official run_tip_adapter_F.
     """
     from tqdm.auto import tqdm
@@ -148,6 +189,7 @@ class Fitted:
     zero_shot_correct: int
     adapted_correct: int
     notes: list[str] = field(default_factory=list)
+    paper_config: str = IMAGENET_CONFIG.file  # the authors' config whose grid and initial α were used
 
 
 def fit_cache(
@@ -160,9 +202,10 @@ def fit_cache(
     W = torch.as_tensor(prototypes, dtype=torch.float32)
     vectors = torch.as_tensor(examples.vectors, dtype=torch.float32)
     keys = torch.as_tensor(examples.keys, dtype=torch.float32)
-    views = [torch.as_tensor(v, dtype=torch.float32) for v in examples.view_features()]
+    views = [torch.as_tensor(v, dtype=torch.float32) for v in examples.training_features()]
     labels = torch.as_tensor(examples.labels, dtype=torch.int64)
-    init_alpha = PAPER_ALPHA * logit_scale / REFERENCE_LOGIT_SCALE
+    paper = paper_config(examples.class_set.name)
+    init_alpha = paper.init_alpha * logit_scale / REFERENCE_LOGIT_SCALE
     notes = []
 
     def keys_for(rows: torch.Tensor) -> torch.Tensor:
@@ -183,9 +226,9 @@ def fit_cache(
             notes.append("one example per class: nothing to hold out, using the paper's alpha and beta")
         alpha = config.alpha if config.alpha is not None else init_alpha
         beta = config.beta if config.beta is not None else PAPER_BETA
-        return Fitted(final_keys.numpy(), float(alpha), float(beta), 1, 0, 0, 0, notes)
+        return Fitted(final_keys.numpy(), float(alpha), float(beta), 1, 0, 0, 0, notes, paper.file)
 
-    betas, alphas = search_grid(logit_scale, config.beta_steps, config.alpha_steps)
+    betas, alphas = search_grid(logit_scale, config.beta_steps, config.alpha_steps, paper)
     if config.beta is not None:
         betas = np.array([config.beta])
     if config.alpha is not None:
@@ -211,5 +254,5 @@ def fit_cache(
     best = np.unravel_index(int(np.argmax(hits)), hits.shape)  # first best, as search_hp's strict ">"
     return Fitted(
         final_keys.numpy(), float(alphas[best[1]]), float(betas[best[0]]), folds, held_out,
-        zero_shot, int(hits[best]), notes,
+        zero_shot, int(hits[best]), notes, paper.file,
     )

@@ -30,12 +30,19 @@ CSV, ...). Every label must name a class; classes without examples keep their ze
 unreadable images are skipped and named.
 
 alpha and beta are searched on examples held out from the cache (stratified k-fold, up to 4
-folds), never on evaluation images; with one shot per class the paper's values are used.
+folds), never on evaluation images, over the grid of the authors' config for the class set
+(gaopengcuhk/Tip-Adapter configs/<set>.yaml; ImageNet's for sets they have none for); with one
+shot per class the paper's values are used.
 --method tip-f also fine-tunes the cache keys (AdamW, cosine schedule; seconds on a CPU).
+
+Defaults follow the official code: each cache key is the mean of 10 random crop/flip views
+(augment_epoch: 10), and tip-f trains each epoch on a fresh crop/flip of every example (its
+train_loader_F). Before issue 23: --augment 0 (plain embeddings as keys) and --reuse-views
+(tip-f cycles the cache's views).
 
 Examples:
   vgloss adapt cifar10 ./my-examples --shots 16
-  vgloss adapt imagenet1k ./few-shot --method tip-f --augment 4 --json
+  vgloss adapt imagenet1k ./few-shot --method tip-f --json
 """
 
 
@@ -47,8 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("examples", metavar="EXAMPLES", type=Path, help="labelled example images (see above)")
     parser.add_argument("--method", choices=METHODS, default="tip", help="tip (training-free, default) or tip-f")
     parser.add_argument("--shots", type=int, default=16, help="examples per class (default: %(default)s)")
-    parser.add_argument("--augment", type=int, default=0,
-                        help="average keys over N random crop/flip views (tip-f trains on them); default 0")
+    parser.add_argument("--augment", type=int, default=10,
+                        help="average each key over N random crop/flip views (default: %(default)s, the official "
+                             "augment_epoch; 0: the plain embeddings)")
+    parser.add_argument("--reuse-views", action="store_true",
+                        help="tip-f trains on the cache's views in turn instead of a fresh crop/flip per epoch")
     parser.add_argument("--alpha", type=float, help="fix alpha instead of searching it")
     parser.add_argument("--beta", type=float, help="fix beta instead of searching it")
     parser.add_argument("--folds", type=int, default=0, help="hold-out folds for the search (0 = auto)")
@@ -93,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
         classifier = resolve_classifier(store, model, args.target, settings.default_method)
         source = open_examples(args.examples, classifier.class_set, args.layout)
         limits = ImageLimits.from_settings(settings)
+        fresh = config.epochs if config.method == "tip-f" and not args.reuse_views else 0
         embedded = embed_examples(source, ModelSource.of(model), store, limits, augment=args.augment,
-                                  seed=args.seed, workers=default_workers(settings.decode_threads),
+                                  train_views=fresh, seed=args.seed, workers=default_workers(settings.decode_threads),
                                   progress=sys.stderr.isatty())
         examples = embedded.take(args.shots, args.seed)
         for note in examples.notes:

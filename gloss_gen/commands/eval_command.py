@@ -129,7 +129,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     few.add_argument("--adapt", default="zero-shot,tip,tip-f",
                      help="comma-separated: zero-shot, tip, tip-f, clipfit (default: %(default)s)")
     few.add_argument("--examples-layout", choices=("auto", *LAYOUTS), default="auto", help="layout of --examples")
-    few.add_argument("--augment", type=int, default=0, help="random crop/flip views per example for the cache")
+    few.add_argument("--augment", type=int, default=10,
+                     help="random crop/flip views averaged into each cache key (default: %(default)s, Tip-Adapter's)")
+    few.add_argument("--reuse-views", action="store_true",
+                     help="tip-f trains on the cache's views in turn (default: a fresh crop/flip per epoch)")
     few.add_argument("--fit-epochs", type=int, help="ClipFit epochs (default: the backbone's official count)")
     few.add_argument("--allow-overlap", action="store_true",
                      help="leave out examples whose bytes or pixels equal a DATA image, with a warning "
@@ -199,6 +202,7 @@ def _run_few_shot(args, config, models, store, notify):
         adaptations=parse_adaptations(args.adapt),
         layout=args.examples_layout,
         augment=args.augment,
+        reuse_views=args.reuse_views,
         fit_epochs=args.fit_epochs,
         allow_overlap=args.allow_overlap,
         delta_dir=(args.out or Path(".")) / "clipfit-deltas",
