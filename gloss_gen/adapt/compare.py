@@ -3,8 +3,11 @@
 The evaluation images are embedded once (eval's cache); the examples once, and each shot count is
 a nested per-class subset of them. Zero-shot is scored once per method; ``tip`` / ``tip-f``
 adapters are fitted per (method, shots) — their α, β searched on the examples only — and stored
-(not activated); ``clipfit`` fits a delta per shot count, then re-embeds the evaluation images and
-rebuilds each method's classifier under the adapted model (whose id carries the delta's hash).
+(not activated); ``clipfit`` fits a delta per shot count on every shot (the authors' recipe), then
+re-embeds the evaluation images and scores it twice: with the one prompt it was trained with
+("a photo of a {}." per class name, as the authors evaluate it; the row whose method reads
+``prompt '...'``), and with each method's own prompts under the adapted model (whose id carries
+the delta's hash; the row's detail names the template set).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from gloss_gen.adapt.tip import TipConfig
 from gloss_gen.classify.adapter_records import put_adapter
 from gloss_gen.classify.image_embeddings import embed_images
 from gloss_gen.classify.scoring import ScoringHead
+from gloss_gen.data.classifier import Classifier, classifier_key
 from gloss_gen.evaluation.metrics import Scores, score_predictions
 from gloss_gen.evaluation.runner import (
     TOP_K,
@@ -157,7 +161,7 @@ def compare(
         rows.extend(_clipfit_rows(config, options, models, store, source, methods, limits, embedded_eval,
                                   scored, notify))
     method_order = {m.spec.label: i for i, m in enumerate(methods)}
-    rows.sort(key=lambda r: (method_order[r.method], ADAPTATIONS.index(r.adaptation), r.shots))
+    rows.sort(key=lambda r: (method_order.get(r.method, len(methods)), ADAPTATIONS.index(r.adaptation), r.shots))
     return Comparison(config.data, options.examples, models.id, config.class_set.name, len(config.class_set),
                       len(vectors), source.counts().tolist(), rows, notes)
 
@@ -190,9 +194,31 @@ def _clipfit_rows(config, options, models, store, source, methods, limits, embed
                              notify=lambda m: notify(f"clipfit {shots}-shot: {m}"))
         adapted = ModelSource(replace(models.spec, pretrained=f"{models.spec.pretrained}+{out}"))
         vectors, readable_truth = embedded_eval(adapted)
+        trained = trained_prompt_classifier(adapted.get(), config.class_set, fit_config.template)
+        head = ScoringHead(trained, config.scoring_device)
+        kept = f"epoch {result.best_epoch} of {len(result.history)} kept ({result.kept})"
+        rows.append(Row(f"prompt '{fit_config.template}'", "clipfit", shots, scored(head, vectors, readable_truth),
+                        f"delta {out} ({adapted.id}); scored with the prompt it was trained with; {kept}",
+                        result.notes))
+        template_set = config.template_set or config.class_set.templates
         for method in methods:
             classifier, _ = classifier_for(method, adapted, store, config.template_set, config.progress)
             head = ScoringHead(classifier, config.scoring_device)
             rows.append(Row(method.spec.label, "clipfit", shots, scored(head, vectors, readable_truth),
-                            f"delta {out} ({adapted.id})", result.notes))
+                            f"delta {out} ({adapted.id}); scored with {method.spec.label}'s prompts (template "
+                            f"set {template_set}), not the training prompt; {kept}", result.notes))
     return rows
+
+
+def trained_prompt_classifier(model, class_set, template: str) -> Classifier:
+    """A classifier of one prompt per class, ``template`` over the class names: ClipFit's training
+    prompts, which its authors also score with (CUSTOM_TEMPLATES in trainers/ClipFit.py)."""
+    prompts = [template.format(name) for name in class_set.names]
+    vectors = model.encode_text(prompts)
+    return Classifier(
+        key=classifier_key(model.id, "clipfit-trained-prompt", "templates", template), model_id=model.id,
+        class_set=class_set, descriptions_id="clipfit-trained-prompt", method="classname",
+        prompt_style="templates", template_set=template, prototypes=vectors, evidence=vectors.copy(),
+        offsets=np.arange(len(prompts) + 1), evidence_texts=prompts, logit_scale=model.logit_scale,
+        logit_bias=model.logit_bias,
+    )

@@ -52,7 +52,9 @@ DATA) adapt every method, and each (method, adaptation, shots) is scored on the 
   zero-shot   the method alone
   tip         Tip-Adapter cache of the examples (alpha, beta searched on the examples only)
   tip-f       Tip-Adapter-F (cache keys fine-tuned)
-  clipfit     ClipFit delta per shot count (slow: trains the model; --fit-epochs)
+  clipfit     ClipFit delta per shot count, trained on every shot, last epoch kept (slow: trains
+              the model; --fit-epochs); scored with its training prompt ('a photo of a {}.', the
+              row "prompt '...'") and with each method's own prompts
 --out then also writes few_shot.json and few_shot.png (accuracy against shots).
 Examples whose file bytes or decoded pixels equal a DATA image are refused, named in one line
 (--allow-overlap leaves them out with a warning instead).
