@@ -185,8 +185,8 @@ def _clipfit_rows(config, options, models, store, source, methods, limits, embed
 
     rows = []
     for shots in options.shots:
-        fit_config = FitConfig(shots=shots, seed=options.seed,
-                               **({"epochs": options.fit_epochs} if options.fit_epochs else {}))
+        fit_config = FitConfig(shots=shots, seed=options.seed, epochs=options.fit_epochs or None)
+        fit_config = fit_config.for_model(models.get().model_name)
         name = f"clipfit-{models.id.replace('/', '_')}-{config.class_set.name}-{shots}shot.safetensors"
         out = options.delta_dir / name
         notify(f"clipfit: fitting {shots}-shot delta ({fit_config.epochs} epochs) -> {out}")
