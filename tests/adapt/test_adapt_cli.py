@@ -59,6 +59,7 @@ def test_fit_writes_a_delta_that_classify_and_eval_load(isolated_env, colours_tx
     result = run_json(capsys, "fit", str(colours_txt), str(colour_data[0]), "--out", str(delta), "--shots", "4",
                       "--epochs", "2", "--json")
     assert delta.is_file() and result["epochs_run"] == 2
+    assert (result["kept_epoch"], result["kept"]) == (2, "last")  # every shot, the last epoch (issue 23)
     assert 0 < result["trained_parameters"] < 0.001 * result["total_parameters"]
     assert result["pretrained"] == f"none+{delta}"
     out = run_json(capsys, "classify", "--class-set", str(colours_txt), "--pretrained", result["pretrained"],
