@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on all shots, keep the last epoch (0.2 was the default before issue 23)")
     parser.add_argument("--patience", type=int, default=10,
                         help="early-stop patience in epochs, with --val-fraction (default: %(default)s)")
-    parser.add_argument("--crop-scale", type=float, default=0.08, dest="crop_min_scale",
+    parser.add_argument("--crop-scale", type=float, default=0.08, dest="crop_min_scale", metavar="MIN",
                         help="smallest random-crop area share (default: %(default)s, Dassl's; 0.5 before issue 23)")
     parser.add_argument("--keep-last-batch", action="store_true",
                         help="train on the last partial batch too (the authors' loader drops it)")
