@@ -16,7 +16,7 @@ import sys
 from gloss_gen.commands.verb_support import quiet_libraries, warn_if_random_weights
 from gloss_gen.core.errors import VglossError
 
-VERBS = ("describe", "embed", "serve", "classify", "eval", "export", "worker", "adapt", "fit", "probe")
+VERBS = ("describe", "embed", "serve", "classify", "label", "eval", "export", "worker", "adapt", "fit", "probe")
 
 
 def _version() -> str:

@@ -5,6 +5,7 @@
     clf = ZeroShotClassifier(class_set="cifar10")
     clf.classify("cat.jpg", top_k=3, explain=True)          # -> [{"class_id", "label", "score", ...}]
     clf.classify("cat.jpg", candidate_labels=["a cat", "a teapot"])
+    clf.label("photos/", out="labels/")                     # a folder, shards or a path list -> Parquet
 
 It gives the predictions the server gives for the same image: the same stored classifier (the
 store named by the ``VGLOSS_*`` settings, built with the server's default method when missing),
@@ -34,6 +35,8 @@ from gloss_gen.data.descriptions import describe_classname
 from gloss_gen.data.methods import OFFLINE_METHODS, describe_offline
 from gloss_gen.data.store import open_store
 from gloss_gen.imaging import ImageLimits, Preprocessor, load_tensor, to_rgb
+from gloss_gen.labelling.label_job import LabelSummary, run_label_job
+from gloss_gen.labelling.shard_labeller import LabelOptions
 from gloss_gen.model.clip_models import get_model
 from gloss_gen.model.weights import RANDOM_WEIGHTS_WARNING
 
@@ -177,6 +180,30 @@ class ZeroShotClassifier:
         return results[0] if single else results
 
     __call__ = classify
+
+    def label(
+        self,
+        source: str | os.PathLike | Sequence[str | os.PathLike],
+        out: str | os.PathLike,
+        *,
+        top_k: int = 5,
+        embeddings: bool = False,
+        embedding_dtype: str = "float16",
+        shard_size: int = 1000,
+        batch_size: int | None = None,
+        engine: str = "local",
+        ray_address: str | None = None,
+        progress: bool = True,
+    ) -> LabelSummary:
+        """Label every image ``source`` names (a folder, tar shards, a .txt/.csv/.parquet list of
+        paths, or a list of those) into ``out/part-NNNNN.parquet``: the job ``vgloss label`` runs,
+        with this classifier's model, classifier and scores. Re-running resumes; other settings
+        into the same ``out`` are refused. Returns the run's summary (``.to_dict()``)."""
+        sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+        options = LabelOptions(top_k=int(top_k), embedding_dtype=embedding_dtype if embeddings else None,
+                               shard_size=int(shard_size), batch_size=batch_size, progress=progress)
+        return run_label_job(sources, out, model=self.model, classifier=self.classifier, settings=self.settings,
+                             options=options, engine=engine, ray_address=ray_address)
 
     def __repr__(self) -> str:
         return (f"ZeroShotClassifier(class_set={self.class_set!r}, classes={len(self.labels)}, "
