@@ -104,7 +104,7 @@ def run_label_job(
     items = list_sources(given)
     shards = plan_shards(items, options.shard_size)
     recorded = {"model": settings.model, "pretrained": settings.pretrained, "device": str(model.device),
-                "precision": model.precision, "backend": getattr(settings, "backend", None),
+                "precision": model.precision, "backend": settings.backend,
                 "method": classifier.method, "classes": classifier.num_classes, "engine": engine}
     manifest = build_manifest(given, items, shards, deciding_settings(model.id, classifier, adapter, options), recorded)
     batch_size = options.batch_size or settings.max_batch

@@ -3,8 +3,8 @@
 The pending shards become a dataset (``ray.data.from_items``, one row per shard: its id and
 items); ``map_batches`` sends them, one at a time, to a pool of actors, each holding a model
 replica and a :class:`~gloss_gen.labelling.shard_labeller.ShardLabeller`, which writes the part
-into the output folder itself and returns its row and error counts. Ray retries a failed shard
-on another actor and keeps slow nodes from holding the others up (stragglers get fewer shards).
+into the output folder itself and returns its row and error counts. Ray restarts an actor whose
+node is lost and re-runs its shard; slow nodes get fewer shards (shards go to actors as they have room).
 
 Resources: on a cluster with GPUs, one actor per GPU (``num_gpus=1``); on CPUs only, one actor
 per node, reserving all of the node's CPUs but one, with that many torch threads. Actors never
