@@ -16,6 +16,10 @@ bench_server.py), on the ImageNet sample JPEGs in ../shared/data.
   a request, and again 32 images a request (``VGLOSS_MAX_IMAGES_PER_REQUEST``); the server
   decodes, batches and scores, the client reads each file and waits for the answer.
 
+Beside the wall-clock figures, the CPU seconds per image of each side (this process's for raw,
+the label process's own for label): their ratio is the work decoding, scoring and writing add,
+which load from other jobs on a shared machine moves much less than wall time.
+
 Target: label / raw >= 0.9, the median over the runs of each run's images/s over the mean of the
 raw figures just before and after it. Nothing runs beside the measured side (the server idles
 while label runs, and the reverse).
@@ -51,12 +55,15 @@ def settings_env(data_dir: Path, batch_size: int) -> dict[str, str]:
             "VGLOSS_DEFAULT_CLASS_SET": CLASS_SET, "VGLOSS_MAX_BATCH": str(batch_size)}
 
 
-def raw_images_per_s(model, pixels: torch.Tensor, batch_size: int) -> float:
-    """The same ``encode_images`` the label job calls, over every image, batch by batch."""
+def raw_images_per_s(model, pixels: torch.Tensor, batch_size: int, cpu_per_image: list[float] | None = None) -> float:
+    """The same ``encode_images`` the label job calls, over every image, batch by batch; the CPU
+    seconds per image go into ``cpu_per_image``."""
     model.encode_images(pixels[:batch_size])  # warm-up
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for start in range(0, len(pixels), batch_size):
         model.encode_images(pixels[start : start + batch_size])
+    if cpu_per_image is not None:
+        cpu_per_image.append((time.process_time() - cpu_started) / len(pixels))
     return len(pixels) / (time.perf_counter() - started)
 
 
@@ -111,11 +118,13 @@ def main() -> int:
     pixels = torch.stack([load_tensor(path.read_bytes(), limits, preprocessor) for path in files])
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-label-"))
-    raws, labels = [raw_images_per_s(model, pixels, args.batch_size)], []
+    raw_cpu, label_cpu = [], []
+    raws, labels = [raw_images_per_s(model, pixels, args.batch_size, raw_cpu)], []
     for run in range(args.rounds):
         summary = label_images_per_s(args.data, env, workdir, run)
         labels.append(summary["images_per_s"])
-        raws.append(raw_images_per_s(model, pixels, args.batch_size))
+        label_cpu.append(summary["cpu_seconds"] / summary["labelled"])
+        raws.append(raw_images_per_s(model, pixels, args.batch_size, raw_cpu))
         print(f"  label run {run + 1}: {summary['images_per_s']:.2f} images/s ({summary['labelled']} images, "
               f"{sum(summary['errors'].values())} unreadable); raw before {raws[-2]:.2f}, after {raws[-1]:.2f}",
               flush=True)
@@ -145,6 +154,10 @@ def main() -> int:
     print(f"vgloss label:                   {label:7.2f} images/s (runs {', '.join(f'{r:.2f}' for r in labels)})")
     for per_request, rate in serve.items():
         print(f"vgloss serve + loop, {per_request:>2}/request: {rate:7.2f} images/s")
+    cpu_ratio = statistics.median(raw_cpu) / statistics.median(label_cpu)
+    print(f"CPU seconds per image: raw {statistics.median(raw_cpu):.3f}, label {statistics.median(label_cpu):.3f} "
+          f"(medians; label / raw by CPU time {cpu_ratio:.3f}: the work added per image, which other load "
+          f"disturbs less than wall time)")
     print(f"\nlabel / raw:                {ratio:6.3f}  (median of the runs' {', '.join(f'{r:.3f}' for r in ratios)}; "
           f"target >= {TARGET_LABEL_OVER_RAW})")
     for per_request, rate in serve.items():

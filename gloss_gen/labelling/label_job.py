@@ -42,6 +42,7 @@ class LabelSummary:
     labelled: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time over the run (decode threads included; not Ray's actors)
 
     @property
     def images_per_s(self) -> float:
@@ -51,7 +52,7 @@ class LabelSummary:
         return {"out": str(self.out), "engine": self.engine, "images": self.images, "shards": self.shards,
                 "shards_done_before": self.shards_done_before, "labelled": self.labelled,
                 "errors": dict(sorted(self.errors.items())), "seconds": round(self.seconds, 3),
-                "images_per_s": round(self.images_per_s, 2)}
+                "cpu_seconds": round(self.cpu_seconds, 3), "images_per_s": round(self.images_per_s, 2)}
 
     def line(self) -> str:
         if self.shards_done_before == self.shards:
@@ -116,7 +117,7 @@ def run_label_job(
             return summary
         from tqdm.auto import tqdm
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         with tqdm(total=len(items), initial=len(items) - sum(len(s.items) for s in pending), unit="img",
                   desc="labelling", disable=not options.progress, smoothing=0.05, dynamic_ncols=True) as bar:
 
@@ -142,4 +143,5 @@ def run_label_job(
                     bar.update(result["rows"])
                     count(result["rows"], result["errors"], result["shard"])
         summary.seconds = time.perf_counter() - started
+        summary.cpu_seconds = time.process_time() - cpu_started
     return summary

@@ -86,13 +86,13 @@ class ShardLabeller:
     """A model, a scoring head and the decoding limits: labels shards into Parquet parts."""
 
     def __init__(self, model: ClipModel, classifier: Classifier, limits: ImageLimits, options: LabelOptions,
-                 adapter=None, batch_size: int = 32, decode_threads: int | None = None) -> None:
+                 adapter=None, *, batch_size: int, decode_threads: int = 0) -> None:
         self.model = model
         self.head = ScoringHead(classifier, model.device, adapter)
         self.limits = limits
         self.options = options
-        self.batch_size = options.batch_size or batch_size
-        self.decode_threads = decode_threads if decode_threads is not None else max(1, os.cpu_count() or 1)
+        self.batch_size = batch_size
+        self.decode_threads = decode_threads or max(1, os.cpu_count() or 1)
         self.preprocessor = Preprocessor.from_open_clip(model.model)
         self.schema = label_schema(options.embedding_dtype)
 

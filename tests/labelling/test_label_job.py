@@ -185,3 +185,36 @@ def test_sources_refuse_what_they_cannot_read(tmp_path):
     (tmp_path / "x.tar.gz").write_bytes(b"")
     with pytest.raises(SourceError, match="uncompressed .tar"):
         list_sources([str(tmp_path / "x.tar.gz")])
+
+
+@pytest.fixture(scope="module")
+def float16_output(photo_folder, tmp_path_factory, tiny_model, cifar10_classifier):
+    from gloss_gen.core.config import Settings
+
+    out = tmp_path_factory.mktemp("readers") / "labels"
+    settings = Settings(_env_file=None, model="vgloss-tiny", pretrained="none", device="cpu", backend="torch",
+                        precision="fp32", data_dir=out.parent / "data", redis_url=None)
+    label([str(photo_folder.root / "bad"), str(photo_folder.root / "nested" / "d0")], out, tiny_model,
+          cifar10_classifier, settings, embedding_dtype="float16", shard_size=20)
+    return out
+
+
+def read_with(reader: str, out: Path, tmp_path: Path) -> list[dict]:
+    parts = str(out / "part-*.parquet")
+    if reader == "polars":
+        return pytest.importorskip("polars").read_parquet(parts).to_dicts()
+    if reader == "duckdb":
+        frame = pytest.importorskip("duckdb").sql(f"SELECT * FROM read_parquet('{parts}')").df()
+        return frame.to_dict("records")
+    datasets = pytest.importorskip("datasets")
+    return list(datasets.load_dataset("parquet", data_files=parts, split="train", cache_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("reader", ["polars", "duckdb", "datasets"])
+def test_the_parts_read_in_other_parquet_readers(reader, float16_output, tmp_path):
+    rows = read_with(reader, float16_output, tmp_path)
+    assert len(rows) == 53
+    bad = [row for row in rows if row["error"] is not None and not isinstance(row["error"], float)]
+    assert sorted(row["error"]["code"] for row in bad) == ["empty_image", "invalid_image", "invalid_image"]
+    good = [row for row in rows if row["class_id"] is not None and isinstance(row["class_id"], str)]
+    assert len(good) == 50 and all(len(row["embedding"]) == 64 and len(row["top_k"]) == 5 for row in good)
