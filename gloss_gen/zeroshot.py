@@ -36,7 +36,7 @@ from gloss_gen.data.methods import OFFLINE_METHODS, describe_offline
 from gloss_gen.data.store import open_store
 from gloss_gen.imaging import ImageLimits, Preprocessor, load_tensor, to_rgb
 from gloss_gen.labelling.label_job import LabelSummary, run_label_job
-from gloss_gen.labelling.shard_labeller import LabelOptions
+from gloss_gen.labelling.label_options import LabelOptions
 from gloss_gen.model.clip_models import get_model
 from gloss_gen.model.weights import RANDOM_WEIGHTS_WARNING
 

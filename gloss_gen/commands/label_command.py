@@ -3,7 +3,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from gloss_gen.commands.verb_support import UserError, add_model_arguments, load_model, settings_from_args
+from gloss_gen.commands.verb_support import (
+    UserError,
+    add_model_arguments,
+    check_model_setup,
+    load_model,
+    open_checked_store,
+    settings_from_args,
+)
 
 HELP = "label a folder, tar shards or a list of paths into Parquet (resumable, local or on Ray)"
 DESCRIPTION = """\
@@ -50,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace):
-    from gloss_gen.labelling.shard_labeller import LabelOptions
+    from gloss_gen.labelling.label_options import LabelOptions
 
     return LabelOptions(
         top_k=args.top_k,
@@ -66,7 +73,7 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
     from pathlib import Path
 
     from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, load_class_set
-    from gloss_gen.labelling.ray_engine import import_ray
+    from gloss_gen.labelling.label_options import require_ray
     from gloss_gen.labelling.sources import expand_source
 
     options_from_args(args).check()
@@ -81,7 +88,7 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
             if not Path(named).expanduser().exists():
                 raise UserError(f"{named}: no such file or folder")
     if args.engine == "ray":
-        import_ray()
+        require_ray()
     if not args.labels:
         ref = args.class_set or settings.default_class_set
         if ref not in BUILTIN_CLASS_SETS and store.get_class_set(ref) is None:
@@ -89,15 +96,16 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    store = open_checked_store(settings)
+    check_inputs(args, settings, store)  # everything above imports no torch: mistakes are found at once
+    check_model_setup(settings)
+
     from gloss_gen.classify.adapter_records import get_active_adapter
     from gloss_gen.classify.pipeline import get_or_build_named_classifier
-    from gloss_gen.data.store import open_store
     from gloss_gen.labelling.label_job import run_label_job
     from gloss_gen.zeroshot import label_classifier
 
-    settings = settings_from_args(args)
-    store = open_store(settings)
-    check_inputs(args, settings, store)
     model = load_model(settings)
     if args.labels:
         labels = [label.strip() for label in args.labels if label.strip()]

@@ -21,13 +21,12 @@ from pathlib import Path
 from gloss_gen.core.errors import InputError
 from gloss_gen.data.classifier import Classifier
 from gloss_gen.imaging import ImageLimits
+from gloss_gen.labelling.label_options import ENGINES, LabelOptions
 from gloss_gen.labelling.ray_engine import run_shards_on_ray
-from gloss_gen.labelling.shard_labeller import LabelOptions, ShardLabeller, ShardOutcome
+from gloss_gen.labelling.shard_labeller import ShardLabeller, ShardOutcome
 from gloss_gen.labelling.shards import PART_PATTERN, build_manifest, open_output, output_lock, plan_shards
 from gloss_gen.labelling.sources import list_sources
 from gloss_gen.model.clip_models import ClipModel
-
-ENGINES = ("local", "ray")
 
 
 @dataclass

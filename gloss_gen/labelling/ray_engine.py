@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gloss_gen.classify.adapter_records import AdapterRecord
-from gloss_gen.core.errors import ConfigError
 from gloss_gen.data.classifier import Classifier
 from gloss_gen.imaging import ImageLimits
-from gloss_gen.labelling.shard_labeller import LabelOptions, ShardLabeller
+from gloss_gen.labelling.label_options import LabelOptions, require_ray
+from gloss_gen.labelling.shard_labeller import ShardLabeller
 from gloss_gen.labelling.shards import Shard
 from gloss_gen.labelling.sources import SourceItem
 from gloss_gen.model.clip_models import get_model
@@ -44,15 +44,6 @@ class RayPlacement:
     num_gpus: float
     torch_threads: int
     decode_threads: int
-
-
-def import_ray():
-    try:
-        import ray
-        import ray.data  # noqa: F401  (the Data library is the [data] extra)
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray Data: pip install 'vgloss[ray]' (or 'ray[data]>=2.9')") from None
-    return ray
 
 
 def placement(resources: dict, nodes: Sequence[dict], shards: int, decode_threads: int = 0) -> RayPlacement:
@@ -106,7 +97,7 @@ def _one_block_per_shard(ray, items: list[dict]):
 def connect(address: str | None) -> bool:
     """Attach to the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local Ray; an
     already initialised Ray (a notebook's, a test's) is used as it is. True if this call started it."""
-    ray = import_ray()
+    ray = require_ray()
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -118,7 +109,7 @@ def connect(address: str | None) -> bool:
 def run_shards_on_ray(shards: Sequence[Shard], out: Path, *, settings, classifier: Classifier, adapter,
                       options: LabelOptions, batch_size: int, address: str | None = None) -> Iterator[dict]:
     """Label ``shards`` on Ray; yields ``{"shard", "rows", "errors"}`` per part written, as parts finish."""
-    ray = import_ray()
+    ray = require_ray()
     started = connect(address)
     try:
         nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]

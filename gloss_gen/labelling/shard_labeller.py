@@ -21,38 +21,12 @@ import numpy as np
 
 from gloss_gen.classify.image_embeddings import _load_ahead
 from gloss_gen.classify.scoring import ScoringHead
-from gloss_gen.core.errors import InputError
 from gloss_gen.data.classifier import Classifier
-from gloss_gen.imaging import ImageError, ImageLimits, Preprocessor, load_tensor
-from gloss_gen.labelling.shards import EMBEDDING_DTYPES, Shard, label_schema, write_part
+from gloss_gen.imaging import ImageError, ImageLimits, Preprocessor, check_image_bytes, load_tensor
+from gloss_gen.labelling.label_options import LabelOptions
+from gloss_gen.labelling.shards import Shard, label_schema, write_part
 from gloss_gen.labelling.sources import SourceItem
 from gloss_gen.model.clip_models import ClipModel
-
-DEFAULT_SHARD_SIZE = 1000
-DEFAULT_TOP_K = 5
-
-
-@dataclass(frozen=True)
-class LabelOptions:
-    """How to label: ``embedding_dtype`` None stores no embedding; ``batch_size`` None is
-    ``VGLOSS_MAX_BATCH``; ``decode_threads`` 0 is ``VGLOSS_DECODE_THREADS`` (0 there: one per core)."""
-
-    top_k: int = DEFAULT_TOP_K
-    embedding_dtype: str | None = None
-    shard_size: int = DEFAULT_SHARD_SIZE
-    batch_size: int | None = None
-    decode_threads: int = 0
-    progress: bool = True
-
-    def check(self) -> None:
-        if not 1 <= self.top_k <= 100:
-            raise InputError("--top-k must be between 1 and 100")
-        if self.embedding_dtype is not None and self.embedding_dtype not in EMBEDDING_DTYPES:
-            raise InputError(f"--embedding-dtype must be one of {', '.join(EMBEDDING_DTYPES)}")
-        if self.shard_size < 1:
-            raise InputError(f"--shard-size must be at least 1, not {self.shard_size}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
 
 
 @dataclass
@@ -99,7 +73,8 @@ class ShardLabeller:
     def load(self, item: SourceItem):
         """The item's tensor, or (code, message) saying why it has none."""
         try:
-            return load_tensor(item.read_bytes(self.limits.max_bytes), self.limits, self.preprocessor)
+            check_image_bytes(item.byte_size(), self.limits.max_bytes)  # before reading a huge file
+            return load_tensor(item.read_bytes(), self.limits, self.preprocessor)
         except ImageError as exc:
             return exc.code, exc.message
         except OSError as exc:

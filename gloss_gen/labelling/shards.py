@@ -32,7 +32,6 @@ LOCK_NAME = ".lock"
 MANIFEST_FORMAT = 1
 PART_PATTERN = "part-{:05d}.parquet"
 TEMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<pid>-<random>.tmp"
-EMBEDDING_DTYPES = ("float16", "float32")
 # Settings a second run into the same DIR must share with the first (the rest is recorded only).
 DECIDING_SETTINGS = ("class_set", "classifier_key", "model_id", "adapter_key", "top_k", "embeddings", "shard_size")
 

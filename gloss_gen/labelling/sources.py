@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gloss_gen.core.errors import InputError
-from gloss_gen.imaging import ImageError, check_image_bytes
 
 # The image suffixes a folder or tar is scanned for (the eval data sets' list, plus .jfif).
 LABEL_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -56,20 +55,20 @@ class SourceItem:
     offset: int = 0
     size: int = -1
 
-    def read_bytes(self, max_bytes: int) -> bytes:
-        """The image's bytes; ``image_too_large`` before reading anything over ``max_bytes``.
-        An unreadable file raises :class:`OSError`."""
-        if self.archive is not None:
-            check_image_bytes(self.size, max_bytes)
-            with open(self.file, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read(self.size)
-            if len(data) != self.size:
-                raise ImageError("invalid_image", "The archive ends before the member does (truncated tar).")
-            return data
+    def byte_size(self) -> int:
+        """The image's size in bytes, without reading it (:class:`OSError` if it cannot be had)."""
+        return self.size if self.archive is not None else os.stat(self.file).st_size
+
+    def read_bytes(self) -> bytes:
+        """The image's bytes; an unreadable file (or a tar cut short) raises :class:`OSError`."""
         with open(self.file, "rb") as handle:
-            check_image_bytes(os.fstat(handle.fileno()).st_size, max_bytes)
-            return handle.read()
+            if self.archive is None:
+                return handle.read()
+            handle.seek(self.offset)
+            data = handle.read(self.size)
+        if len(data) != self.size:
+            raise OSError(f"the archive ends {self.size - len(data)} bytes before this member does (a truncated tar)")
+        return data
 
     def to_json(self) -> list:
         return [self.path, self.file, self.archive, self.offset, self.size]

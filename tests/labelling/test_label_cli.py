@@ -55,12 +55,15 @@ def test_a_killed_run_resumes_to_one_row_per_file_with_classify_s_labels(isolate
     relative = sorted(f"photos/{Path(p).relative_to(folder.root).as_posix()}" for p in folder.images)
     assert sorted(row["path"] for row in rows) == sorted(relative + ["photos/nested/d0/img_030x.jpg"])
 
-    paths = sorted(row["path"] for row in rows)
+    by_path = {row["path"]: row for row in rows}
+    # classify refuses files that do not even start like an image; label gives them a row each
+    assert by_path["photos/bad/empty.jpg"]["error"]["code"] == "empty_image"
+    assert by_path["photos/bad/not_an_image.jpg"]["error"]["code"] == "invalid_image"
+    paths = sorted(path for path in by_path if path not in ("photos/bad/empty.jpg", "photos/bad/not_an_image.jpg"))
     classified = vgloss("classify", *paths, "--class-set", "cifar10", "--json", env=isolated_env, cwd=tmp_path,
                         check=False)
-    assert classified.returncode == 1, classified.stderr  # 1: some files are not images
+    assert classified.returncode == 1, classified.stderr  # 1: the truncated JPEG cannot be decoded
     results = json.loads(classified.stdout)["results"]
-    by_path = {row["path"]: row for row in rows}
     for path, result in zip(paths, results):
         row = by_path[path]
         if "error" in result:

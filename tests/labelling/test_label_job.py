@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gloss_gen.labelling.label_job import run_label_job
-from gloss_gen.labelling.shard_labeller import LabelOptions
+from gloss_gen.labelling.label_options import LabelOptions
 from gloss_gen.labelling.shards import LabelOutputError
 from gloss_gen.labelling.sources import SourceError, expand_braces, list_sources
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gloss_gen.labelling.label_job import run_label_job
+from gloss_gen.labelling.label_options import LabelOptions
 from gloss_gen.labelling.ray_engine import placement
-from gloss_gen.labelling.shard_labeller import LabelOptions
 
 
 @pytest.fixture(scope="module")
