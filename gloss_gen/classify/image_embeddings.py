@@ -61,7 +61,7 @@ def embeddings_cache_key(model: str, dataset: ImageCollection, jpeg_draft: bool)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def _load_ahead(
+def load_ahead(
     load: Callable[[int], T], count: int, workers: int, window: int
 ) -> Iterator[tuple[int, T]]:
     """``(index, load(index))`` in index order, with up to ``window`` loads running ahead."""
@@ -129,7 +129,7 @@ def encode_dataset(
             bar.update(len(rows))
             rows.clear()
 
-        for index, outcome in _load_ahead(load, count, workers, window=2 * batch_size):
+        for index, outcome in load_ahead(load, count, workers, window=2 * batch_size):
             if isinstance(outcome, str):
                 unreadable[index] = outcome
                 bar.update(1)

@@ -56,7 +56,7 @@ def settings_error_line(exc: ValidationError) -> str:
 
 
 def check_image_files(paths) -> None:
-    """Every path exists and starts like an image, or one line naming the ones that do not."""
+    """Every path exists, and at least one starts like an image; else one line naming them."""
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -65,10 +65,10 @@ def check_image_files(paths) -> None:
     if folders:
         raise UserError(f"{folders[0]} is not a file (give image files; for a folder use vgloss eval)")
     others = [str(p) for p in paths if not looks_like_image(p)]
-    if others:
+    if others and len(others) == len(paths):  # among images, a non-image is that image's error, as the API does
         shown = ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
         raise UserError(f"{shown}: not an image (JPEG, PNG, WebP, GIF, BMP or TIFF)" if len(others) == 1
-                        else f"{len(others)} files are not images: {shown}")
+                        else f"none of the {len(others)} files is an image: {shown}")
 
 
 def open_checked_store(settings):

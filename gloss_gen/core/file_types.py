@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: The file suffixes a folder of images is read by (eval, examples, vgloss label).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
 IMAGE_SIGNATURES = (
     (b"\xff\xd8\xff", "jpeg"),
     (b"\x89PNG\r\n\x1a\n", "png"),

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gloss_gen.core.errors import InputError
+from gloss_gen.core.file_types import IMAGE_SUFFIXES
 from gloss_gen.data.classsets import ClassSet, builtin_class_set
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from gloss_gen.imaging import ImageLimits, Preprocessor
 
 LAYOUTS = ("imagefolder", "wnid-files", "csv", "stl10", "cifar10")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 WNID_PREFIX = re.compile(r"^(n\d{8})(?![0-9])")
 CIFAR_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 

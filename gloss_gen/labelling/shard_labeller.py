@@ -5,7 +5,7 @@ stream; each Ray actor (:mod:`.ray_engine`) runs it over the shards it is given.
 Decoding is the server's and ``vgloss classify``'s: :func:`gloss_gen.imaging.load_tensor` with
 the configured :class:`~gloss_gen.imaging.ImageLimits` and the model's
 :class:`~gloss_gen.imaging.Preprocessor`, in a thread pool that runs ahead of the model
-(:func:`gloss_gen.classify.image_embeddings._load_ahead`, the eval runner's). Scoring is
+(:func:`gloss_gen.classify.image_embeddings.load_ahead`, the eval runner's). Scoring is
 :class:`gloss_gen.classify.scoring.ScoringHead`. A file that cannot be read or decoded is a row
 whose ``error`` holds the code and message the server would answer with.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gloss_gen.classify.image_embeddings import _load_ahead
+from gloss_gen.classify.image_embeddings import load_ahead
 from gloss_gen.classify.scoring import ScoringHead
 from gloss_gen.data.classifier import Classifier
 from gloss_gen.imaging import ImageError, ImageLimits, Preprocessor, check_image_bytes, load_tensor
@@ -104,7 +104,7 @@ class ShardLabeller:
             on_images(len(waiting))
             waiting.clear()
 
-        loads = _load_ahead(lambda index: self.load(items[index][1]), len(items), self.decode_threads,
+        loads = load_ahead(lambda index: self.load(items[index][1]), len(items), self.decode_threads,
                             window=2 * self.batch_size)
         for index, outcome in loads:
             number = items[index][0]

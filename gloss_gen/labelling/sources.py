@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gloss_gen.core.errors import InputError
+from gloss_gen.core.file_types import IMAGE_SUFFIXES
 
 # The image suffixes a folder or tar is scanned for (the eval data sets' list, plus .jfif).
-LABEL_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 PATH_LIST_SUFFIXES = (".txt", ".csv", ".parquet")
 _BRACE_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _BRACE_CHOICE = re.compile(r"\{([^{}]*,[^{}]*)\}")
@@ -80,7 +80,7 @@ class SourceItem:
 
 
 def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in LABEL_IMAGE_SUFFIXES
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -216,5 +216,5 @@ def list_sources(sources: Iterable[str]) -> list[SourceItem]:
                     seen.add(where)
                     items.append(item)
     if not items:
-        raise SourceError(f"{', '.join(sources)}: no images found (looked for {', '.join(sorted(LABEL_IMAGE_SUFFIXES))})")
+        raise SourceError(f"{', '.join(sources)}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return items
