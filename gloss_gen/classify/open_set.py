@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 MCM_TEMPERATURE = 1.0
 NEGLABEL_LOGIT_SCALE = 100.0

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ..errors import InputError
-from ..wordnet import get_synset, get_wordnet, synset_id
+from ..core.errors import InputError
+from .wordnet import get_synset, get_wordnet, synset_id
 
 NOUN_PROMPT = "the nice {}"
 ADJECTIVE_PROMPT = "This is a {} photo"

@@ -39,8 +39,8 @@ from gloss_gen.classify.open_set import (
     open_set_measures,
     threshold_at_tpr,
 )
+from gloss_gen.core.errors import InputError
 from gloss_gen.data.negative_labels import NEGLABEL_KEEP_SHARE, NEGLABEL_QUANTILE, select_negatives
-from gloss_gen.errors import InputError
 
 TOLERANCE = 1e-6
 

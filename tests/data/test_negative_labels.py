@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gloss_gen.classsets import ClassSet, ClassSpec, builtin_class_set
+from gloss_gen.core.errors import InputError
+from gloss_gen.data.classsets import ClassSet, ClassSpec, builtin_class_set
 from gloss_gen.data.negative_labels import (
     ADJECTIVE,
     NEGLABEL_NOUN_FILES,
@@ -16,8 +17,7 @@ from gloss_gen.data.negative_labels import (
     negative_candidates,
     select_negatives,
 )
-from gloss_gen.errors import InputError
-from gloss_gen.wordnet import get_synset
+from gloss_gen.data.wordnet import get_synset
 
 WITH_ANIMALS = (*NEGLABEL_NOUN_FILES, "noun.animal")  # NegLabel's database leaves noun.animal out
 
