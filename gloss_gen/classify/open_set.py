@@ -16,6 +16,10 @@ Pure tensor functions, batch-first, transcribed from the authors' code (defaults
   at that operating point.
 
 Every score here is higher for more in-set; an image is ``unknown`` below the threshold.
+
+:class:`OpenSetScorer` is what the scoring head (:meth:`gloss_gen.classify.scoring.ScoringHead.score`)
+takes to add an ``ood_score`` and ``unknown`` to each image; :func:`resolve_threshold` decides which
+threshold it applies (the request's, a calibration's, the setting's, or the method's default).
 """
 
 from __future__ import annotations
@@ -36,11 +40,28 @@ NEGLABEL_GROUP_SEED = 0
 CHILS_LOGIT_SCALE = 100.0
 IN_SET_TPR = 0.95
 
+OPEN_SET_MODES = ("off", "mcm", "neglabel")
+OPEN_SET_METHODS = OPEN_SET_MODES[1:]
+NEGLABEL_DEFAULT_THRESHOLD = 0.5
+"""Ours, not NegLabel's (the paper reports threshold-free AUROC/FPR95): the score is the in-set
+labels' share of the probability mass against one group of negatives, averaged over the groups, so
+below 0.5 an image looks more like the negatives than like its class set."""
+DEFAULT_THRESHOLDS: dict[str, float | None] = {"mcm": None, "neglabel": NEGLABEL_DEFAULT_THRESHOLD}
+"""MCM has none: ``max softmax(cos / 1)`` over C classes starts at 1/C and, CLIP's cosines lying
+within a few hundredths of each other, stays near it, so no one number fits every class set; it is
+calibrated from labelled examples or given."""
+
 
 class OpenSetError(InputError):
     """Open-set scoring cannot run on these inputs (no negatives, a threshold out of range...)."""
 
     code = "invalid_open_set"
+
+
+class OpenSetThresholdRequired(InputError):
+    """A method without a default threshold, asked for with no threshold and no calibration."""
+
+    code = "open_set_threshold_required"
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,81 @@ class OpenSetMeasures:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class OpenSetScorer:
+    """An open-set method ready to score: ``method``, the ``threshold`` it applies (``None``: scores
+    only, for calibration and evaluation) and, for NegLabel, the negative labels' (M, D) unit text
+    embeddings. ``info`` is what a response says about it (method, threshold and where it came from)."""
+
+    def __init__(self, method: str, threshold: float | None = None, negatives: torch.Tensor | None = None,
+                 *, threshold_source: str | None = None, info: dict | None = None) -> None:
+        self.method = check_open_set_method(method)
+        self.threshold = None if threshold is None else check_threshold(threshold)
+        if self.method == "neglabel":
+            if negatives is None or negatives.dim() != 2 or negatives.shape[0] == 0:
+                raise OpenSetError("NegLabel needs negative labels and there are none for this class set")
+            negatives = negatives.float()
+        self.negatives = negatives
+        self.groups = min(NEGLABEL_GROUPS, negatives.shape[0]) if negatives is not None else NEGLABEL_GROUPS
+        self.threshold_source = threshold_source
+        self._info = dict(info or {})
+
+    def to(self, device) -> OpenSetScorer:
+        negatives = None if self.negatives is None else self.negatives.to(device)
+        return OpenSetScorer(self.method, self.threshold, negatives, threshold_source=self.threshold_source,
+                             info=self._info)
+
+    def with_threshold(self, threshold: float, source: str) -> OpenSetScorer:
+        return OpenSetScorer(self.method, threshold, self.negatives, threshold_source=source, info=self._info)
+
+    def scores(self, inset_cosine: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
+        """(B,) scores from the (B, C) in-set cosines and the (B, D) unit image embeddings."""
+        if self.method == "mcm":
+            return mcm_score(inset_cosine)
+        negatives = self.negatives.to(image_emb.device)
+        return neglabel_score(inset_cosine, image_emb.float() @ negatives.T, groups=self.groups)
+
+    def decisions(self, scores: torch.Tensor) -> list[OpenSetDecision]:
+        if self.threshold is None:
+            raise OpenSetError("this open-set scorer has no threshold to decide with")
+        return open_set_decisions(scores, self.threshold)
+
+    def info(self) -> dict:
+        """``{method, threshold, threshold_source}`` and what the scorer was built from (negatives, calibration)."""
+        return {"method": self.method, "threshold": self.threshold, "threshold_source": self.threshold_source,
+                **self._info}
+
+
+def check_open_set_mode(mode: str | None) -> str:
+    """``off``, ``mcm`` or ``neglabel`` (any case, spaces ignored), or a one-line error."""
+    value = str(mode if mode is not None else "off").strip().lower()
+    if value not in OPEN_SET_MODES:
+        raise OpenSetError(f"unknown open_set mode {str(mode)[:40]!r}; choose from {', '.join(OPEN_SET_MODES)}")
+    return value
+
+
+def check_open_set_method(method: str) -> str:
+    value = check_open_set_mode(method)
+    if value == "off":
+        raise OpenSetError("open-set scoring needs a method: mcm or neglabel")
+    return value
+
+
+def resolve_threshold(method: str, requested: float | None = None, calibrated: float | None = None,
+                      configured: float | None = None, where: str = "") -> tuple[float, str]:
+    """(threshold, source): the request's, else the calibration's (95 % of the class set's labelled
+    examples in-set), else the configured one, else the method's default. ``where`` names the class
+    set in the error raised for MCM when there is none of these."""
+    for value, source in ((requested, "request"), (calibrated, "calibration"), (configured, "setting"),
+                          (DEFAULT_THRESHOLDS[check_open_set_method(method)], "default")):
+        if value is not None:
+            return check_threshold(value), source
+    raise OpenSetThresholdRequired(
+        f"open_set={method} has no default threshold (its score starts at 1/C for C classes){where}: give a "
+        "threshold between 0 and 1, or add labelled examples of the class set to calibrate one at "
+        f"{IN_SET_TPR:.0%} in-set"
+    )
 
 
 # --------------------------------------------------------------------------- scores
