@@ -67,6 +67,11 @@ def test_neglabel_score_uses_the_negatives_and_groups_no_more_than_there_are(hea
     assert scores.tolist() == pytest.approx(expected.tolist(), abs=1e-7)
     decisions = head.score(images, open_set=scorer)
     assert [d.open_set.unknown for d in decisions] == [bool(v < 0.5) for v in expected.tolist()]
+    # 250 negatives: NegLabel's 100 groups of 2, the last 50 dropped, as the reference score does
+    more = unit(torch.randn(250, 16, generator=torch.Generator().manual_seed(8)))
+    grouped = OpenSetScorer("neglabel", negatives=more).with_threshold(0.5, "default")
+    expected = neglabel_score(images @ head.prototypes.T, images @ more.T)
+    assert head.open_set_scores(images, grouped).tolist() == pytest.approx(expected.tolist(), abs=1e-7)
 
 
 def test_an_image_like_its_class_set_scores_above_one_like_the_negatives(head):
