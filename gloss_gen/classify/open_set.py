@@ -125,7 +125,9 @@ class OpenSetScorer:
         self._info = dict(info or {})
 
     def _copy(self, threshold, source, device=None) -> OpenSetScorer:
-        move = (lambda t: t if t is None or device is None else t.to(device))
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t if t is None or device is None else t.to(device)
+
         return OpenSetScorer(self.method, threshold, move(self.negatives), threshold_source=source, info=self._info,
                              _grouped=move(self._grouped))
 
