@@ -63,8 +63,7 @@ RETRY_AFTER_UNKNOWN_S = 5
 @dataclass
 class _Negatives:
     key: str
-    count: int
-    embeddings: torch.Tensor  # (M, D) on the scoring device
+    scorer: OpenSetScorer  # NegLabel's, without a threshold: its groups laid out once, on the scoring device
 
 
 @dataclass
@@ -110,16 +109,17 @@ class OpenSetServing:
         own method), else the method's default. Raises 503 errors while something is being prepared."""
         method = check_open_set_method(method)
         classifier: Classifier = loaded.classifier
-        negatives, info = None, {}
+        negatives_key = None
         if method == "neglabel":
             entry = await self._negatives_for(classifier)
-            negatives, info = entry.embeddings, {"negatives": entry.count, "negatives_key": entry.key}
-        scorer = OpenSetScorer(method, negatives=negatives, info=info)
+            scorer, negatives_key = entry.scorer, entry.key
+        else:
+            scorer = OpenSetScorer(method)
         calibration = None
         if threshold is None:
-            calibration = await self._calibration_for(loaded, scorer, info.get("negatives_key"))
+            calibration = await self._calibration_for(loaded, scorer, negatives_key)
             if calibration is not None:
-                scorer = OpenSetScorer(method, negatives=negatives, info={**info, "calibration": calibration.info()})
+                scorer = scorer.with_info(calibration=calibration.info())
         value, source = resolve_threshold(
             method, threshold, calibration.threshold if calibration is not None else None,
             self.settings.open_set_threshold if self.settings.open_set == method else None,
@@ -181,7 +181,9 @@ class OpenSetServing:
         self._keep_negatives(classifier.key, record)
 
     def _keep_negatives(self, classifier_key: str, record: NegativeLabels) -> _Negatives:
-        entry = _Negatives(record.key, len(record), torch.from_numpy(record.embeddings).to(self.model.device))
+        negatives = torch.from_numpy(record.embeddings).to(self.model.device)
+        scorer = OpenSetScorer("neglabel", negatives=negatives, info={"negatives": len(record), "negatives_key": record.key})
+        entry = _Negatives(record.key, scorer)
         self._negatives[classifier_key] = entry
         while len(self._negatives) > MAX_NEGATIVE_SETS:
             self._negatives.popitem(last=False)

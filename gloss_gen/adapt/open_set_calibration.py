@@ -142,7 +142,7 @@ def open_set_scorer(store, models, head: ScoringHead, method: str, limits, setti
         if key is not None and calibration is None:
             calibration = calibrate_open_set(store, models, head, scorer, limits, key, mode=mode, progress=progress)
     if calibration is not None:
-        scorer = OpenSetScorer(method, negatives=scorer.negatives, info={**info, "calibration": calibration.info()})
+        scorer = scorer.with_info(calibration=calibration.info())
     threshold, source = resolve_threshold(
         method, requested, calibration.threshold if calibration is not None else None,
         settings.open_set_threshold if settings.open_set == method else None,

@@ -137,6 +137,12 @@ class OpenSetScorer:
     def with_threshold(self, threshold: float, source: str) -> OpenSetScorer:
         return self._copy(threshold, source)
 
+    def with_info(self, **extra) -> OpenSetScorer:
+        """The same scorer (its negatives' groups shared, not laid out again) saying more in :meth:`info`."""
+        copy = self._copy(self.threshold, self.threshold_source)
+        copy._info.update(extra)
+        return copy
+
     def scores(self, inset_cosine: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
         """(B,) scores from the (B, C) in-set cosines and the (B, D) unit image embeddings."""
         if self.method == "mcm":
