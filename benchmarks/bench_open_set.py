@@ -131,7 +131,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--build-candidates", type=int, default=2000, help="prompts to time the text encoder on")
-    parser.add_argument("--full-build", action="store_true", help="embed every candidate (an hour on 2 CPU cores)")
+    parser.add_argument("--full-build", action="store_true", help="embed every candidate (15-25 min on 2 CPU cores)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     args = parser.parse_args()
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "

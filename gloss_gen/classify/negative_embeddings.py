@@ -8,8 +8,8 @@ hash of everything that decides it (format, classifier key, the class set's name
 prompts, the selection's quantile and share, the WordNet files, the candidate cap) and stored as
 safetensors with a JSON header (never pickle) under ``{ns}:negatives:{key}``, as classifiers are.
 
-Embedding every candidate is the cost: about 57,000 prompts, a few seconds on a GPU and about an
-hour for ViT-B-32 on two CPU cores. ``max_candidates`` (``VGLOSS_NEGLABEL_MAX_CANDIDATES``) embeds an
+Embedding every candidate is the cost: about 57,000 prompts, a few seconds on a GPU and 15-25
+minutes for ViT-B-32 on two CPU cores. ``max_candidates`` (``VGLOSS_NEGLABEL_MAX_CANDIDATES``) embeds an
 evenly spread subset instead, in the candidates' order, so nouns and adjectives keep their shares.
 """
 

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     neglabel_max_candidates: int = Field(
         0, ge=0,
         description="WordNet candidates embedded to choose NegLabel's negatives from, evenly spread; 0 = all "
-        "(about 57,000: seconds on a GPU, about an hour for ViT-B-32 on two CPU cores)",
+        "(about 57,000: seconds on a GPU, 15-25 min for ViT-B-32 on two CPU cores)",
     )
     decode_threads: int = Field(0, ge=0, description="0 = one per CPU core")
     decode_threads_per_request: int = Field(
