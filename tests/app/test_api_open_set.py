@@ -112,9 +112,11 @@ def test_mcm_calibrates_on_uploaded_examples(live_server_factory, redis_backed, 
     with httpx.Client(base_url=server.url, timeout=60) as http:
         upload_colours(http, "cifar10", per_class=10)
         first = http.post("/v1/classify", **multipart(jpeg_bytes[:2], open_set="mcm"))
-        assert first.status_code in (200, 503), first.text
-        if first.status_code == 503:
-            assert first.json()["error"]["code"] == "open_set_calibrating"
+        assert first.status_code == 503, first.text
+        assert first.json()["error"]["code"] == "open_set_calibrating" and "retry-after" in first.headers
+        # a threshold in the request needs no calibration
+        given = http.post("/v1/classify", **multipart(jpeg_bytes[:2], open_set="mcm", open_set_threshold=0.1))
+        assert given.status_code == 200 and given.json()["open_set"]["threshold_source"] == "request"
         done = until_not_503(http, **multipart(jpeg_bytes[:2], open_set="mcm"))
         assert done.status_code == 200, done.text
         info = done.json()["open_set"]
