@@ -57,6 +57,8 @@ HTTP_STATUS_BY_CODE = {
     "server_busy": 503,
     # not 413: the body is small; it is what the labels ask the text encoder to do that is refused
     "too_many_label_prompts": 422,
+    "invalid_open_set": 422,
+    "open_set_threshold_required": 422,
     # keys
     "missing_api_key": 401,
     "invalid_api_key": 403,

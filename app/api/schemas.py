@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from gloss_gen.classify.open_set import OPEN_SET_MODES
 from gloss_gen.core.names import NAME_MAX_CHARS, NAME_PATTERN
 
 TOP_K_MIN, TOP_K_MAX, TOP_K_DEFAULT = 1, 100, 5
@@ -33,6 +34,14 @@ class ClassifyJsonRequest(BaseModel):
     labels: list[str] | None = Field(None, description="Ad-hoc labels instead of a class set.")
     top_k: int = Field(TOP_K_DEFAULT, ge=TOP_K_MIN, le=TOP_K_MAX)
     explain: bool = Field(False, description="Add the best-matching description to each prediction.")
+    open_set: str | None = Field(
+        None, description="Open-set scoring: off, mcm or neglabel (default: the server's VGLOSS_OPEN_SET).",
+        json_schema_extra={"enum": list(OPEN_SET_MODES)},
+    )
+    open_set_threshold: float | None = Field(
+        None, description="An image is unknown below this score (default: calibrated on the class set's examples, "
+        "else the server's setting, else the method's default).", json_schema_extra={"minimum": 0, "maximum": 1},
+    )
 
 
 class Prediction(BaseModel):
@@ -47,8 +56,25 @@ class Prediction(BaseModel):
 class ImageResult(BaseModel):
     index: int
     filename: str | None = None
+    ood_score: float | None = Field(None, description="Open-set score, higher = more in-set (with open_set).")
+    unknown: bool | None = Field(None, description="The score is below the threshold (with open_set).")
     predictions: list[Prediction] | None = None
     error: ErrorDetail | None = None
+
+
+class OpenSetCalibrationInfo(BaseModel):
+    examples: int = Field(description="Labelled examples of the class set the threshold was calibrated on.")
+    tpr: float = Field(description="Share of them at or above the threshold.")
+    tpr_target: float
+
+
+class OpenSetInfo(BaseModel):
+    method: Literal["mcm", "neglabel"]
+    threshold: float
+    threshold_source: Literal["request", "calibration", "setting", "default"]
+    negatives: int | None = Field(None, description="Negative labels scored against (neglabel).")
+    negatives_key: str | None = None
+    calibration: OpenSetCalibrationInfo | None = None
 
 
 class ClassifyResponse(BaseModel):
@@ -56,6 +82,7 @@ class ClassifyResponse(BaseModel):
     class_set: str = Field(examples=["imagenet1k"])
     descriptions: str = Field(description="Id (content hash) of the description set used.")
     adapter: str | None = Field(None, description="Key of the few-shot adapter applied (absent when none).")
+    open_set: OpenSetInfo | None = Field(None, description="The open-set method applied (absent when off).")
     results: list[ImageResult]
 
 

@@ -3,7 +3,8 @@
 Requests put their decoded images on the queue and await a future. A single asyncio task takes up
 to ``max_batch`` images, or whatever has arrived ``wait_s`` after the oldest waiting image, stacks
 them, encodes them with one model call on a dedicated thread, and scores each image with the
-scoring head of the request it came from (one ``predict`` per distinct head in the batch). While
+scoring head of the request it came from (one ``score`` per distinct head and open-set scorer in the
+batch). While
 the model runs, the next batch gathers on the event loop.
 
 Capacity is reserved per request before decoding (:meth:`InferenceBatcher.reserve`), so that the
@@ -26,7 +27,8 @@ from typing_extensions import Self
 
 from app.prometheus_metrics import Metrics
 from app.services.service_errors import QueueFull, ShuttingDown
-from gloss_gen.classify.scoring import Prediction, ScoringHead
+from gloss_gen.classify.open_set import OpenSetScorer
+from gloss_gen.classify.scoring import ImageScores, ScoringHead
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,9 @@ class _Request:
     top_k: int
     explain: bool
     future: asyncio.Future
-    results: list[list[Prediction] | None]
+    results: list[ImageScores | None]
     remaining: int
+    open_set: OpenSetScorer | None = None
 
 
 @dataclass
@@ -142,9 +145,11 @@ class InferenceBatcher:
         return max(1, min(60, math.ceil(self._pending / self._images_per_second)))
 
     async def classify(
-        self, images: list[torch.Tensor], head: ScoringHead, top_k: int, explain: bool
-    ) -> list[list[Prediction]]:
-        """Top-k predictions for each image, in order, scored against ``head``."""
+        self, images: list[torch.Tensor], head: ScoringHead, top_k: int, explain: bool,
+        open_set: OpenSetScorer | None = None,
+    ) -> list[ImageScores]:
+        """Top-k predictions for each image, in order, scored against ``head`` (and with ``open_set``,
+        each image's open-set verdict)."""
         if self._worker is None:
             raise ShuttingDown()
         if not images:
@@ -157,6 +162,7 @@ class InferenceBatcher:
             future=loop.create_future(),
             results=[None] * len(images),
             remaining=len(images),
+            open_set=open_set,
         )
         now = loop.time()
         for position, pixels in enumerate(images):
@@ -210,11 +216,11 @@ class InferenceBatcher:
             return
         elapsed = time.perf_counter() - started
         self._record(len(batch), elapsed)
-        for item, predictions in zip(batch, outputs):
+        for item, scored in zip(batch, outputs):
             request = item.request
             if request.future.done():
                 continue
-            request.results[item.position] = predictions
+            request.results[item.position] = scored
             request.remaining -= 1
             if request.remaining == 0:
                 request.future.set_result(request.results)
@@ -228,22 +234,22 @@ class InferenceBatcher:
         rate = size / elapsed if elapsed > 0 else 0.0
         self._images_per_second = rate if self._images_per_second == 0 else 0.8 * self._images_per_second + 0.2 * rate
 
-    def _encode_and_score(self, batch: list[_QueuedImage]) -> list[list[Prediction]]:
-        """Runs on the inference thread: one model call, then one scoring call per head."""
+    def _encode_and_score(self, batch: list[_QueuedImage]) -> list[ImageScores]:
+        """Runs on the inference thread: one model call, then one scoring call per (head, open-set scorer)."""
         with torch.inference_mode():
             embeddings = self._encode_images(torch.stack([item.pixels for item in batch]))
-            by_head: dict[int, list[int]] = {}
+            by_head: dict[tuple[int, int], list[int]] = {}
             for index, item in enumerate(batch):
-                by_head.setdefault(id(item.request.head), []).append(index)
-            outputs: list[list[Prediction]] = [[] for _ in batch]
+                by_head.setdefault((id(item.request.head), id(item.request.open_set)), []).append(index)
+            outputs: list[ImageScores] = [ImageScores([]) for _ in batch]
             for indices in by_head.values():
                 requests = [batch[i].request for i in indices]
                 top_k = max(r.top_k for r in requests)
                 explain = any(r.explain for r in requests)
                 rows = embeddings[torch.tensor(indices)] if len(indices) != len(batch) else embeddings
-                predictions = requests[0].head.predict(rows, top_k=top_k, explain=explain)
-                for index, request, preds in zip(indices, requests, predictions):
-                    outputs[index] = preds[: request.top_k]
+                scored = requests[0].head.score(rows, top_k=top_k, explain=explain, open_set=requests[0].open_set)
+                for index, request, image in zip(indices, requests, scored):
+                    outputs[index] = ImageScores(image.predictions[: request.top_k], image.open_set)
             return outputs
 
     async def close(self, timeout_s: float = 60.0) -> None:

@@ -34,6 +34,8 @@ class ClassifyQuery:
     labels: list[str] | None = None
     top_k: int = 5
     explain: bool = False
+    open_set: str = "off"  # off, mcm or neglabel: the request's, or the server's default
+    open_set_threshold: float | None = None
 
 
 class ClassifyService:
@@ -59,6 +61,9 @@ class ClassifyService:
         """Every image's predictions or error: the body of ``POST /v1/classify`` (see DESIGN.md)."""
         self.readiness.require()
         loaded = await self._classifier_for(query)
+        scorer = None
+        if query.open_set != "off":  # before any decoding: a 503 while negatives build costs nothing
+            scorer = await self.registry.open_sets.scorer_for(loaded, query.open_set, query.open_set_threshold)
         uploads = query.images
         readable = [i for i, upload in enumerate(uploads) if upload.error is None]
         outcomes: list[torch.Tensor | ImageError | None] = [u.error for u in uploads]
@@ -76,19 +81,21 @@ class ClassifyService:
             if not good:
                 first = next(o for o in outcomes if isinstance(o, ImageError))
                 raise NoUsableImages(first, len(uploads))
-            predictions = await self.batcher.classify(
-                [outcomes[i] for i in good], loaded.head, query.top_k, query.explain
+            scored = await self.batcher.classify(
+                [outcomes[i] for i in good], loaded.head, query.top_k, query.explain, scorer
             )
         self.metrics.images_classified.inc(len(good))
-        by_index = dict(zip(good, predictions))
+        by_index = dict(zip(good, scored))
         results = [
-            ImageResult(index, upload.filename, predictions=by_index[index])
+            ImageResult(index, upload.filename, predictions=by_index[index].predictions,
+                        open_set=by_index[index].open_set)
             if index in by_index
             else ImageResult(index, upload.filename, error=outcomes[index])
             for index, upload in enumerate(uploads)
         ]
         return ClassifyResult.for_classifier(
-            loaded.classifier, results, query.explain, loaded.adapter.key if loaded.adapter is not None else None
+            loaded.classifier, results, query.explain, loaded.adapter.key if loaded.adapter is not None else None,
+            scorer.info() if scorer is not None else None,
         )
 
     async def _classifier_for(self, query: ClassifyQuery) -> LoadedClassifier:

@@ -12,6 +12,10 @@
 Every build embeds on the shared text-encoder turns (:class:`~app.services.text_work.TextWork`).
 
 Concurrent first requests for the same set share one load (single flight).
+
+The registry also holds the open-set state of the classifiers it serves (:attr:`open_sets`,
+:class:`~app.services.open_set_serving.OpenSetServing`): negatives and calibrations follow the
+classifier key, so a new classifier is prepared afresh.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from app.prometheus_metrics import Metrics
 from app.services.description_builds import describe
 from app.services.model import ModelHolder
+from app.services.open_set_serving import OpenSetServing
 from app.services.service_errors import (
     ClassifierBroken,
     ClassSetNotFound,
@@ -95,6 +100,7 @@ class ClassifierRegistry:
         self.metrics = metrics
         self.refresh_s = refresh_s
         self._text_work = text_work
+        self.open_sets = OpenSetServing(settings, store, model, text_work, refresh_s)
         self._named: dict[str, _Slot] = {}
         self._labels: OrderedDict[str, LoadedClassifier] = OrderedDict()
         self._in_flight: dict[tuple[str, str], asyncio.Task] = {}
@@ -269,3 +275,4 @@ class ClassifierRegistry:
         for task in list(self._background) + list(self._in_flight.values()):
             task.cancel()
         await asyncio.gather(*self._background, *self._in_flight.values(), return_exceptions=True)
+        await self.open_sets.close()

@@ -136,3 +136,30 @@ class NoUsableImages(VglossError):
         else:
             message = f"None of the {count} images could be classified; the first: {first.message}"
         super().__init__(message, code=first.code)
+
+
+class NegativesBuilding(UnavailableError):
+    """NegLabel's negative labels for a classifier are being embedded; the request is not held for them."""
+
+    code = "negatives_building"
+
+    def __init__(self, name: str, done: int, total: int, retry_after_s: int) -> None:
+        progress = f"{done:,} of {total:,} prompts embedded" if total else "mining WordNet for candidates"
+        super().__init__(
+            f"The negative labels of class set {name!r} are being embedded for open_set=neglabel ({progress}); "
+            f"retry in {retry_after_s}s, or classify with open_set=off or mcm meanwhile.",
+            retry_after_s=retry_after_s,
+        )
+
+
+class OpenSetCalibrating(UnavailableError):
+    """The open-set threshold of a class set is being calibrated on its labelled examples."""
+
+    code = "open_set_calibrating"
+
+    def __init__(self, name: str, method: str, retry_after_s: int) -> None:
+        super().__init__(
+            f"The {method} threshold of class set {name!r} is being calibrated on its labelled examples; retry in "
+            f"{retry_after_s}s, or give open_set_threshold.",
+            retry_after_s=retry_after_s,
+        )

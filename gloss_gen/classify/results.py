@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gloss_gen.classify.open_set import OpenSetDecision
 from gloss_gen.classify.scoring import Prediction
 from gloss_gen.core.errors import VglossError
 from gloss_gen.data.classifier import Classifier
@@ -17,18 +18,22 @@ from gloss_gen.data.classifier import Classifier
 
 @dataclass
 class ImageResult:
-    """One image of a request: its top-k predictions, or the error that rejected it."""
+    """One image of a request: its top-k predictions (and, with open-set scoring, its ``ood_score``
+    and ``unknown``), or the error that rejected it."""
 
     index: int
     filename: str | None
     predictions: list[Prediction] | None = None
     error: VglossError | None = None
+    open_set: OpenSetDecision | None = None
 
     def to_dict(self, explain: bool = False) -> dict:
         entry: dict = {"index": self.index, "filename": self.filename}
         if self.error is not None:
             entry["error"] = {"code": self.error.code, "message": self.error.message}
         else:
+            if self.open_set is not None:
+                entry.update(self.open_set.to_dict())
             entry["predictions"] = [p.to_dict(explain) for p in self.predictions or []]
         return entry
 
@@ -43,10 +48,12 @@ class ClassifyResult:
     results: list[ImageResult]
     explain: bool = False
     adapter: str | None = None  # key of the few-shot adapter applied, if any
+    open_set: dict | None = None  # OpenSetScorer.info() of the open-set method applied, if any
 
     @classmethod
     def for_classifier(
-        cls, classifier: Classifier, results: list[ImageResult], explain: bool = False, adapter: str | None = None
+        cls, classifier: Classifier, results: list[ImageResult], explain: bool = False, adapter: str | None = None,
+        open_set: dict | None = None,
     ) -> ClassifyResult:
         """The result of scoring with ``classifier``: its model, class set and descriptions are named."""
         return cls(
@@ -56,15 +63,18 @@ class ClassifyResult:
             results=results,
             explain=explain,
             adapter=adapter,
+            open_set=open_set,
         )
 
     def to_dict(self) -> dict:
-        """The response body (DESIGN.md): ``evidence`` appears in predictions only with ``explain``."""
+        """The response body (DESIGN.md): ``evidence`` appears in predictions only with ``explain``;
+        ``open_set`` and each image's ``ood_score``/``unknown`` only with open-set scoring."""
         return {
             "model": self.model,
             "class_set": self.class_set,
             "descriptions": self.descriptions,
             # only with an adapter, so a zero-shot body keeps its documented shape
             **({"adapter": self.adapter} if self.adapter is not None else {}),
+            **({"open_set": self.open_set} if self.open_set is not None else {}),
             "results": [result.to_dict(self.explain) for result in self.results],
         }

@@ -6,6 +6,10 @@ logit_bias)`` for models that carry a bias (SigLIP). ``similarity`` is the cosin
 Evidence is the description of a predicted class most similar to the image (for class-name
 prompts, the template prompt: "a photo of a cat.").
 
+With an :class:`~gloss_gen.classify.open_set.OpenSetScorer` (MCM or NegLabel), :meth:`ScoringHead.score`
+also gives each image an open-set ``ood_score`` (higher = more in-set), computed from the same zero-shot
+cosines as the predictions, and ``unknown`` when it falls below the scorer's threshold.
+
 A few-shot cache adapter (:class:`CacheModel`, fitted by :mod:`gloss_gen.adapt.tip`) may be attached: its cache logits are
 added to ``logit_scale · cos`` before the softmax, and ``explain`` then also names the labelled
 example of each predicted class nearest to the image.
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gloss_gen.classify.open_set import OpenSetDecision, OpenSetScorer
 from gloss_gen.core.errors import AdaptError
 from gloss_gen.data.classifier import Classifier
 
@@ -46,6 +51,14 @@ class Prediction:
             if self.example is not None:
                 data["example"] = self.example
         return data
+
+
+@dataclass
+class ImageScores:
+    """One image scored: its top-k predictions and, with an open-set scorer, its open-set verdict."""
+
+    predictions: list[Prediction]
+    open_set: OpenSetDecision | None = None
 
 
 class ScoringHead:
@@ -120,8 +133,29 @@ class ScoringHead:
         mode: str = "prototype",
     ) -> list[list[Prediction]]:
         """Top-k predictions for each image of a batch of unit embeddings (B, D)."""
+        return [scored.predictions for scored in self.score(image_emb, top_k, explain, mode)]
+
+    def open_set_scores(self, image_emb: torch.Tensor, scorer: OpenSetScorer, mode: str = "prototype",
+                        cosine: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) open-set scores of unit image embeddings, from the zero-shot cosines (never the adapter's)."""
+        image_emb = image_emb.to(self.device, dtype=torch.float32)
+        return scorer.scores(self.similarities(image_emb, mode) if cosine is None else cosine, image_emb)
+
+    def score(
+        self,
+        image_emb: torch.Tensor,
+        top_k: int = 5,
+        explain: bool = False,
+        mode: str = "prototype",
+        open_set: OpenSetScorer | None = None,
+    ) -> list[ImageScores]:
+        """Top-k predictions for each image of a batch of unit embeddings (B, D), and with
+        ``open_set`` (which must have a threshold) its ``ood_score`` and ``unknown``."""
         cosine = self.similarities(image_emb, mode)
         probs = self.probabilities(cosine, image_emb)
+        decisions = None
+        if open_set is not None:
+            decisions = open_set.decisions(self.open_set_scores(image_emb, open_set, mode, cosine))
         k = max(1, min(int(top_k), self.num_classes))
         top_p, top_i = probs.topk(k, dim=-1)
         top_cos = cosine.gather(1, top_i)
@@ -149,7 +183,7 @@ class ScoringHead:
                         example=None if examples is None else examples[b][j],
                     )
                 )
-            results.append(preds)
+            results.append(ImageScores(preds, None if decisions is None else decisions[b]))
         return results
 
     def _best_evidence_rows(self, image_emb: torch.Tensor, top_i: torch.Tensor) -> list[list[int]]:

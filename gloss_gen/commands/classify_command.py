@@ -24,10 +24,17 @@ Ad-hoc --labels are embedded once per model, in the VGLOSS_LABEL_TEMPLATES templ
 simple: 7 prompts a label), and kept in the store under the same name the server uses
 (labels-<hash>), so the next run with the same labels, or the server, encodes no text.
 
+Open-set scoring (--open-set mcm|neglabel, default VGLOSS_OPEN_SET) adds an ood_score (higher =
+more in-set) and says "unknown" below the threshold: --open-set-threshold, else one calibrated at 95%
+in-set on the class set's stored examples, else VGLOSS_OPEN_SET_THRESHOLD (for that method), else
+the method's default (neglabel 0.5; mcm has none). neglabel embeds WordNet negative labels once per
+classifier and keeps them in the store (see docs/open-set.md).
+
 Examples:
   vgloss classify cat.jpg dog.png
   vgloss classify photos/*.jpg --class-set cifar10 --top-k 3 --explain
   vgloss classify x.jpg --labels "a red car" "a blue bike" --json
+  vgloss classify photos/*.jpg --class-set cifar10 --open-set neglabel
 """
 
 
@@ -38,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="predictions per image (1-100, default 5)")
     parser.add_argument("--explain", action="store_true", help="show the best-matching description")
     parser.add_argument("--json", action="store_true", help="print JSON like the REST API")
+    parser.add_argument("--open-set", metavar="MODE", help="off, mcm or neglabel (default: VGLOSS_OPEN_SET or off)")
+    parser.add_argument("--open-set-threshold", metavar="T",
+                        help="unknown below this score, 0-1 (default: calibrated, setting or method default)")
     add_model_arguments(parser)
 
 
@@ -47,6 +57,7 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
 
     if not 1 <= args.top_k <= 100:
         raise UserError("--top-k must be between 1 and 100")
+    _check_open_set(args, settings)
     if args.labels and args.class_set:
         raise UserError("give --class-set or --labels, not both")
     if args.labels is not None and not any(label.strip() for label in args.labels):
@@ -56,6 +67,22 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
         ref = args.class_set or settings.default_class_set
         if ref not in BUILTIN_CLASS_SETS and store.get_class_set(ref) is None:
             load_class_set(ref)  # raises the one-line "unknown class set" / "file does not exist" error
+
+
+def _check_open_set(args: argparse.Namespace, settings) -> None:
+    """``args.open_set`` (off/mcm/neglabel) and ``args.open_set_threshold`` (float or None), checked."""
+    from gloss_gen.classify.open_set import check_open_set_mode, check_threshold
+
+    args.open_set = check_open_set_mode(args.open_set if args.open_set is not None else settings.open_set)
+    if args.open_set_threshold is not None:
+        text = str(args.open_set_threshold)
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"--open-set-threshold must be a number between 0 and 1, not {text[:40]!r}") from None
+        args.open_set_threshold = check_threshold(value)
+        if args.open_set == "off":
+            raise UserError("--open-set-threshold needs --open-set mcm or neglabel")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +115,13 @@ def run(args: argparse.Namespace) -> int:
     head = ScoringHead(classifier, model.device, adapter)
     preprocessor = Preprocessor.from_open_clip(model.model)
     limits = ImageLimits.from_settings(settings)
+    scorer = None
+    if args.open_set != "off":
+        from gloss_gen.adapt.open_set_calibration import open_set_scorer
+        from gloss_gen.model.model_source import ModelSource
+
+        scorer = open_set_scorer(store, ModelSource.of(model), head, args.open_set, limits, settings,
+                                 requested=args.open_set_threshold, progress=True)
 
     results, tensors, positions = [], [], []
     for index, path in enumerate(args.images):
@@ -102,19 +136,24 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
     for start in range(0, len(tensors), settings.max_batch):
         batch = torch.stack(tensors[start : start + settings.max_batch])
-        predictions = head.predict(model.encode_images(batch), top_k=args.top_k, explain=args.explain)
-        for offset, preds in enumerate(predictions):
-            results[positions[start + offset]].predictions = preds
+        scored = head.score(model.encode_images(batch), top_k=args.top_k, explain=args.explain, open_set=scorer)
+        for offset, image in enumerate(scored):
+            results[positions[start + offset]].predictions = image.predictions
+            results[positions[start + offset]].open_set = image.open_set
 
     if args.json:
-        print(json.dumps(ClassifyResult.for_classifier(classifier, results, args.explain,
-                                                       adapter.key if adapter else None).to_dict(), indent=2))
+        print(json.dumps(ClassifyResult.for_classifier(classifier, results, args.explain, adapter.key if adapter else None,
+                                                       scorer.info() if scorer else None).to_dict(), indent=2))
     else:
         for result in results:
             print(result.filename)
             if result.error is not None:
                 print(f"  error: {result.error.message}")
                 continue
+            if result.open_set is not None:
+                verdict = "unknown" if result.open_set.unknown else "in set"
+                print(f"  {verdict}: {scorer.method} score {result.open_set.ood_score:.4g} "
+                      f"(threshold {scorer.threshold:.4g}, {scorer.threshold_source})")
             for p in result.predictions:
                 line = f"  {p.score:7.2%}  {p.label}  ({p.class_id}, cos {p.similarity:.3f})"
                 if args.explain and p.evidence:

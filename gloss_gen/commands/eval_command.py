@@ -47,6 +47,13 @@ Scoring (--scoring):
                     CLIP_benchmark score
   mean-description  mean of the cosines to a class's descriptions, as DCLIP scores
 
+Open set (--ood OOD_DIR): images of none of the classes (every image file under OOD_DIR, or a
+binary set) against DATA's, scored by each --open-set method (mcm, neglabel; default both) with
+every description method: AUROC, FPR at 95% TPR and the threshold there, beside top-1. --out then
+also writes open_set_rows.jsonl, one line per image and method: path, in_set, open_set, ood_score,
+unknown (below the 95%-TPR threshold), and the chart gains a panel. neglabel embeds its WordNet
+negative labels once per classifier (VGLOSS_NEGLABEL_MAX_CANDIDATES caps them; see docs/open-set.md).
+
 Few-shot adaptation (--examples): labelled example images (any layout above, separate from
 DATA) adapt every method, and each (method, adaptation, shots) is scored on the same DATA images:
   zero-shot   the method alone
@@ -68,6 +75,7 @@ Examples:
   vgloss eval ./cifar-10-batches-bin/test_batch.bin --class-set cifar10 --templates openai \\
       --methods classname        # CIFAR-10 with the 80 ImageNet templates instead of CLIP's 18
   vgloss eval ./imagenet-val --class-set imagenet1k --jpeg-draft --limit 1000   # as the server decodes
+  vgloss eval ./cifar-test --class-set cifar10 --ood ./not-cifar --open-set mcm,neglabel --out results/
   vgloss eval ./cifar-test --class-set cifar10 --examples ./cifar-16shot \\
       --shots 1,2,4,8,16 --adapt zero-shot,tip,tip-f,clipfit --out results/
 """
@@ -125,6 +133,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--top-confusions", type=int, default=20, help="true -> predicted pairs kept in results.json (default: 20)"
     )
     parser.add_argument("--out", type=Path, help="write results.json and top1.png into this folder")
+    open_set = parser.add_argument_group("open set")
+    open_set.add_argument("--ood", type=Path, metavar="OOD_DIR", help="out-of-set images to tell from DATA's")
+    open_set.add_argument("--open-set", metavar="METHODS", help="comma-separated: mcm, neglabel (default: both)")
+    open_set.add_argument("--ood-layout", choices=("auto", *LAYOUTS), default="auto",
+                          help="layout of --ood (default: every image file under it)")
     few = parser.add_argument_group("few-shot adaptation")
     few.add_argument("--examples", type=Path, help="labelled example images to adapt with (not DATA itself)")
     few.add_argument("--shots", default="1,2,4,8,16", help="examples per class to try (default: %(default)s)")
@@ -155,6 +168,13 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} exists and is not a folder")
     methods = parse_methods(args.methods)  # EvalError, AdaptError: VglossErrors the CLI prints as one line
+    from gloss_gen.evaluation.open_set_eval import parse_open_set_methods
+
+    if args.open_set is not None and args.ood is None:
+        raise UserError("--open-set measures detection of out-of-set images: give them with --ood OOD_DIR")
+    if args.ood is not None and args.examples is not None:
+        raise UserError("--ood does not combine with --examples; run them separately")
+    open_set = parse_open_set_methods(args.open_set) if args.ood is not None else ()
     class_set = load_class_set(args.class_set or settings.default_class_set)
 
     check_model_setup(settings)
@@ -174,6 +194,10 @@ def run(args: argparse.Namespace) -> int:
         template_set=args.templates,
         max_confusions=max(0, args.top_confusions),
         scoring_device=models.device,
+        ood=args.ood,
+        ood_layout=args.ood_layout,
+        open_set=open_set,
+        neglabel_max_candidates=settings.neglabel_max_candidates,
         progress=True,  # a bar on a terminal; tqdm's plain updates in a log file, as describe and embed
     )
 

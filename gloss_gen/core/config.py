@@ -73,6 +73,19 @@ class Settings(BaseSettings):
         8000, ge=1, description="prompts (labels x templates) one request's new labels may ask to embed"
     )
     label_cache_size: int = Field(64, ge=1)
+    open_set: Literal["off", "mcm", "neglabel"] = Field(
+        "off", description="open-set scoring when a request names none: off, mcm or neglabel (docs/open-set.md)"
+    )
+    open_set_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="threshold of VGLOSS_OPEN_SET's method where a class set has no calibration (unset: the "
+        "method's default; mcm has none and needs this)",
+    )
+    neglabel_max_candidates: int = Field(
+        0, ge=0,
+        description="WordNet candidates embedded to choose NegLabel's negatives from, evenly spread; 0 = all "
+        "(about 57,000: seconds on a GPU, 15-25 min for ViT-B-32 on two CPU cores)",
+    )
     decode_threads: int = Field(0, ge=0, description="0 = one per CPU core")
     decode_threads_per_request: int = Field(
         0, ge=0, description="decode threads one request may use at once; 0 = half of decode_threads (at least 1)"
@@ -125,6 +138,15 @@ class Settings(BaseSettings):
     def _queue_needs_redis(self):
         if self.jobs_on_queue and not self.redis_url:
             raise ValueError("VGLOSS_JOBS_ON_QUEUE needs VGLOSS_REDIS_URL: the workers take jobs from Redis")
+        return self
+
+    @model_validator(mode="after")
+    def _mcm_needs_a_threshold(self):
+        if self.open_set == "mcm" and self.open_set_threshold is None:
+            raise ValueError(
+                "VGLOSS_OPEN_SET=mcm needs VGLOSS_OPEN_SET_THRESHOLD: the MCM score starts at 1/C for C classes, "
+                "so it has no default threshold (see docs/open-set.md)"
+            )
         return self
 
     @field_validator("label_templates")

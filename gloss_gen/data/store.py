@@ -19,6 +19,10 @@ Layout (``{ns}`` = ``vgloss:v1`` by default):
 - ``{ns}:array:{kind}:{key}`` — cached arrays (safetensors), e.g. image embeddings for eval
 - ``{ns}:adapter:{key}``, ``{ns}:active-adapter:{model_id}:{class_set}`` — few-shot adapters
   (see :mod:`gloss_gen.classify.adapter_records`)
+- ``{ns}:negatives:{key}`` — NegLabel's negative labels of a classifier (safetensors, see
+  :mod:`gloss_gen.classify.negative_embeddings`)
+- ``{ns}:open-set-calibration:{key}`` — an open-set threshold calibrated on a class set's examples
+  (JSON, see :mod:`gloss_gen.adapt.open_set_calibration`)
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Presenting an evaluation: the console table, ``results.json`` and the ``top1.png`` bar chart."""
+"""Presenting an evaluation: the console table, ``results.json`` and the ``top1.png`` bar chart; with
+``--ood`` also an open-set table, ``open_set`` entries per method, the per-image rows
+(``open_set_rows.jsonl``) and a second panel of AUROC and FPR95 in the chart."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 from pathlib import Path
 
 from gloss_gen.evaluation.metrics import CONFIDENCE, Accuracy
+from gloss_gen.evaluation.open_set_eval import ROWS_FILE
 from gloss_gen.evaluation.runner import EvalResult
 
 RESULTS_FORMAT = 1
@@ -50,7 +53,26 @@ def format_table(result: EvalResult) -> str:
         for m in result.methods
         for s in [m.scores]
     ]
-    return render_table(title, header, rows)
+    table = render_table(title, header, rows)
+    if result.ood is None:
+        return table
+    return table + "\n\n" + format_open_set_table(result)
+
+
+def format_open_set_table(result: EvalResult) -> str:
+    """A row per (method, open-set method): top-1 beside AUROC, FPR95 and the threshold at 95 % TPR."""
+    title = (
+        f"open set: {result.num_images} in-set vs {result.ood['num_images']} out-of-set images ({result.ood['path']}); "
+        "FPR95 = out-of-set images kept at 95% in-set"
+    )
+    header = ("method", "open set", "top-1 %", "AUROC %", "FPR95 %", "threshold", "TPR %")
+    rows = [
+        (m.spec.label, o.open_set, percent(m.scores.top1), f"{100 * o.measures.auroc:.2f}",
+         f"{100 * o.measures.fpr_at_tpr:.2f}", f"{o.measures.threshold:.6g}", f"{100 * o.measures.tpr:.1f}")
+        for m in result.methods
+        for o in m.open_set
+    ]
+    return render_table(title, header, rows, left_columns=2)
 
 
 def results_dict(result: EvalResult) -> dict:
@@ -83,9 +105,11 @@ def results_dict(result: EvalResult) -> dict:
                 "per_class": m.scores.per_class,
                 "top_confusions": m.scores.top_confusions,
                 "notes": m.notes,
+                **({"open_set": {o.open_set: o.to_dict() for o in m.open_set}} if m.open_set else {}),
             }
             for m in result.methods
         },
+        **({"ood": result.ood} if result.ood is not None else {}),
     }
 
 
@@ -97,8 +121,44 @@ def write_json(result: EvalResult, path: Path) -> Path:
     return path
 
 
+def write_rows(result: EvalResult, path: Path) -> Path:
+    """Every open-set row as a JSON line: method, open_set, path, in_set, ood_score, unknown."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for method in result.methods:
+            for outcome in method.open_set:
+                for row in outcome.rows:
+                    out.write(json.dumps(row.to_dict(), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _open_set_panel(axes, result: EvalResult) -> None:
+    """AUROC and FPR95 (%) per (method, open-set method), side by side."""
+    pairs = [(f"{m.spec.label}\n{o.open_set}", o.measures) for m in result.methods for o in m.open_set]
+    positions = range(len(pairs))
+    width = 0.38
+    for offset, name, values, color in (
+        (-width / 2, "AUROC", [100 * mm.auroc for _, mm in pairs], "#55A868"),
+        (width / 2, "FPR95", [100 * mm.fpr_at_tpr for _, mm in pairs], "#C44E52"),
+    ):
+        bars = axes.bar([p + offset for p in positions], values, width, label=name, color=color)
+        for bar, value in zip(bars, values):
+            axes.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value), xytext=(0, 2),
+                          textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    axes.set_xticks(list(positions), [label for label, _ in pairs], fontsize=8)
+    axes.set_ylim(0, 118)  # room for the legend above the 100 % bars
+    axes.set_ylabel("%")
+    axes.set_title(f"open set: {result.num_images} in-set vs {result.ood['num_images']} out-of-set images\n"
+                   "AUROC (higher is better), FPR at 95% TPR (lower is better)", fontsize=9)
+    axes.legend(fontsize=8, loc="upper center", ncol=2)
+    axes.grid(axis="y", alpha=0.3)
+
+
 def write_chart(result: EvalResult, path: Path) -> Path:
-    """Bar chart of top-1 accuracy per method, the Wilson interval as (asymmetric) error bars."""
+    """Bar chart of top-1 accuracy per method, the Wilson interval as (asymmetric) error bars; with
+    ``--ood`` a second panel of AUROC and FPR95 per (method, open-set method)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -108,9 +168,15 @@ def write_chart(result: EvalResult, path: Path) -> Path:
     above = [100 * m.scores.top1.high - v for v, m in zip(values, result.methods)]
 
     # Figure + Agg canvas rather than pyplot: no global state, no display backend needed.
-    figure = Figure(figsize=(max(4.0, 1.3 * len(labels) + 2.0), 4.2), layout="constrained")
+    open_set_pairs = sum(len(m.open_set) for m in result.methods)
+    width = max(4.0, 1.3 * len(labels) + 2.0) + (max(4.0, 1.2 * open_set_pairs + 1.5) if open_set_pairs else 0.0)
+    figure = Figure(figsize=(width, 4.2), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    if open_set_pairs:
+        axes, open_set_axes = figure.subplots(1, 2, width_ratios=[max(1, len(labels)), max(1, open_set_pairs)])
+        _open_set_panel(open_set_axes, result)
+    else:
+        axes = figure.add_subplot()
     positions = range(len(labels))
     axes.bar(positions, values, yerr=[below, above], capsize=6, color="#4C72B0", ecolor="#222222")
     for position, value, top in zip(positions, values, above):
@@ -132,4 +198,7 @@ def write_chart(result: EvalResult, path: Path) -> Path:
 
 
 def write_outputs(result: EvalResult, out_dir: Path) -> tuple[Path, Path]:
+    """results.json and top1.png (and with ``--ood`` the per-image open-set rows)."""
+    if result.ood is not None:
+        write_rows(result, out_dir / ROWS_FILE)
     return write_json(result, out_dir / RESULTS_FILE), write_chart(result, out_dir / CHART_FILE)

@@ -54,6 +54,7 @@ from gloss_gen.evaluation.datasets import (
     resolve_labels,
 )
 from gloss_gen.evaluation.metrics import Scores, score_predictions
+from gloss_gen.evaluation.open_set_eval import OpenSetOutcome, item_path, open_ood_images, score_open_set
 from gloss_gen.imaging import ImageLimits
 from gloss_gen.model.model_source import ModelSource
 
@@ -206,6 +207,10 @@ class EvalConfig:
     max_confusions: int = 20
     scoring_device: str = "cpu"
     progress: bool = False
+    ood: Path | None = None  # out-of-set images: measure open-set detection (--ood)
+    ood_layout: str = "auto"
+    open_set: tuple[str, ...] = ()  # open-set methods to measure with --ood
+    neglabel_max_candidates: int = 0
 
 
 @dataclass
@@ -218,6 +223,7 @@ class MethodResult:
     classifier_cached: bool
     scores: Scores
     notes: list[str] = field(default_factory=list)
+    open_set: list[OpenSetOutcome] = field(default_factory=list)
 
 
 @dataclass
@@ -235,6 +241,7 @@ class EvalResult:
     images_encoded: int  # images run through the model in this run (0: all from the cache)
     methods: list[MethodResult]
     created_at: str = field(default_factory=utc_now)
+    ood: dict | None = None  # {path, num_images, unreadable} of the --ood images
 
 
 def open_evaluation_images(config: EvalConfig) -> tuple[LabelledImages, np.ndarray]:
@@ -261,6 +268,13 @@ def evaluate(
     if config.batch_size < 1:
         raise EvalError(f"--batch-size must be at least 1, not {config.batch_size}")
     dataset, truth = open_evaluation_images(config)
+    ood = None
+    if config.ood is not None:
+        if not config.open_set:
+            raise EvalError("--ood needs at least one open-set method (--open-set mcm,neglabel)")
+        ood = open_ood_images(config.ood, config.ood_layout)
+    elif config.open_set:
+        raise EvalError("--open-set measures detection of out-of-set images: give them with --ood OOD_DIR")
     prepared = []
     for spec in config.methods:
         try:
@@ -288,6 +302,8 @@ def evaluate(
         shown = ", ".join(dataset.item_name(i) for i in sorted(embeddings.unreadable)[:5])
         notify(f"{len(embeddings.unreadable)} images could not be read and are left out: {shown}")
     vectors, readable_truth = embeddings.vectors[readable], truth[readable]
+    ood_vectors, ood_names, ood_summary = _embed_ood(ood, models, store, limits, config, notify)
+    in_names = [item_path(dataset, i) for i in np.flatnonzero(readable)]
 
     template_set = config.template_set or config.class_set.templates
     results = []
@@ -296,6 +312,13 @@ def evaluate(
         head = ScoringHead(classifier, config.scoring_device)
         ranked = rank_classes(head, vectors, config.scoring, TOP_K)
         scores = score_predictions(ranked, readable_truth, config.class_set, config.max_confusions)
+        open_set = []
+        if ood is not None:
+            open_set = score_open_set(
+                classifier, method.spec.label, config.open_set, vectors, in_names, ood_vectors, ood_names,
+                store=store, model_source=models, mode=config.scoring, device=config.scoring_device,
+                max_candidates=config.neglabel_max_candidates, progress=config.progress,
+            )
         results.append(
             MethodResult(
                 spec=method.spec,
@@ -306,6 +329,7 @@ def evaluate(
                 classifier_cached=cached,
                 scores=scores,
                 notes=method.notes,
+                open_set=open_set,
             )
         )
     return EvalResult(
@@ -321,7 +345,24 @@ def evaluate(
         unreadable={dataset.item_name(i): reason for i, reason in sorted(embeddings.unreadable.items())},
         images_encoded=embeddings.encoded,
         methods=results,
+        ood=ood_summary,
     )
+
+
+def _embed_ood(ood: LabelledImages | None, models: ModelSource, store: Store | None, limits, config: EvalConfig,
+               notify: Callable[[str], None]):
+    """(vectors, paths, summary) of the readable out-of-set images; all empty without ``--ood``."""
+    if ood is None:
+        return np.zeros((0, 0), dtype=np.float32), [], None
+    embedded = embed_images(ood, models, store, limits, batch_size=config.batch_size, workers=config.workers,
+                            progress=config.progress)
+    readable = [i for i in range(len(ood)) if i not in embedded.unreadable]
+    if embedded.unreadable:
+        shown = ", ".join(ood.item_name(i) for i in sorted(embedded.unreadable)[:5])
+        notify(f"{len(embedded.unreadable)} out-of-set images could not be read and are left out: {shown}")
+    summary = {"path": str(config.ood), "layout": ood.layout, "num_images": len(readable),
+               "unreadable": {ood.item_name(i): reason for i, reason in sorted(embedded.unreadable.items())}}
+    return embedded.vectors[readable], [item_path(ood, i) for i in readable], summary
 
 
 def default_workers(configured: int = 0) -> int:

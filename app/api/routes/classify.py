@@ -24,6 +24,7 @@ from app.api.schemas import (
 )
 from app.error_envelope import ApiError, describe_validation_error, validation_error
 from app.services.classification import ClassifyQuery, ImageUpload
+from gloss_gen.classify.open_set import OPEN_SET_MODES, OpenSetError, check_open_set_mode, check_threshold
 from gloss_gen.core.config import Settings
 from gloss_gen.imaging import ImageError, check_image_bytes
 
@@ -48,6 +49,8 @@ _MULTIPART_SCHEMA = {
         },
         "top_k": {"type": "integer", "minimum": TOP_K_MIN, "maximum": TOP_K_MAX, "default": TOP_K_DEFAULT},
         "explain": {"type": "boolean", "default": False},
+        "open_set": {"type": "string", "enum": list(OPEN_SET_MODES), "description": "default: VGLOSS_OPEN_SET"},
+        "open_set_threshold": {"type": "number", "minimum": 0, "maximum": 1},
     },
 }
 _OPENAPI_BODY = {
@@ -70,8 +73,9 @@ _ERRORS = {
         409: "The class set has no classifier for this model yet",
         413: "An image or the request is over a size or pixel limit",
         415: "Neither multipart/form-data nor application/json",
-        422: "Invalid fields",
-        503: "Not ready, queue or body budget full, or store unavailable (see Retry-After)",
+        422: "Invalid fields (an unknown open_set, a threshold outside 0-1, mcm with no threshold)",
+        503: "Not ready, queue or body budget full, store unavailable, or open-set negatives or calibration "
+        "being prepared (see Retry-After)",
     }.items()
 }
 
@@ -154,11 +158,14 @@ async def _read_multipart(request: Request, settings: Settings) -> ClassifyQuery
         labels = _labels_from_form(labels_values) if labels_values else None
         top_k_text = _single_text(form, "top_k")
         explain_text = _single_text(form, "explain")
+        open_set = _single_text(form, "open_set") or None
+        threshold_text = _single_text(form, "open_set_threshold") or None
     finally:
         await form.close()
     top_k = TOP_K_DEFAULT if top_k_text is None else _parse_int("top_k", top_k_text)
     explain = False if explain_text is None else _parse_bool("explain", explain_text)
-    return _validated(images, class_set or None, labels, top_k, explain, settings)
+    threshold = None if threshold_text is None else _parse_float("open_set_threshold", threshold_text)
+    return _validated(images, class_set or None, labels, top_k, explain, settings, open_set, threshold)
 
 
 async def _read_upload(upload: UploadFile, settings: Settings) -> ImageUpload:
@@ -198,6 +205,13 @@ def _parse_int(field: str, text: str) -> int:
         raise validation_error(f"Invalid {field}: {text[:40]!r} is not an integer.") from None
 
 
+def _parse_float(field: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise validation_error(f"Invalid {field}: {text[:40]!r} is not a number.") from None
+
+
 def _parse_bool(field: str, text: str) -> bool:
     lowered = text.lower()
     if lowered in _TRUE:
@@ -234,7 +248,8 @@ async def _read_json(request: Request, settings: Settings) -> ClassifyQuery:
     if len(parsed.images) > settings.max_images_per_request:
         raise _too_many_images(settings)
     images = [_decode_base64(text, settings) for text in parsed.images]
-    return _validated(images, parsed.class_set, parsed.labels, parsed.top_k, parsed.explain, settings)
+    return _validated(images, parsed.class_set, parsed.labels, parsed.top_k, parsed.explain, settings,
+                      parsed.open_set, parsed.open_set_threshold)
 
 
 def _decode_base64(text: str, settings: Settings) -> ImageUpload:
@@ -260,6 +275,8 @@ def _validated(
     top_k: int,
     explain: bool,
     settings: Settings,
+    open_set: str | None = None,
+    open_set_threshold: float | None = None,
 ) -> ClassifyQuery:
     if not images:
         raise _no_images()
@@ -271,7 +288,17 @@ def _validated(
         if class_set is not None:
             raise validation_error("Give either class_set or labels, not both.")
         labels = _clean_labels(labels, settings)
-    return ClassifyQuery(images=images, class_set=class_set, labels=labels, top_k=top_k, explain=explain)
+    try:
+        mode = check_open_set_mode(open_set if open_set is not None else settings.open_set)
+        if open_set_threshold is not None:
+            open_set_threshold = check_threshold(open_set_threshold)
+    except OpenSetError as exc:
+        raise validation_error(f"Invalid {'open_set_threshold' if 'threshold' in exc.message else 'open_set'}: "
+                               f"{exc.message}.") from None
+    if open_set_threshold is not None and mode == "off":
+        raise validation_error("Invalid open_set_threshold: it needs open_set mcm or neglabel.")
+    return ClassifyQuery(images=images, class_set=class_set, labels=labels, top_k=top_k, explain=explain,
+                         open_set=mode, open_set_threshold=open_set_threshold)
 
 
 def _clean_labels(labels: list, settings: Settings) -> list[str]:
