@@ -9,6 +9,7 @@ from gloss_gen.commands.verb_support import (
     add_model_arguments,
     check_image_files,
     check_model_setup,
+    classifier_from_args,
     load_model,
     open_checked_store,
     settings_from_args,
@@ -97,21 +98,9 @@ def run(args: argparse.Namespace) -> int:
     from gloss_gen.classify.scoring import ScoringHead
     from gloss_gen.core.errors import InputError
     from gloss_gen.imaging import ImageError, ImageLimits, Preprocessor, load_tensor
-    from gloss_gen.zeroshot import label_classifier
 
     model = load_model(settings)
-    if args.labels:
-        labels = [label.strip() for label in args.labels if label.strip()]
-        classifier = label_classifier(store, model, labels, settings.label_templates)
-    else:
-        from gloss_gen.classify.pipeline import get_or_build_named_classifier
-
-        classifier = get_or_build_named_classifier(
-            store, model, args.class_set or settings.default_class_set, settings.default_method
-        )
-    from gloss_gen.classify.adapter_records import get_active_adapter
-
-    adapter = None if args.labels else get_active_adapter(store, model.id, classifier.class_set.name, classifier.key)
+    classifier, adapter = classifier_from_args(args, settings, store, model)
     head = ScoringHead(classifier, model.device, adapter)
     preprocessor = Preprocessor.from_open_clip(model.model)
     limits = ImageLimits.from_settings(settings)

@@ -7,6 +7,7 @@ from gloss_gen.commands.verb_support import (
     UserError,
     add_model_arguments,
     check_model_setup,
+    classifier_from_args,
     load_model,
     open_checked_store,
     settings_from_args,
@@ -101,21 +102,10 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args, settings, store)  # everything above imports no torch: mistakes are found at once
     check_model_setup(settings)
 
-    from gloss_gen.classify.adapter_records import get_active_adapter
-    from gloss_gen.classify.pipeline import get_or_build_named_classifier
     from gloss_gen.labelling.label_job import run_label_job
-    from gloss_gen.zeroshot import label_classifier
 
     model = load_model(settings)
-    if args.labels:
-        labels = [label.strip() for label in args.labels if label.strip()]
-        classifier = label_classifier(store, model, labels, settings.label_templates)
-        adapter = None
-    else:
-        classifier = get_or_build_named_classifier(
-            store, model, args.class_set or settings.default_class_set, settings.default_method
-        )
-        adapter = get_active_adapter(store, model.id, classifier.class_set.name, classifier.key)
+    classifier, adapter = classifier_from_args(args, settings, store, model)
     summary = run_label_job(args.sources, args.out, model=model, classifier=classifier, settings=settings,
                             options=options_from_args(args), adapter=adapter, engine=args.engine,
                             ray_address=args.ray_address)

@@ -106,6 +106,21 @@ def check_model_setup(settings) -> None:
     require_weights(settings.model, settings.pretrained, settings.cache_dir)
 
 
+def classifier_from_args(args: argparse.Namespace, settings, store, model):
+    """The classifier ``--labels`` or ``--class-set`` names (built and stored when missing, as the
+    server does) and the class set's active adapter (none for ad-hoc labels)."""
+    from gloss_gen.classify.adapter_records import get_active_adapter
+    from gloss_gen.classify.pipeline import get_or_build_named_classifier
+    from gloss_gen.zeroshot import label_classifier
+
+    if args.labels:
+        labels = [label.strip() for label in args.labels if label.strip()]
+        return label_classifier(store, model, labels, settings.label_templates), None
+    classifier = get_or_build_named_classifier(store, model, args.class_set or settings.default_class_set,
+                                               settings.default_method)
+    return classifier, get_active_adapter(store, model.id, classifier.class_set.name, classifier.key)
+
+
 def load_model(settings):
     """The model the settings name, from the process's model cache."""
     from gloss_gen.model.clip_models import get_model  # torch: only when a verb runs, not for --help
