@@ -145,8 +145,12 @@ class ClipModel:
 
         ``between_batches(done, total)`` is called before every batch after the first, with the
         texts encoded so far: a caller may wait there (to share the model with other work) or raise
-        (to stop); nothing is left half-done when it raises.
+        (to stop); nothing is left half-done when it raises. Texts are batched shortest first, so
+        each batch carries little padding (the text tower skips padding positions); the rows come
+        back in the order given.
         """
+        tokens = self.tokenizer(list(texts)) if len(texts) else None
+        order = torch.argsort(tokens.argmax(dim=-1), stable=True) if tokens is not None else torch.zeros(0)
         out = []
         starts = range(0, len(texts), batch_size)
         if progress:
@@ -156,16 +160,17 @@ class ClipModel:
         for start in starts:
             if between_batches is not None and start > 0:
                 between_batches(start, len(texts))
-            tokens = self.tokenizer(list(texts[start : start + batch_size]))
+            batch = tokens[order[start : start + batch_size]]
             if self.engine is not None:
-                out.append(torch.nn.functional.normalize(self.engine.text_features(tokens).float(), dim=-1))
+                out.append(torch.nn.functional.normalize(self.engine.text_features(batch).float(), dim=-1))
                 continue
-            with torch.inference_mode():
-                emb = encode_text_trimmed(self.model, tokens.to(self.device), normalize=True)
+            emb = encode_text_trimmed(self.model, batch.to(self.device), normalize=True)
             out.append(emb.float().cpu())
         if not out:
             return np.zeros((0, 0), dtype=np.float32)
-        return torch.cat(out).numpy()
+        embeddings = torch.empty((len(texts), out[0].shape[1]), dtype=torch.float32)
+        embeddings[order] = torch.cat(out)
+        return embeddings.numpy()
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
