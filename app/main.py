@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.routes import class_sets, classify, health, jobs, web
+from app.api.deps import api_key_refusal
 from app.body_budget import BodyBudget
 from app.error_envelope import install_exception_handlers
 from app.middleware import RequestContextMiddleware
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         body_limit=body_limits(settings),
         body_timeout_s=settings.body_timeout_s,
         body_budget=app.state.body_budget,
+        refuse_unauthenticated=lambda authorization: api_key_refusal(authorization, settings),
     )
     for module in (health, classify, class_sets, jobs, web):
         app.include_router(module.router)

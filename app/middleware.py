@@ -36,6 +36,11 @@ BODY_TIMEOUT_S = 300.0
 that drips a byte just inside the idle timeout would otherwise hold its connection for ever."""
 
 
+RESERVATION_SHARE = 8
+"""A declared body reserves at most 1/8 of the body budget before its bytes arrive; the rest is
+charged as it arrives, so one slow connection declaring a huge length cannot hold the whole budget."""
+
+
 CLIENT_CLOSED_REQUEST = 499
 """Recorded (metrics, access log) for a request whose client disconnected before the answer."""
 
@@ -59,6 +64,7 @@ class _BodyState:
         self.received = 0
         self.complete = False
         self.charged = 0  # bytes of the body budget this request holds
+        self.reserved = 0  # of which held ahead of the bytes (part of a declared length)
         self.abandoned = False  # timed out: the rest of the body is not waited for
         self.expects_continue = False  # the client sends its body only once the app asks for it
         self.asked = False  # the app has asked for the body
@@ -71,13 +77,15 @@ class _BodyState:
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, body_limit: Callable[[str], int],
                  body_idle_timeout_s: float | None = None, body_timeout_s: float | None = None,
-                 body_budget: BodyBudget | None = None) -> None:
+                 body_budget: BodyBudget | None = None,
+                 refuse_unauthenticated: Callable[[str], ApiError | None] | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.body_limit = body_limit  # media type -> bytes
         self.body_idle_timeout_s = body_idle_timeout_s
         self.body_timeout_s = body_timeout_s
         self.body_budget = body_budget
+        self.refuse_unauthenticated = refuse_unauthenticated  # Authorization header -> refusal or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,18 +122,26 @@ class RequestContextMiddleware:
         try:
             declared = headers.get("content-length")
             declared_size = int(declared) if declared is not None and declared.isdigit() else None
-            if declared_size is not None and declared_size > limit:
+            refusal = (self.refuse_unauthenticated(headers.get("authorization", ""))
+                       if self.refuse_unauthenticated is not None and scope["path"].startswith("/v1/")
+                       and (declared_size or "transfer-encoding" in headers) else None)
+            if refusal is not None:
+                # no key, no share of the body budget: refused before any of the body is taken in,
+                # and the connection closed rather than drained
+                body.complete = body.abandoned = True
+                await self._send_error(send_with_id, refusal)
+            elif declared_size is not None and declared_size > limit:
                 # refused before the body is parsed (what is in flight is drained, then the answer sent)
                 await self._send_error(send_with_id, body_too_large(limit))
-            elif declared_size is not None and budget is not None and not budget.try_charge(declared_size):
+            elif declared_size is not None and budget is not None and not budget.try_charge(
+                    reservation := min(declared_size, budget.capacity // RESERVATION_SHARE)):
                 await self._send_error(send_with_id, server_busy(budget.capacity))
             else:
                 if declared_size is not None and budget is not None:
-                    body.charged = declared_size
+                    body.charged = body.reserved = reservation
                 idle_timeout_s = self.body_idle_timeout_s or BODY_IDLE_TIMEOUT_S
                 deadline = asyncio.get_running_loop().time() + (self.body_timeout_s or BODY_TIMEOUT_S)
-                receive_body = self._limited(receive, limit, body, idle_timeout_s, deadline,
-                                             None if declared_size is not None else budget)
+                receive_body = self._limited(receive, limit, body, idle_timeout_s, deadline, budget)
                 try:
                     await self.app(scope, receive_body, send_with_id)
                 except ClientDisconnect:
@@ -158,7 +174,7 @@ class RequestContextMiddleware:
     def _limited(receive: Receive, limit: int, body: _BodyState, idle_timeout_s: float, deadline: float,
                  budget: BodyBudget | None) -> Receive:
         """``receive`` for the app: 413 past ``limit``, 408 when idle or past ``deadline`` (loop time),
-        503 when a chunk does not fit in ``budget`` (given only for bodies without a declared length)."""
+        503 when a chunk does not fit in ``budget`` beyond what the request reserved up front."""
         loop = asyncio.get_running_loop()
         total_timeout_s = deadline - loop.time()
 
@@ -180,10 +196,11 @@ class RequestContextMiddleware:
                 body.complete = not message.get("more_body", False)
                 if body.received > limit:
                     raise body_too_large(limit)  # raised inside the route: the handlers answer 413
-                if budget is not None and size:
-                    if not budget.try_charge(size):
+                extra = max(body.received, body.reserved) - body.charged
+                if budget is not None and extra > 0:
+                    if not budget.try_charge(extra):
                         raise server_busy(budget.capacity)
-                    body.charged += size
+                    body.charged += extra
             elif message["type"] == "http.disconnect":
                 body.complete = True
             return message

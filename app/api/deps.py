@@ -24,8 +24,7 @@ RuntimeDep = Annotated[ServerRuntime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def _bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+def _bearer_token(header: str) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -49,22 +48,32 @@ def _missing_key(what: str) -> ApiError:
     )
 
 
+def api_key_refusal(authorization: str, settings: Settings) -> ApiError | None:
+    """Why a request with this ``Authorization`` header may not use ``/v1/*``, or None.
+
+    The body-budget middleware asks this before a request may hold any of the budget."""
+    if not settings.api_keys:
+        return None
+    token = _bearer_token(authorization)
+    if token is None:
+        return _missing_key("an API key")
+    if not _matches_any(token, settings.api_keys + settings.admin_keys):
+        return ApiError("invalid_api_key", "The API key is not valid.")
+    return None
+
+
 def require_api_key(request: Request, settings: SettingsDep) -> None:
     """``/v1/*`` when ``VGLOSS_API_KEYS`` is set: any API or admin key."""
-    if not settings.api_keys:
-        return
-    token = _bearer_token(request)
-    if token is None:
-        raise _missing_key("an API key")
-    if not _matches_any(token, settings.api_keys + settings.admin_keys):
-        raise ApiError("invalid_api_key", "The API key is not valid.")
+    refusal = api_key_refusal(request.headers.get("authorization", ""), settings)
+    if refusal is not None:
+        raise refusal
 
 
 def require_admin_key(request: Request, settings: SettingsDep) -> None:
     """Mutating routes: a key from ``VGLOSS_ADMIN_KEYS``; refused outright when none is configured."""
     if not settings.admin_keys:
         raise ApiError("admin_disabled", "Administration is disabled on this server (no VGLOSS_ADMIN_KEYS set).")
-    token = _bearer_token(request)
+    token = _bearer_token(request.headers.get("authorization", ""))
     if token is None:
         raise _missing_key("an admin key")
     if not _matches_any(token, settings.admin_keys):

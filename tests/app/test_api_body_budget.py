@@ -119,3 +119,39 @@ def test_a_declared_body_that_does_not_fit_is_refused_before_it_is_read(live_ser
     assert budget.in_use == 0
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.post("/v1/classify", files={"images": ("a.jpg", jpeg_bytes[0], "image/jpeg")}).status_code == 200
+
+
+def _dripping_head(port: int, declared: int, authorization: bytes = b"") -> socket.socket:
+    """A connection that declares a body of ``declared`` bytes and sends one byte of it."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + authorization + b"Content-Length: %d\r\n\r\n{" % declared)
+    return conn
+
+
+def test_a_slow_body_declaring_a_huge_length_does_not_block_other_uploads(live_server_factory, jpeg_bytes):
+    """Issue #24 item 1: the declared length was charged up front, before authentication."""
+    server = live_server_factory(api_keys=["user-key"], max_body_bytes_in_flight=BUDGET_MIB * MIB)
+    budget = server.app.state.body_budget
+    declared = BUDGET_MIB * MIB - 1  # within the per-request limit, the whole budget
+    anonymous = [_dripping_head(server.port, declared) for _ in range(3)]
+    keyed = _dripping_head(server.port, declared, b"Authorization: Bearer user-key\r\n")
+    try:
+        time.sleep(0.5)
+        for conn in anonymous:  # refused at once, without waiting for the body
+            conn.settimeout(5)
+            assert b" 401 " in conn.recv(4096).split(b"\r\n")[0]
+        # the keyed slow body holds a small reservation, not the budget
+        assert budget.in_use <= BUDGET_MIB * MIB // 8
+        with httpx.Client(base_url=server.url, timeout=30,
+                          headers={"Authorization": "Bearer user-key"}) as http:
+            for _ in range(3):
+                good = http.post("/v1/classify", files={"images": ("a.jpg", jpeg_bytes[0], "image/jpeg")})
+                assert good.status_code == 200, good.text
+    finally:
+        for conn in [*anonymous, keyed]:
+            conn.close()
+    deadline = time.monotonic() + 10
+    while budget.in_use and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert budget.in_use == 0
