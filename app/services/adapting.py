@@ -24,6 +24,7 @@ from gloss_gen.adapt.fitting import AdapterJobSpec, fit_clipfit_job, fit_tip_job
 from gloss_gen.adapt.uploads import add_examples, example_counts
 from gloss_gen.classify.adapter_records import get_active_adapter
 from gloss_gen.core.config import Settings
+from gloss_gen.core.errors import CorruptDataError
 from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, ClassSet, builtin_class_set
 from gloss_gen.data.job_records import JobRecord
 from gloss_gen.data.store import Store, StoreError
@@ -73,7 +74,11 @@ class AdapterService:
             loaded = self.registry.loaded(name)
             record = loaded.adapter if loaded is not None else None
             if record is None:
-                record = get_active_adapter(self.store, self.registry.model.model_id, name)
+                try:
+                    record = get_active_adapter(self.store, self.registry.model.model_id, name)
+                except CorruptDataError as exc:  # reported, not fatal: the set serves zero-shot
+                    return {"examples": example_counts(self.store, class_set),
+                            "adapter": {"error": exc.code, "message": exc.message, "serving": "zero-shot"}}
             return {"examples": example_counts(self.store, class_set),
                     "adapter": record.summary() if record is not None else None}
 

@@ -146,8 +146,18 @@ class ClassifierRegistry:
     # ------------------------------------------------------------------ installing
 
     def install(self, classifier: Classifier, adapter=None) -> LoadedClassifier:
-        """Serve ``classifier`` (with a few-shot ``adapter``) for its class set from now on."""
-        loaded = LoadedClassifier(classifier, ScoringHead(classifier, self.model.device, adapter), adapter)
+        """Serve ``classifier`` (with a few-shot ``adapter``) for its class set from now on; an adapter
+        that does not fit the classifier is logged and left out (zero-shot serves)."""
+        try:
+            head = ScoringHead(classifier, self.model.device, adapter)
+        except Exception as exc:
+            if adapter is None:
+                raise
+            log.warning("class set %s: adapter %s cannot be applied (%s); serving zero-shot",
+                        classifier.class_set.name, adapter.key, exc)
+            adapter = None
+            head = ScoringHead(classifier, self.model.device, None)
+        loaded = LoadedClassifier(classifier, head, adapter)
         self._named[classifier.class_set.name] = _Slot(loaded, time.monotonic())
         return loaded
 
@@ -203,6 +213,10 @@ class ClassifierRegistry:
             return await asyncio.to_thread(get_active_adapter, self.store, self.model.model_id, name, classifier.key)
         except StoreError:
             log.warning("could not read the active adapter of %s; serving zero-shot", name)
+            return None
+        except Exception as exc:  # a damaged record or pointer never keeps the class set from serving
+            log.warning("class set %s: the active adapter is damaged (%s); serving zero-shot", name,
+                        getattr(exc, "message", None) or exc)
             return None
 
     async def _build_builtin(self, name: str) -> Classifier:

@@ -4,6 +4,11 @@ Keyed by a content hash of (format, classifier key, example-set hash, method, hy
 stored as safetensors with a JSON header (never pickle) under ``{ns}:adapter:{key}``; the one a
 class set serves is named by ``{ns}:active-adapter:{model_id}:{class_set}``. A record is written
 whole in one ``set`` and only then activated, so a failed fit leaves nothing behind.
+
+A record is sealed like a classifier (``vgloss_sha256`` over its header and arrays, see
+:mod:`gloss_gen.data.integrity`) and checked on load: bytes that do not parse, do not match their
+checksum, or disagree with themselves (labels out of range, rows and labels of different lengths,
+non-finite numbers) raise :class:`AdapterRecordDamagedError` in one line.
 """
 
 from __future__ import annotations
@@ -12,14 +17,24 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 
-from gloss_gen.data.classifier import ClassifierUnreadableError, read_safetensors_metadata
+from gloss_gen.core.errors import CorruptDataError
+from gloss_gen.data.classifier import read_safetensors_metadata
 from gloss_gen.data.descriptions import utc_now
+from gloss_gen.data.integrity import CHECKSUM_FIELD, classifier_digest
 
 FORMAT_VERSION = 1
 RECORD_KIND = "adapter"
 ACTIVE_KIND = "active-adapter"
+
+
+class AdapterRecordDamagedError(CorruptDataError):
+    """Adapter bytes (or an active-adapter pointer) that cannot be trusted as what they claim."""
+
+    code = "adapter_corrupt"
 
 
 def adapter_key(classifier_key: str, example_hash: str, params: dict) -> str:
@@ -86,19 +101,37 @@ class AdapterRecord:
             "keys": np.ascontiguousarray(self.keys, dtype="<f4"),
             "labels": np.ascontiguousarray(self.labels, dtype="<i8"),
         }
-        return save(tensors, metadata={"vgloss-adapter": json.dumps(self.header(), ensure_ascii=False)})
+        header = json.dumps(self.header(), ensure_ascii=False)
+        return save(tensors, metadata={"vgloss-adapter": header, CHECKSUM_FIELD: classifier_digest(header, tensors)})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AdapterRecord:
+        try:
+            record = cls._parse(data)
+        except AdapterRecordDamagedError:
+            raise
+        except Exception as exc:  # whatever a damaged record makes the parser raise, in one line
+            raise AdapterRecordDamagedError(
+                f"the adapter record cannot be read: {type(exc).__name__}: {str(exc)[:200]}") from None
+        record._check()
+        return record
+
+    @classmethod
+    def _parse(cls, data: bytes) -> AdapterRecord:
         from safetensors.numpy import load
 
-        header = read_safetensors_metadata(data).get("vgloss-adapter")
+        metadata = read_safetensors_metadata(data)
+        header = metadata.get("vgloss-adapter")
         if header is None:
-            raise ClassifierUnreadableError("not a vgloss adapter (no 'vgloss-adapter' metadata)")
+            raise AdapterRecordDamagedError("not a vgloss adapter (no 'vgloss-adapter' metadata)")
         meta = json.loads(header)
-        if meta.get("format") != FORMAT_VERSION:
-            raise ClassifierUnreadableError(f"adapter format {meta.get('format')} is not {FORMAT_VERSION}")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+            raise AdapterRecordDamagedError(f"the adapter record's format is not {FORMAT_VERSION}")
         arrays = load(data)
+        expected = metadata.get(CHECKSUM_FIELD)  # records written before the checksum have none
+        if expected is not None and classifier_digest(header, arrays) != expected:
+            raise AdapterRecordDamagedError(
+                f"adapter {meta.get('key')} does not match its checksum: its header or arrays were changed")
         return cls(
             key=meta["key"],
             method=meta["method"],
@@ -117,6 +150,19 @@ class AdapterRecord:
             notes=list(meta.get("notes") or []),
             created_at=meta.get("created_at", ""),
         )
+
+    def _check(self) -> None:
+        def damaged(why: str) -> AdapterRecordDamagedError:
+            return AdapterRecordDamagedError(f"adapter {self.key} is damaged: {why}")
+
+        if self.keys.ndim != 2 or self.labels.ndim != 1 or len(self.keys) != len(self.labels):
+            raise damaged(f"{self.keys.shape} keys do not match {self.labels.shape} labels")
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_ids)):
+            raise damaged(f"labels outside the {len(self.class_ids)} classes")
+        if len(self.names) not in (0, len(self.labels)):
+            raise damaged(f"{len(self.names)} example names for {len(self.labels)} examples")
+        if not (np.isfinite(self.keys).all() and math.isfinite(self.alpha) and math.isfinite(self.beta)):
+            raise damaged("non-finite keys, alpha or beta")
 
 
 def put_adapter(store, record: AdapterRecord, activate: bool = True) -> None:
@@ -141,9 +187,14 @@ def set_active_adapter(store, model_id: str, class_set: str, key: str | None) ->
 def get_active_adapter(store, model_id: str, class_set: str, classifier_key: str | None = None):
     """The active adapter of a class set, if any (and if given, only one fitted on that classifier)."""
     raw = store.get_bytes(ACTIVE_KIND, model_id, class_set)
-    value = json.loads(raw) if raw is not None else None
-    if not value:
+    if raw is None:
         return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not (isinstance(value, dict) and isinstance(value.get("key"), str)):
+        raise AdapterRecordDamagedError(f"the active-adapter pointer of class set {class_set} is damaged")
     record = get_adapter(store, value["key"])
     if record is None or (classifier_key is not None and record.classifier_key != classifier_key):
         return None
