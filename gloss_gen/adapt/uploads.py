@@ -80,20 +80,37 @@ def add_examples(
             continue
         known.add(digest)
         fresh.append((digest, filename, class_set.ids[int(index)], data))
+    _check_limits(class_set.name, items, fresh, max_count, max_bytes)  # refuse early, before any write
+    for digest, _, _, data in fresh:
+        store.put_bytes(IMAGE_KIND, digest, data)  # by content: a concurrent upload of the same image agrees
+    added: list[tuple] = []
+
+    def append(raw: bytes | None) -> bytes | None:
+        # the index as it is now, with what concurrent uploads added since it was read above
+        current = json.loads(raw).get("items", []) if raw is not None else []
+        stored = {item["sha256"] for item in current}
+        added[:] = [entry for entry in fresh if entry[0] not in stored]
+        if not added:
+            return None
+        _check_limits(class_set.name, current, added, max_count, max_bytes)
+        items = current + [{"sha256": d, "filename": f, "class_id": c, "bytes": len(data)}
+                           for d, f, c, data in added]
+        return json.dumps({"class_set": class_set.name, "items": items}, ensure_ascii=False).encode()
+
+    if fresh:
+        store.update_bytes(INDEX_KIND, class_set.name, append)
+    duplicates += len(fresh) - len(added)
+    fresh = added
+    return UploadResult(len(fresh), duplicates, rejected, example_counts(store, class_set))
+
+
+def _check_limits(name: str, items: list[dict], fresh: list[tuple], max_count: int, max_bytes: int) -> None:
     count = len(items) + len(fresh)
     total = sum(item["bytes"] for item in items) + sum(len(d) for *_, d in fresh)
     if count > max_count:
-        raise AdaptError(f"class set {class_set.name} would hold {count} examples, over the limit of {max_count}")
+        raise AdaptError(f"class set {name} would hold {count} examples, over the limit of {max_count}")
     if total > max_bytes:
-        raise AdaptError(f"class set {class_set.name} would hold {total} bytes of examples, over the limit of "
-                         f"{max_bytes}")
-    for digest, _, _, data in fresh:
-        store.put_bytes(IMAGE_KIND, digest, data)
-    items = items + [{"sha256": d, "filename": f, "class_id": c, "bytes": len(data)} for d, f, c, data in fresh]
-    if fresh:
-        index = {"class_set": class_set.name, "items": items}
-        store.put_bytes(INDEX_KIND, class_set.name, json.dumps(index, ensure_ascii=False).encode())
-    return UploadResult(len(fresh), duplicates, rejected, example_counts(store, class_set))
+        raise AdaptError(f"class set {name} would hold {total} bytes of examples, over the limit of {max_bytes}")
 
 
 class StoredImages(LabelledImages):

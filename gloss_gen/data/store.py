@@ -233,6 +233,12 @@ class Store:
     def put_bytes(self, kind: str, key: str, data: bytes) -> None:
         self.backend.set(self._k(kind, key), data)
 
+    def update_bytes(self, kind: str, key: str, change: Callable[[bytes | None], bytes | None]) -> bool:
+        """Replace the bytes under ``kind:key`` by ``change(current)`` atomically (no concurrent
+        update is lost; ``change`` may run more than once, returns ``None`` to write nothing, and
+        what it raises propagates). Whether anything was written."""
+        return self.backend.update(self._k(kind, key), change)
+
     def get_bytes(self, kind: str, *parts: str) -> bytes | None:
         return self.backend.get(self._k(kind, *parts))
 
