@@ -68,6 +68,10 @@ class _BodyState:
         self.abandoned = False  # timed out: the rest of the body is not waited for
         self.expects_continue = False  # the client sends its body only once the app asks for it
         self.asked = False  # the app has asked for the body
+        self.responded = False  # the answer has started
+        self.served: asyncio.Future | None = None  # the app serving the request
+        self.watcher: asyncio.Future | None = None  # waits for the client to leave once the body is in
+        self.disconnected = asyncio.Event()
 
     def unread(self) -> bool:
         """Part of the body is on its way and nobody has read it."""
@@ -104,6 +108,7 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
+                body.responded = True
                 status = message["status"]
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
                 if status >= 400 and body.unread():
@@ -142,12 +147,24 @@ class RequestContextMiddleware:
                 idle_timeout_s = self.body_idle_timeout_s or BODY_IDLE_TIMEOUT_S
                 deadline = asyncio.get_running_loop().time() + (self.body_timeout_s or BODY_TIMEOUT_S)
                 receive_body = self._limited(receive, limit, body, idle_timeout_s, deadline, budget)
+                served = asyncio.ensure_future(self.app(scope, self._watched(receive, receive_body, body),
+                                                        send_with_id))
+                body.served = served
                 try:
-                    await self.app(scope, receive_body, send_with_id)
+                    await served
                 except ClientDisconnect:
                     # the client went away mid-request: nobody to answer, and not a server error
                     if status == 500:
                         status = CLIENT_CLOSED_REQUEST
+                except asyncio.CancelledError:
+                    if not body.disconnected.is_set():  # this request itself was cancelled
+                        served.cancel()
+                        raise
+                    if status == 500:  # the client left before the answer: its work was stopped
+                        status = CLIENT_CLOSED_REQUEST
+                finally:
+                    if body.watcher is not None:
+                        body.watcher.cancel()
         finally:
             if budget is not None and body.charged:
                 budget.release(body.charged)
@@ -206,6 +223,32 @@ class RequestContextMiddleware:
             return message
 
         return receive_within_limit
+
+    @staticmethod
+    def _watched(receive: Receive, receive_body: Receive, body: _BodyState) -> Receive:
+        """``receive_body`` that, once the whole body is in, watches for the client leaving: the app
+        is cancelled if it leaves before the answer (so work nobody waits for stops), and is told
+        ``http.disconnect`` when it asks."""
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            body.disconnected.set()
+            if not body.responded and body.served is not None and not body.served.done():
+                body.served.cancel()
+
+        async def receive_or_disconnect() -> Message:
+            if body.watcher is not None:
+                await body.disconnected.wait()
+                return {"type": "http.disconnect"}
+            message = await receive_body()
+            if body.complete and message["type"] == "http.request" and not body.abandoned:
+                body.watcher = asyncio.ensure_future(watch())
+            elif message["type"] == "http.disconnect":
+                body.disconnected.set()
+            return message
+
+        return receive_or_disconnect
 
     @staticmethod
     async def _drain(receive: Receive, body: _BodyState) -> None:

@@ -104,6 +104,7 @@ class ClassifierRegistry:
         self._named: dict[str, _Slot] = {}
         self._labels: OrderedDict[str, LoadedClassifier] = OrderedDict()
         self._in_flight: dict[tuple[str, str], asyncio.Task] = {}
+        self._waiters: dict[tuple[str, str], int] = {}  # requests awaiting each in-flight load
         self._refreshing: set[str] = set()
         self._background: set[asyncio.Task] = set()
 
@@ -180,9 +181,25 @@ class ClassifierRegistry:
         if task is None:
             task = asyncio.create_task(load())
             self._in_flight[key] = task
-            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        # shielded: a client that goes away must not cancel a load other requests wait for
-        return await asyncio.shield(task)
+            self._waiters[key] = 0
+
+            def forget(_, key=key, task=task) -> None:
+                if self._in_flight.get(key) is task:
+                    del self._in_flight[key]
+                    self._waiters.pop(key, None)
+
+            task.add_done_callback(forget)
+        # shielded: a client that goes away must not cancel a load other requests wait for; the
+        # last one to go does (a build nobody waits for must not hold a text-work slot)
+        self._waiters[key] += 1
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self._in_flight.get(key) is task:
+                self._waiters[key] -= 1
+                if self._waiters[key] == 0 and not task.done():
+                    task.cancel()
+            raise
 
     async def _load_named(self, name: str) -> LoadedClassifier:
         model_id = self.model.model_id

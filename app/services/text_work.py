@@ -10,6 +10,9 @@ are admitted at once (more are refused with 503 ``text_queue_full``).
 ``close()`` (at shutdown, or as soon as SIGTERM arrives, before uvicorn waits for open requests)
 stops every build at its next chunk with :class:`ShuttingDown`, so no build holds the exit and
 the requests waiting for one are answered 503.
+
+A build whose caller is cancelled (its last waiting client went away) gives back its admission at
+once and stops at its next chunk, so abandoned requests cannot hold the builds' slots.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ prompts/s on 2 cores (no slower per prompt in batches of 32 than of 256), so a c
 CUDA_CHUNK_PROMPTS = 256
 """On a GPU a chunk of 256 takes milliseconds, and smaller batches would waste it."""
 MAX_BUILDS = 16
+
+
+class BuildAbandoned(Exception):
+    """Raised on a text thread to stop a build nobody waits for any more (never reaches a client)."""
 
 
 def chunk_prompts_for(device: str) -> int:
@@ -59,9 +66,15 @@ class TextWork:
         if self._admitted >= self.max_builds:
             raise TextQueueFull(self.max_builds)
         call = functools.partial(build, *args, batch_size=self.chunk_prompts, **kwargs)
+        abandoned = threading.Event()
         self._admitted += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._in_turns, call)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._in_turns, call, abandoned)
+        except asyncio.CancelledError:
+            with self._turns:  # the thread stops at its next chunk (or leaves the queue now)
+                abandoned.set()
+                self._turns.notify_all()
+            raise
         finally:
             self._admitted -= 1
 
@@ -78,34 +91,38 @@ class TextWork:
 
     # ------------------------------------------------------------------ on the text threads
 
-    def _in_turns(self, call: Callable[..., T]) -> T:
+    def _in_turns(self, call: Callable[..., T], abandoned: threading.Event) -> T:
         ticket = object()
-        self._take_turn(ticket)
+        self._take_turn(ticket, abandoned)
         try:
-            return call(between_batches=lambda done, total: self._pass_turn(ticket))
+            return call(between_batches=lambda done, total: self._pass_turn(ticket, abandoned))
         finally:
             with self._turns:
                 if self._holder is ticket:
                     self._holder = None
                     self._turns.notify_all()
 
-    def _take_turn(self, ticket: object) -> None:
+    def _take_turn(self, ticket: object, abandoned: threading.Event) -> None:
         with self._turns:
             self._waiting.append(ticket)
-            self._turns.wait_for(lambda: self._closing or (self._holder is None and self._waiting[0] is ticket))
-            if self._closing:
+            self._turns.wait_for(lambda: self._closing or abandoned.is_set()
+                                 or (self._holder is None and self._waiting[0] is ticket))
+            if self._closing or abandoned.is_set():
                 self._waiting.remove(ticket)
-                raise ShuttingDown()
+                self._turns.notify_all()
+                raise ShuttingDown() if self._closing else BuildAbandoned()
             self._waiting.popleft()
             self._holder = ticket
 
-    def _pass_turn(self, ticket: object) -> None:
+    def _pass_turn(self, ticket: object, abandoned: threading.Event) -> None:
         """Between two chunks: let the next build waiting have one chunk, then queue up again."""
         with self._turns:
             if self._closing:
                 raise ShuttingDown()
+            if abandoned.is_set():
+                raise BuildAbandoned()
             if not self._waiting:
                 return
             self._holder = None
             self._turns.notify_all()
-        self._take_turn(ticket)
+        self._take_turn(ticket, abandoned)
