@@ -38,6 +38,14 @@ class ClassSetError(InputError):
     code = "invalid_class_set"
 
 
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 @dataclass
 class ClassSpec:
     id: str
@@ -61,6 +69,15 @@ class ClassSet:
     classes: list[ClassSpec]
     description: str = ""
     templates: str = "openai"  # the template set for class-name prompts (gloss_gen.core.prompts)
+
+    def __post_init__(self) -> None:
+        # a lone surrogate (JSON "\ud800", decoded with surrogatepass) cannot be stored or hashed as UTF-8
+        texts = [self.name, self.description, *(t for c in self.classes for t in (c.id, c.name, c.synset or ""))]
+        for text in texts:
+            if isinstance(text, str) and _has_surrogate(text):
+                raise ClassSetError(f"class set {self.name.encode('unicode_escape').decode()[:80]!r}: "
+                                    f"{text.encode('unicode_escape').decode()[:80]!r} is not valid Unicode "
+                                    "(a lone surrogate)")
 
     def __len__(self) -> int:
         return len(self.classes)
