@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from app.services.job_runner import JOB_KIND, JobRunner
 from app.services.registry import ClassifierRegistry, is_ad_hoc_name
@@ -79,7 +79,7 @@ class ClassSetCatalog:
         active = self.store.active_class_sets(self.model_id)
         summaries = []
         for name in sorted(names):
-            classifier, broken = self._checked_classifier(name, active.get(name))
+            classifier, broken = self._checked_classifier(name, lambda: active.get(name))
             class_set = classifier.class_set if classifier else self._class_set(name)
             if class_set is not None:
                 summaries.append(self._summary(name, class_set, classifier, broken))
@@ -88,7 +88,7 @@ class ClassSetCatalog:
     def _detail(self, name: str) -> dict:
         if not is_valid_name(name) or is_ad_hoc_name(name):
             raise ClassSetNotFound(name)
-        classifier, broken = self._checked_classifier(name, self.store.get_active_key(self.model_id, name))
+        classifier, broken = self._checked_classifier(name, lambda: self.store.get_active_key(self.model_id, name))
         class_set = classifier.class_set if classifier else self._class_set(name)
         if class_set is None:
             raise ClassSetNotFound(name)
@@ -105,13 +105,14 @@ class ClassSetCatalog:
             return loaded.classifier
         return self.store.get_classifier(active_key) if active_key else None
 
-    def _checked_classifier(self, name: str, active_key: str | None) -> tuple[Classifier | None, dict | None]:
+    def _checked_classifier(self, name: str, active_key: Callable[[], str | None]
+                            ) -> tuple[Classifier | None, dict | None]:
         """The classifier, or None and the error of a stored one that fails verification.
 
         A damaged entry marks its own set (``ready: false`` and ``error``), never the listing.
         """
         try:
-            return self._classifier(name, active_key), None
+            return self._classifier(name, active_key()), None
         except CorruptDataError as exc:
             log.warning("class set %s: %s (%s)", name, exc.message, exc.code)
             return None, {"code": exc.code, "message": f"The stored classifier is damaged: {exc.message}"}

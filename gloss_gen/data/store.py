@@ -37,7 +37,7 @@ from gloss_gen.core.config import get_settings
 from gloss_gen.data.classifier import Classifier, ClassifierUnreadableError, read_safetensors_metadata
 from gloss_gen.data.classsets import ClassSet
 from gloss_gen.data.descriptions import DescriptionRecord, utc_now
-from gloss_gen.data.integrity import seal_classifier, verify_classifier
+from gloss_gen.data.integrity import ClassifierCorruptError, seal_classifier, verify_classifier
 from gloss_gen.data.job_records import JobRecord
 from gloss_gen.data.store_backends import (  # re-exported: the store's public names live here
     DirectoryBackend,
@@ -114,8 +114,16 @@ class Store:
         self._set_json({"key": key}, "active", model_id, class_set)
 
     def get_active_key(self, model_id: str, class_set: str) -> str | None:
-        value = self._get_json("active", model_id, class_set)
-        return value["key"] if value else None
+        """The key of the class set's active classifier; :class:`ClassifierCorruptError` when the
+        pointer is not ``{"key": "..."}``."""
+        raw = self.backend.get(self._k("active", model_id, class_set))
+        if raw is None:
+            return None
+        key = _pointer_key(raw)
+        if key is None:
+            raise ClassifierCorruptError(f"the active-classifier pointer of class set {class_set} is damaged; "
+                                         "build the class set again")
+        return key
 
     def get_active_classifier(self, model_id: str, class_set: str) -> Classifier | None:
         key = self.get_active_key(model_id, class_set)
@@ -126,9 +134,10 @@ class Store:
         out = {}
         for key in self.backend.keys(prefix):
             name = key[len(prefix):]
-            value = self._get_json("active", model_id, name)
-            if value:
-                out[name] = value["key"]
+            raw = self.backend.get(key)
+            pointed = _pointer_key(raw) if raw is not None else None
+            if pointed is not None:  # a damaged pointer: that set is not ready, the others are listed
+                out[name] = pointed
         return out
 
     # class sets and descriptions
@@ -264,3 +273,13 @@ def open_store(settings=None, namespace: str | None = None) -> Store:
     if s.redis_url:
         return Store(RedisBackend(s.redis_url), namespace)
     return Store(DirectoryBackend(Path(s.data_dir) / "store"), namespace)
+
+
+def _pointer_key(raw: bytes) -> str | None:
+    """The key in an active pointer's bytes, or None when they are not ``{"key": "<text>"}``."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    key = value.get("key") if isinstance(value, dict) else None
+    return key if isinstance(key, str) and key else None
