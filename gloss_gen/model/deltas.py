@@ -58,9 +58,17 @@ def read_header(path: Path) -> dict:
         raise DeltaError(f"{path}: {exc}") from None
     if meta is None:
         raise DeltaError(f"{path} is not a vgloss ClipFit delta (no '{META_KEY}' metadata)")
-    header = json.loads(meta)
+    try:
+        header = json.loads(meta)
+    except ValueError:
+        raise DeltaError(f"{path}: the delta's '{META_KEY}' metadata is not JSON") from None
+    if not isinstance(header, dict):
+        raise DeltaError(f"{path}: the delta's '{META_KEY}' metadata is not a JSON object")
     if header.get("format") != DELTA_FORMAT:
-        raise DeltaError(f"{path}: delta format {header.get('format')} is not {DELTA_FORMAT}")
+        raise DeltaError(f"{path}: delta format {str(header.get('format'))[:40]} is not {DELTA_FORMAT}")
+    for name in ("base_model_id", "content_hash"):
+        if not isinstance(header.get(name), str) or not header[name]:
+            raise DeltaError(f"{path}: the delta's metadata has no valid '{name}'")
     return header
 
 
@@ -107,8 +115,19 @@ def save_delta(path: Path, tensors: dict, header: dict) -> Delta:
 def load_delta(path: Path) -> Delta:
     from safetensors.torch import load_file
 
+    import torch
+
     header = read_header(path)
-    return Delta(header, load_file(str(path)))
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # truncated or damaged tensor data
+        raise DeltaError(f"{path}: the delta's tensors cannot be read ({type(exc).__name__})") from None
+    for name, value in tensors.items():
+        if not bool(torch.isfinite(value).all()):
+            raise DeltaError(f"{path}: tensor {name} holds NaN or infinite values; refit the delta")
+    if content_hash(header["base_model_id"], tensors) != header["content_hash"]:
+        raise DeltaError(f"{path}: the delta's tensors do not match its content hash (changed or damaged)")
+    return Delta(header, tensors)
 
 
 def apply_delta(model, path: Path, base_model_id: str) -> Delta:
