@@ -64,8 +64,17 @@ class ClassSetCatalog:
                 class_set = await asyncio.to_thread(build_class_set, name, list(classes), description)
             except ClassSetError as exc:
                 raise InvalidClassSet(str(exc)) from None
+        previous = await self._blocking(self.store.get_class_set, name)
         await self._blocking(self.store.put_class_set, class_set)
-        return await self.jobs.submit(JOB_KIND, class_set, method or self.default_method, model=self.model_id)
+        try:
+            return await self.jobs.submit(JOB_KIND, class_set, method or self.default_method, model=self.model_id)
+        except BaseException:
+            # refused (429 too_many_jobs) or failed: no set left stored waiting for a job that does not exist
+            if previous is None:
+                await self._blocking(self.store.delete_class_set, name)
+            else:
+                await self._blocking(self.store.put_class_set, previous)
+            raise
 
     async def _blocking(self, fn, *args):
         try:

@@ -144,6 +144,9 @@ class Store:
     def put_class_set(self, class_set: ClassSet) -> None:
         self._set_json(class_set.to_dict(), "classset", class_set.name)
 
+    def delete_class_set(self, name: str) -> None:
+        self.backend.delete(self._k("classset", name))
+
     def get_class_set(self, name: str) -> ClassSet | None:
         data = self._get_json("classset", name)
         return None if data is None else ClassSet.from_dict(data)

@@ -164,6 +164,8 @@ def test_the_job_cap_counts_adapter_jobs(app_factory, monkeypatch):
     for refused in (class_set, adapter):
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"]["code"] == "too_many_jobs" and refused.headers["Retry-After"] == "30"
+    # the refused creation left nothing behind (issue #24 item 14): no set waiting for a job that does not exist
+    assert client.get("/v1/class-sets/fruit").status_code == 404
     # the tip job waits its turn behind the ClipFit job: one job runs at a time
     assert client.get(f"/v1/jobs/{long_fit.json()['job_id']}").json()["state"] == "running"
     assert client.get(f"/v1/jobs/{tip.json()['job_id']}").json()["state"] == "queued"
