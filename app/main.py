@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import class_sets, classify, health, jobs, web
 from app.api.deps import api_key_refusal
+from app.api.routes import class_sets, classify, health, jobs, web
 from app.body_budget import BodyBudget
 from app.error_envelope import install_exception_handlers
 from app.middleware import RequestContextMiddleware

@@ -113,9 +113,8 @@ def save_delta(path: Path, tensors: dict, header: dict) -> Delta:
 
 
 def load_delta(path: Path) -> Delta:
-    from safetensors.torch import load_file
-
     import torch
+    from safetensors.torch import load_file
 
     header = read_header(path)
     try:

@@ -13,8 +13,13 @@ import httpx
 import numpy as np
 import pytest
 
-from gloss_gen.classify.adapter_records import (ACTIVE_KIND, RECORD_KIND, AdapterRecord,
-                                                AdapterRecordDamagedError, set_active_adapter)
+from gloss_gen.classify.adapter_records import (
+    ACTIVE_KIND,
+    RECORD_KIND,
+    AdapterRecord,
+    AdapterRecordDamagedError,
+    set_active_adapter,
+)
 from gloss_gen.data.store import DirectoryBackend, Store
 
 KEY = "a" * 24

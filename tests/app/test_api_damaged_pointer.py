@@ -27,7 +27,8 @@ def test_a_damaged_active_pointer_marks_its_set_and_not_the_listing(live_server_
         store.backend.set(store._k("active", model_id, "pets"), b"[1, 2]")
         listing = http.get("/v1/class-sets")
         assert listing.status_code == 200, listing.text
-        body = listing.json(); sets = body if isinstance(body, list) else body["class_sets"]
+        body = listing.json()
+        sets = body if isinstance(body, list) else body["class_sets"]
         assert {"cifar10", "pets"} <= {s["name"] for s in sets}
         detail = http.get("/v1/class-sets/pets")
         assert detail.status_code == 200, detail.text
