@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from gloss_gen.data.classifier import BetweenBatches, Classifier, build_classifier
-from gloss_gen.data.classsets import ClassSet
+from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, ClassSet, load_class_set
 from gloss_gen.data.descriptions import DescriptionSet
 from gloss_gen.data.methods import describe_offline
 from gloss_gen.data.store import Store, StoreError
@@ -80,8 +80,6 @@ def get_or_build_classifier(
 def get_or_build_named_classifier(store, model, class_set_ref: str, method: str, progress: bool = True):
     """The active classifier for a class set (a name in the store, a built-in or a file), built with
     an offline method and stored if missing."""
-    from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, load_class_set
-
     ref = str(class_set_ref)
     class_set = store.get_class_set(ref) if ref not in BUILTIN_CLASS_SETS else None
     if class_set is None:
