@@ -44,3 +44,27 @@ def test_bad_open_set_options_exit_2_with_one_line(isolated_env, tmp_path, sampl
         assert proc.returncode == 2, (args, proc.stderr)
         errors = [line for line in _stderr_lines(proc) if "error:" in line]
         assert len(errors) == 1 and message in errors[0], proc.stderr
+
+
+def test_label_open_set_columns_equal_classify_and_a_changed_setting_is_refused(isolated_env, tmp_path, sample_photos):
+    import pyarrow.dataset as ds
+
+    env = isolated_env | {"VGLOSS_NEGLABEL_MAX_CANDIDATES": "600"}
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in sample_photos[:3]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    options = ("--class-set", "cifar10", "--open-set", "neglabel", "--open-set-threshold", "0.5")
+    done = vgloss("label", str(folder), "--out", str(tmp_path / "out"), *options, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = {row["path"].rsplit("/", 1)[-1]: row for row in ds.dataset(tmp_path / "out", format="parquet").to_table().to_pylist()}
+    body = json.loads(vgloss("classify", *sorted(str(p) for p in folder.iterdir()), *options, "--json",
+                             env=env, cwd=tmp_path).stdout)
+    assert len(rows) == len(body["results"]) == 3
+    for result in body["results"]:
+        row = rows[result["filename"]]
+        assert abs(row["ood_score"] - result["ood_score"]) < 1e-5 and row["unknown"] == result["unknown"]
+        assert row["class_id"] == result["predictions"][0]["class_id"]
+    refused = vgloss("label", str(folder), "--out", str(tmp_path / "out"), "--class-set", "cifar10", env=env, cwd=tmp_path,
+                     check=False)
+    assert refused.returncode == 2 and len(_stderr_lines(refused)) == 1 and "open_set" in refused.stderr

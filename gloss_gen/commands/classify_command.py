@@ -7,11 +7,14 @@ from pathlib import Path
 from gloss_gen.commands.verb_support import (
     UserError,
     add_model_arguments,
+    add_open_set_arguments,
     check_image_files,
     check_model_setup,
+    check_open_set_args,
     classifier_from_args,
     load_model,
     open_checked_store,
+    open_set_scorer_from_args,
     settings_from_args,
 )
 
@@ -46,9 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="predictions per image (1-100, default 5)")
     parser.add_argument("--explain", action="store_true", help="show the best-matching description")
     parser.add_argument("--json", action="store_true", help="print JSON like the REST API")
-    parser.add_argument("--open-set", metavar="MODE", help="off, mcm or neglabel (default: VGLOSS_OPEN_SET or off)")
-    parser.add_argument("--open-set-threshold", metavar="T",
-                        help="unknown below this score, 0-1 (default: calibrated, setting or method default)")
+    add_open_set_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -58,7 +59,7 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
 
     if not 1 <= args.top_k <= 100:
         raise UserError("--top-k must be between 1 and 100")
-    _check_open_set(args, settings)
+    check_open_set_args(args, settings)
     if args.labels and args.class_set:
         raise UserError("give --class-set or --labels, not both")
     if args.labels is not None and not any(label.strip() for label in args.labels):
@@ -68,22 +69,6 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
         ref = args.class_set or settings.default_class_set
         if ref not in BUILTIN_CLASS_SETS and store.get_class_set(ref) is None:
             load_class_set(ref)  # raises the one-line "unknown class set" / "file does not exist" error
-
-
-def _check_open_set(args: argparse.Namespace, settings) -> None:
-    """``args.open_set`` (off/mcm/neglabel) and ``args.open_set_threshold`` (float or None), checked."""
-    from gloss_gen.classify.open_set import check_open_set_mode, check_threshold
-
-    args.open_set = check_open_set_mode(args.open_set if args.open_set is not None else settings.open_set)
-    if args.open_set_threshold is not None:
-        text = str(args.open_set_threshold)
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"--open-set-threshold must be a number between 0 and 1, not {text[:40]!r}") from None
-        args.open_set_threshold = check_threshold(value)
-        if args.open_set == "off":
-            raise UserError("--open-set-threshold needs --open-set mcm or neglabel")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,13 +89,7 @@ def run(args: argparse.Namespace) -> int:
     head = ScoringHead(classifier, model.device, adapter)
     preprocessor = Preprocessor.from_open_clip(model.model)
     limits = ImageLimits.from_settings(settings)
-    scorer = None
-    if args.open_set != "off":
-        from gloss_gen.adapt.open_set_calibration import open_set_scorer
-        from gloss_gen.model.model_source import ModelSource
-
-        scorer = open_set_scorer(store, ModelSource.of(model), head, args.open_set, limits, settings,
-                                 requested=args.open_set_threshold, progress=True)
+    scorer = open_set_scorer_from_args(args, settings, store, model, head)
 
     results, tensors, positions = [], [], []
     for index, path in enumerate(args.images):

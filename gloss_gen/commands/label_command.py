@@ -6,10 +6,13 @@ import json
 from gloss_gen.commands.verb_support import (
     UserError,
     add_model_arguments,
+    add_open_set_arguments,
     check_model_setup,
+    check_open_set_args,
     classifier_from_args,
     load_model,
     open_checked_store,
+    open_set_scorer_from_args,
     settings_from_args,
 )
 
@@ -23,11 +26,13 @@ for image files), tar shards (shards.tar, shards-{000..009}.tar, WebDataset layo
 
 Columns: path, archive (the tar of a member), class_id, label, score, similarity, top_k (list of
 {class_id, label, score}), error (null, or {code, message} for a file that could not be read
-or decoded), and embedding with --embeddings. Read DIR with pyarrow.dataset or pandas, or
+or decoded), embedding with --embeddings, and ood_score / unknown with --open-set (see
+docs/open-set.md). Read DIR with pyarrow.dataset or pandas, or
 DIR/part-*.parquet with polars, DuckDB or datasets.
 
 Running the same command again skips the parts already written (a kill loses only the shards in
-flight); a run with another class set, model, top-k or embeddings into the same DIR is refused.
+flight); a run with another class set, model, top-k, embeddings or open-set setting into the
+same DIR is refused.
 --engine ray runs the shards on a Ray cluster (--ray-address or RAY_ADDRESS, else a local Ray):
 pip install 'vgloss[ray]'; every node needs vgloss and the same paths to SOURCE and DIR.
 
@@ -54,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", help="Ray cluster to attach to (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+    add_open_set_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -78,6 +84,7 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
     from gloss_gen.labelling.sources import expand_source
 
     options_from_args(args).check()
+    check_open_set_args(args, settings)
     if args.labels and args.class_set:
         raise UserError("give --class-set or --labels, not both")
     if args.labels is not None and not any(label.strip() for label in args.labels):
@@ -106,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(settings)
     classifier, adapter = classifier_from_args(args, settings, store, model)
+    from gloss_gen.classify.scoring import ScoringHead
+
+    scorer = open_set_scorer_from_args(args, settings, store, model, ScoringHead(classifier, model.device, adapter))
     summary = run_label_job(args.sources, args.out, model=model, classifier=classifier, settings=settings,
                             options=options_from_args(args), adapter=adapter, engine=args.engine,
-                            ray_address=args.ray_address)
+                            ray_address=args.ray_address, open_set=scorer)
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.line())
     return 0

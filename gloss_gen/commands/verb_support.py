@@ -121,6 +121,42 @@ def classifier_from_args(args: argparse.Namespace, settings, store, model):
     return classifier, get_active_adapter(store, model.id, classifier.class_set.name, classifier.key)
 
 
+def add_open_set_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--open-set", metavar="MODE", help="off, mcm or neglabel (default: VGLOSS_OPEN_SET or off)")
+    parser.add_argument("--open-set-threshold", metavar="T",
+                        help="unknown below this score (0-1; default: calibrated on the set's examples, "
+                             "else VGLOSS_OPEN_SET_THRESHOLD, else the method's default)")
+
+
+def check_open_set_args(args: argparse.Namespace, settings) -> None:
+    """``args.open_set`` (off/mcm/neglabel) and ``args.open_set_threshold`` (float or None), checked."""
+    from gloss_gen.classify.open_set import check_open_set_mode, check_threshold
+
+    args.open_set = check_open_set_mode(args.open_set if args.open_set is not None else settings.open_set)
+    if args.open_set_threshold is not None:
+        text = str(args.open_set_threshold)
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"--open-set-threshold must be a number between 0 and 1, not {text[:40]!r}") from None
+        args.open_set_threshold = check_threshold(value)
+        if args.open_set == "off":
+            raise UserError("--open-set-threshold needs --open-set mcm or neglabel")
+
+
+def open_set_scorer_from_args(args: argparse.Namespace, settings, store, model, head):
+    """The open-set scorer ``--open-set`` asks for (negatives built and stored on first use, the
+    threshold calibrated when the set has examples), or ``None`` when it is off."""
+    if args.open_set == "off":
+        return None
+    from gloss_gen.adapt.open_set_calibration import open_set_scorer
+    from gloss_gen.imaging import ImageLimits
+    from gloss_gen.model.model_source import ModelSource
+
+    return open_set_scorer(store, ModelSource.of(model), head, args.open_set, ImageLimits.from_settings(settings),
+                           settings, requested=args.open_set_threshold, progress=True)
+
+
 def load_model(settings):
     """The model the settings name, from the process's model cache."""
     from gloss_gen.model.clip_models import get_model  # torch: only when a verb runs, not for --help

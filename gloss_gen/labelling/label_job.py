@@ -65,8 +65,9 @@ class LabelSummary:
                 f"{errors} unreadable{f' ({codes})' if codes else ''}; output: {self.out}")
 
 
-def deciding_settings(model_id: str, classifier: Classifier, adapter, options: LabelOptions) -> dict:
+def deciding_settings(model_id: str, classifier: Classifier, adapter, options: LabelOptions, open_set=None) -> dict:
     return {
+        "open_set": None if open_set is None else {"method": open_set.method, "threshold": open_set.threshold},
         "class_set": classifier.class_set.name,
         "classifier_key": classifier.key,
         "model_id": model_id,
@@ -88,13 +89,16 @@ def run_label_job(
     adapter=None,
     engine: str = "local",
     ray_address: str | None = None,
+    open_set=None,
     on_shard_written: Callable[[int, Path], None] | None = None,
 ) -> LabelSummary:
     """Label every image ``sources`` name into ``out`` (Parquet parts and ``_manifest.json``).
 
     ``settings`` (a :class:`gloss_gen.core.config.Settings`) gives the image limits, the batch
     size and decode threads when ``options`` leave them unset, and, with Ray, the model each actor
-    loads. ``on_shard_written(shard_id, path)`` is called after each part is in place.
+    loads. ``open_set`` (an :class:`gloss_gen.classify.open_set.OpenSetScorer` with its threshold)
+    adds ``ood_score`` and ``unknown`` columns. ``on_shard_written(shard_id, path)`` is called
+    after each part is in place.
     """
     options.check()
     if engine not in ENGINES:
@@ -106,7 +110,7 @@ def run_label_job(
     recorded = {"model": settings.model, "pretrained": settings.pretrained, "device": str(model.device),
                 "precision": model.precision, "backend": settings.backend,
                 "method": classifier.method, "classes": classifier.num_classes, "engine": engine}
-    manifest = build_manifest(given, items, shards, deciding_settings(model.id, classifier, adapter, options), recorded)
+    manifest = build_manifest(given, items, shards, deciding_settings(model.id, classifier, adapter, options, open_set), recorded)
     batch_size = options.batch_size or settings.max_batch
     with output_lock(out):
         _, done = open_output(out, manifest)
@@ -131,14 +135,14 @@ def run_label_job(
             if engine == "local":
                 threads = options.decode_threads or settings.decode_threads or max(1, os.cpu_count() or 1)
                 labeller = ShardLabeller(model, classifier, ImageLimits.from_settings(settings), options, adapter,
-                                         batch_size=batch_size, decode_threads=threads)
+                                         batch_size=batch_size, decode_threads=threads, open_set=open_set)
                 outcome: ShardOutcome
                 for outcome in labeller.label_shards(pending, out, on_images=bar.update):
                     count(outcome.rows, outcome.errors, outcome.shard.id)
             else:
                 for result in run_shards_on_ray(pending, out, settings=settings, classifier=classifier,
                                                 adapter=adapter, options=options, batch_size=batch_size,
-                                                address=ray_address):
+                                                address=ray_address, open_set=open_set):
                     bar.update(result["rows"])
                     count(result["rows"], result["errors"], result["shard"])
         summary.seconds = time.perf_counter() - started

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gloss_gen.classify.adapter_records import AdapterRecord
+from gloss_gen.classify.open_set import OpenSetScorer
 from gloss_gen.data.classifier import Classifier
 from gloss_gen.imaging import ImageLimits
 from gloss_gen.labelling.label_options import LabelOptions, require_ray
@@ -63,7 +64,7 @@ class RayShardActor:
     """One model replica: labels the shards Ray Data hands it and writes their parts."""
 
     def __init__(self, settings, classifier_bytes: bytes, adapter_bytes: bytes | None, options: LabelOptions,
-                 out: str, batch_size: int, torch_threads: int, decode_threads: int) -> None:
+                 out: str, batch_size: int, torch_threads: int, decode_threads: int, open_set=None) -> None:
         import torch
 
         if torch_threads > 0:
@@ -72,8 +73,12 @@ class RayShardActor:
         classifier = Classifier.from_bytes(classifier_bytes)
         adapter = AdapterRecord.from_bytes(adapter_bytes) if adapter_bytes else None
         self.out = Path(out)
+        scorer = None
+        if open_set is not None:
+            method, threshold, negatives = open_set
+            scorer = OpenSetScorer(method, threshold, None if negatives is None else torch.from_numpy(negatives))
         self.labeller = ShardLabeller(model, classifier, ImageLimits.from_settings(settings), options, adapter,
-                                      batch_size=batch_size, decode_threads=decode_threads)
+                                      batch_size=batch_size, decode_threads=decode_threads, open_set=scorer)
 
     def __call__(self, batch: dict) -> dict:
         shards = [Shard(int(number), tuple(SourceItem.from_json(item) for item in json.loads(items)))
@@ -107,7 +112,8 @@ def connect(address: str | None) -> bool:
 
 
 def run_shards_on_ray(shards: Sequence[Shard], out: Path, *, settings, classifier: Classifier, adapter,
-                      options: LabelOptions, batch_size: int, address: str | None = None) -> Iterator[dict]:
+                      options: LabelOptions, batch_size: int, address: str | None = None,
+                      open_set=None) -> Iterator[dict]:
     """Label ``shards`` on Ray; yields ``{"shard", "rows", "errors"}`` per part written, as parts finish."""
     ray = require_ray()
     started = connect(address)
@@ -130,6 +136,10 @@ def run_shards_on_ray(shards: Sequence[Shard], out: Path, *, settings, classifie
                 "settings": settings,
                 "classifier_bytes": classifier.to_bytes(),
                 "adapter_bytes": adapter.to_bytes() if adapter is not None else None,
+                # (method, threshold, the negatives as a plain array): rebuilt on the actor
+                "open_set": None if open_set is None else (
+                    open_set.method, open_set.threshold,
+                    None if open_set.negatives is None else open_set.negatives.cpu().numpy()),
                 "options": options,
                 "out": str(out),
                 "batch_size": batch_size,

@@ -43,6 +43,7 @@ class ShardOutcome:
 class _Row:
     item: SourceItem
     predictions: list | None = None
+    decision: object | None = None  # the open-set verdict (OpenSetDecision), with open-set scoring
     embedding: np.ndarray | None = None
     error: tuple[str, str] | None = None
 
@@ -60,15 +61,16 @@ class ShardLabeller:
     """A model, a scoring head and the decoding limits: labels shards into Parquet parts."""
 
     def __init__(self, model: ClipModel, classifier: Classifier, limits: ImageLimits, options: LabelOptions,
-                 adapter=None, *, batch_size: int, decode_threads: int = 0) -> None:
+                 adapter=None, *, batch_size: int, decode_threads: int = 0, open_set=None) -> None:
         self.model = model
         self.head = ScoringHead(classifier, model.device, adapter)
+        self.open_set = open_set  # an OpenSetScorer with its threshold, or None
         self.limits = limits
         self.options = options
         self.batch_size = batch_size
         self.decode_threads = decode_threads or max(1, os.cpu_count() or 1)
         self.preprocessor = Preprocessor.from_open_clip(model.model)
-        self.schema = label_schema(options.embedding_dtype)
+        self.schema = label_schema(options.embedding_dtype, open_set is not None)
 
     def load(self, item: SourceItem):
         """The item's tensor, or (code, message) saying why it has none."""
@@ -95,10 +97,11 @@ class ShardLabeller:
 
         def score_batch() -> None:
             embeddings = self.model.encode_images(batch[: len(waiting)])
-            predictions = self.head.predict(embeddings, top_k=self.options.top_k)
+            scored = self.head.score(embeddings, top_k=self.options.top_k, open_set=self.open_set)
             vectors = embeddings.numpy() if self.options.embedding_dtype else None
             for slot, row in enumerate(waiting):
-                row.predictions = predictions[slot]
+                row.predictions = scored[slot].predictions
+                row.decision = scored[slot].open_set
                 if vectors is not None:
                     row.embedding = vectors[slot]
             on_images(len(waiting))
@@ -150,6 +153,9 @@ class ShardLabeller:
                 if row.predictions else None
             )
             columns["error"].append(None if row.error is None else {"code": row.error[0], "message": row.error[1]})
+            if self.open_set is not None:
+                columns["ood_score"].append(None if row.decision is None else float(row.decision.ood_score))
+                columns["unknown"].append(None if row.decision is None else bool(row.decision.unknown))
         arrays = [pa.array(columns[name], type=self.schema.field(name).type) for name in columns]
         if self.options.embedding_dtype:
             arrays.append(self._embedding_column(rows))

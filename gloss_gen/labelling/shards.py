@@ -33,7 +33,8 @@ MANIFEST_FORMAT = 1
 PART_PATTERN = "part-{:05d}.parquet"
 TEMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<pid>-<random>.tmp"
 # Settings a second run into the same DIR must share with the first (the rest is recorded only).
-DECIDING_SETTINGS = ("class_set", "classifier_key", "model_id", "adapter_key", "top_k", "embeddings", "shard_size")
+DECIDING_SETTINGS = ("class_set", "classifier_key", "model_id", "adapter_key", "top_k", "embeddings", "shard_size",
+                     "open_set")
 
 
 class LabelOutputError(InputError):
@@ -68,8 +69,9 @@ def listing_digest(items: Sequence[SourceItem]) -> str:
     return digest.hexdigest()
 
 
-def label_schema(embedding_dtype: str | None):
-    """The columns of every part (one schema, so all parts read as one table)."""
+def label_schema(embedding_dtype: str | None, open_set: bool = False):
+    """The columns of every part (one schema, so all parts read as one table); with open-set
+    scoring, ``ood_score`` (higher = more in-set) and ``unknown``."""
     import pyarrow as pa
 
     prediction = pa.struct([("class_id", pa.string()), ("label", pa.string()), ("score", pa.float64())])
@@ -83,6 +85,8 @@ def label_schema(embedding_dtype: str | None):
         pa.field("top_k", pa.list_(prediction)),
         pa.field("error", pa.struct([("code", pa.string()), ("message", pa.string())])),
     ]
+    if open_set:
+        fields += [pa.field("ood_score", pa.float64()), pa.field("unknown", pa.bool_())]
     if embedding_dtype is not None:
         value = pa.float16() if embedding_dtype == "float16" else pa.float32()
         fields.append(pa.field("embedding", pa.list_(value)))
