@@ -8,6 +8,7 @@ from gloss_gen.commands.verb_support import (
     UserError,
     add_model_arguments,
     add_open_set_arguments,
+    check_class_set_args,
     check_image_files,
     check_model_setup,
     check_open_set_args,
@@ -55,20 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_inputs(args: argparse.Namespace, settings, store) -> None:
     """Everything that can be wrong with the command line, found before the model loads."""
-    from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, load_class_set
 
     if not 1 <= args.top_k <= 100:
         raise UserError("--top-k must be between 1 and 100")
     check_open_set_args(args, settings)
-    if args.labels and args.class_set:
-        raise UserError("give --class-set or --labels, not both")
-    if args.labels is not None and not any(label.strip() for label in args.labels):
-        raise UserError("--labels needs at least one non-empty label")
     check_image_files(args.images)
-    if not args.labels:
-        ref = args.class_set or settings.default_class_set
-        if ref not in BUILTIN_CLASS_SETS and store.get_class_set(ref) is None:
-            load_class_set(ref)  # raises the one-line "unknown class set" / "file does not exist" error
+    check_class_set_args(args, settings, store)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from gloss_gen.commands.verb_support import (
     UserError,
     add_model_arguments,
     add_open_set_arguments,
+    check_class_set_args,
     check_model_setup,
     check_open_set_args,
     classifier_from_args,
@@ -79,16 +80,11 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
     """Everything that can be wrong with the command line, found before the model loads."""
     from pathlib import Path
 
-    from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, load_class_set
     from gloss_gen.labelling.label_options import require_ray
     from gloss_gen.labelling.sources import expand_source
 
     options_from_args(args).check()
     check_open_set_args(args, settings)
-    if args.labels and args.class_set:
-        raise UserError("give --class-set or --labels, not both")
-    if args.labels is not None and not any(label.strip() for label in args.labels):
-        raise UserError("--labels needs at least one non-empty label")
     if args.ray_address and args.engine != "ray":
         raise UserError("--ray-address needs --engine ray")
     for pattern in args.sources:
@@ -97,10 +93,7 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
                 raise UserError(f"{named}: no such file or folder")
     if args.engine == "ray":
         require_ray()
-    if not args.labels:
-        ref = args.class_set or settings.default_class_set
-        if ref not in BUILTIN_CLASS_SETS and store.get_class_set(ref) is None:
-            load_class_set(ref)  # raises the one-line "unknown class set" / "file does not exist" error
+    check_class_set_args(args, settings, store)
 
 
 def run(args: argparse.Namespace) -> int:

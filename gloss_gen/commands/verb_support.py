@@ -106,6 +106,21 @@ def check_model_setup(settings) -> None:
     require_weights(settings.model, settings.pretrained, settings.cache_dir)
 
 
+def check_class_set_args(args: argparse.Namespace, settings, store) -> None:
+    """``--class-set`` (else the default set) names a built-in, a set in the store or a readable
+    class-set file; ``--labels`` and ``--class-set`` are not both given."""
+    from gloss_gen.data.classsets import BUILTIN_CLASS_SETS, load_class_set
+
+    if args.labels and args.class_set:
+        raise UserError("give --class-set or --labels, not both")
+    if args.labels is not None and not any(label.strip() for label in args.labels):
+        raise UserError("--labels needs at least one non-empty label")
+    if not args.labels:
+        ref = args.class_set or settings.default_class_set
+        if ref not in BUILTIN_CLASS_SETS and store.get_class_set(ref) is None:
+            load_class_set(ref)  # raises the one-line "unknown class set" / "file does not exist" error
+
+
 def classifier_from_args(args: argparse.Namespace, settings, store, model):
     """The classifier ``--labels`` or ``--class-set`` names (built and stored when missing, as the
     server does) and the class set's active adapter (none for ad-hoc labels)."""
