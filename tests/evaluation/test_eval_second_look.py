@@ -13,8 +13,8 @@ from test_rerank_cli import write_cifar10_pairs
 from gloss_gen.classify.pair_embeddings import get_active_pair_embeddings
 from gloss_gen.classify.scoring import ScoringHead
 from gloss_gen.core.errors import EvalError
-from gloss_gen.data.classsets import load_class_set
 from gloss_gen.data.classifier import build_classifier
+from gloss_gen.data.classsets import load_class_set
 from gloss_gen.evaluation.runner import EvalConfig, ModelSource, evaluate, parse_methods, prepare_method
 from gloss_gen.evaluation.second_look import pair_embeddings_for, rank_with_rerank
 
