@@ -8,7 +8,8 @@ or the same keys with ``"error"`` and no descriptions for a class that failed. L
 ``class_set`` and ``index`` (the class's position) so a file can be embedded in class-set order
 whatever order the job finished in.
 
-This module holds the offline methods (``classname``, ``wordnet``, ``import``); the LLM-backed
+This module holds the offline methods (``classname``, ``wordnet``, ``import``; ``waffle`` is in
+:mod:`gloss_gen.data.waffle_descriptors`); the LLM-backed
 ``vgloss`` method lives in :mod:`gloss_gen.describe.llm` and :mod:`gloss_gen.describe.describe_job`.
 """
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # The prompt style each method's descriptions are embedded with (see gloss_gen.core.prompts); a vgloss
 # file records its own ("phrases" or "gloss", by its vgloss style).
-DEFAULT_PROMPT_STYLE = {"classname": "templates", "wordnet": "gloss", "vgloss": "phrases"}
+DEFAULT_PROMPT_STYLE = {"classname": "templates", "wordnet": "gloss", "vgloss": "phrases", "waffle": "sentence"}
 # The vgloss method's styles (gloss_gen.describe.llm) -> the prompt style their texts are embedded with.
 VGLOSS_STYLES = {"phrases": "phrases", "gloss": "gloss"}
 

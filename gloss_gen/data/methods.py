@@ -3,7 +3,7 @@
 
 A method is one of three kinds:
 
-- ``offline`` — computed here from the class set alone (``classname``, ``wordnet``);
+- ``offline`` — computed here from the class set alone (``classname``, ``wordnet``, ``waffle``);
 - ``file`` — read from a published description file (``import``: CuPL or DCLIP JSON);
 - ``llm`` — written by an LLM, class by class (``vgloss``; see :mod:`gloss_gen.describe.describe_job`).
 
@@ -21,6 +21,7 @@ from typing import Literal
 from gloss_gen.data.classsets import ClassSet
 from gloss_gen.data.description_importers import ImportReport, describe_import
 from gloss_gen.data.descriptions import DescriptionError, DescriptionSet, describe_classname, describe_wordnet
+from gloss_gen.data.waffle_descriptors import describe_waffle
 
 MethodKind = Literal["offline", "file", "llm"]
 
@@ -47,6 +48,8 @@ METHODS: dict[str, Method] = {
         Method("classname", "offline", "no descriptions; the class name in prompt templates (the CLIP baseline)",
                describe_classname),
         Method("wordnet", "offline", "the synset's WordNet definition", describe_wordnet),
+        Method("waffle", "offline", "WaffleCLIP's random words and random characters in DCLIP's sentence, the "
+               "same for every class (the honesty baseline: meaning must beat it)", describe_waffle),
         Method("vgloss", "llm", "an LLM writes short visual descriptions grounded in WordNet that tell each "
                "class apart from its most confusable classes in the same set"),
         Method("import", "file", "a CuPL ({class: [sentences]}) or DCLIP ({class: [descriptors]}) JSON file"),
