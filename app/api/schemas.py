@@ -193,7 +193,7 @@ class CreateClassSetRequest(BaseModel):
         max_length=MAX_CLASSES_PER_SET,
         description="Labels or {name, synset?, id?}; omit to rebuild a built-in set.",
     )
-    method: Literal["classname", "wordnet", "vgloss"] | None = Field(
+    method: Literal["classname", "wordnet", "waffle", "vgloss"] | None = Field(
         None, description="How to describe the classes (default: the server's default method)."
     )
     description: str = ""

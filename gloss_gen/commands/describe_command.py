@@ -16,6 +16,10 @@ Ctrl-C) and retries the classes that failed. Exit status 1 when any class failed
 Methods:
   classname  no descriptions; the class name in prompt templates (the CLIP baseline)
   wordnet    the synset's WordNet definition
+  waffle     WaffleCLIP's random descriptors: 15 pairs of random words (WordNet lemmas) and
+             random characters, the same for every class, written as whole sentences
+             ("A photo of a {class}, which has {noise}."), seed 0 (`vgloss eval` takes
+             waffle:seed=S and waffle:seeds=N)
   vgloss     an LLM writes visual descriptions grounded in WordNet that tell each class
              apart from its most confusable classes in the same set, in one of two styles
              (--style): phrases (default; short phrases, embedded as "{class}, which has
@@ -29,6 +33,7 @@ as for the openai client (a local endpoint needs no key). Defaults for --llm-mod
 
 Examples:
   vgloss describe cifar10 --method wordnet
+  vgloss describe cifar10 --method waffle       # cifar10.waffle.jsonl, no LLM
   OPENAI_BASE_URL=http://127.0.0.1:8000/v1 vgloss describe imagenet1k --method vgloss \\
       --llm-model meta-llama/Llama-3.1-8B-Instruct --concurrency 32
   vgloss describe imagenet1k --method import --import cupl_imagenet.json --out cupl.jsonl
@@ -40,9 +45,11 @@ NO_WORKER_WARNING_S = 10  # two of arq's health checks: a live worker has refres
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gloss_gen.data.methods import METHOD_NAMES  # light: no torch
+
     parser.add_argument("class_set", metavar="CLASS_SET",
                         help="imagenet1k, cifar10, stl10, or a .txt/.json/.yaml class file")
-    parser.add_argument("--method", required=True, choices=("classname", "wordnet", "vgloss", "import"))
+    parser.add_argument("--method", required=True, choices=METHOD_NAMES)
     parser.add_argument("--import", dest="import_file", metavar="FILE",
                         help="CuPL or DCLIP JSON file (with --method import)")
     parser.add_argument("--import-format", choices=("auto", "cupl", "dclip"), default="auto",

@@ -37,6 +37,12 @@ Methods (--methods, comma-separated):
   classname        the class name in the class set's prompt templates (the CLIP baseline:
                    CLIP's 18 CIFAR-10 / 2 STL-10 templates, its 80 ImageNet ones otherwise)
   wordnet          the WordNet gloss of each class's synset
+  waffle           WaffleCLIP's 15 pairs of random words and random characters, the same for
+                   every class ("A photo of a {class}, which has {noise}."), seed 0; the
+                   honesty baseline: descriptions that do not beat it add prompts, not meaning
+  waffle:seed=S    the same with seed S
+  waffle:seeds=N   seeds 0..N-1, a row each, and their mean and standard deviation (WaffleCLIP
+                   reports 7 seeds)
   vgloss:FILE      descriptions written by `vgloss describe` (JSONL)
   fudd:FILE        FuDD's second look: class-name prompts, then the top --rerank-k classes
                    re-ranked by the pair descriptions of `vgloss describe --method fudd`
@@ -71,6 +77,8 @@ Examples whose file bytes or decoded pixels equal a DATA image are refused, name
 Examples:
   vgloss eval ./imagenet-val --class-set imagenet1k \\
       --methods classname,wordnet,import:descriptors_imagenet.json --out results/
+  vgloss eval ./cifar-test --class-set cifar10 \\
+      --methods classname,waffle:seeds=7,vgloss:cifar10.vgloss.jsonl --out results/
   vgloss eval ./stl10_binary --class-set stl10 --model ViT-B-16 --methods classname,wordnet
   vgloss eval ./val --layout csv --class-set imagenet1k --scoring mean-description \\
       --methods import:descriptors_imagenet.json --limit 5000
@@ -98,7 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         default="classname,wordnet",
-        help="comma-separated: classname, wordnet, vgloss:FILE, fudd:FILE, import:FILE (default: %(default)s)",
+        help="comma-separated: classname, wordnet, waffle (waffle:seed=S, waffle:seeds=N), vgloss:FILE, "
+        "fudd:FILE, import:FILE (default: %(default)s)",
     )
     parser.add_argument("--rerank-k", type=int, metavar="K",
                         help="fudd: classes of the first pass re-ranked (default: VGLOSS_RERANK_K, 10)")

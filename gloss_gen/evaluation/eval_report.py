@@ -11,6 +11,7 @@ from pathlib import Path
 from gloss_gen.evaluation.metrics import CONFIDENCE, Accuracy
 from gloss_gen.evaluation.open_set_eval import ROWS_FILE
 from gloss_gen.evaluation.runner import EvalResult
+from gloss_gen.evaluation.waffle_seeds import format_waffle_summary, waffle_summary
 
 RESULTS_FORMAT = 1
 RESULTS_FILE = "results.json"
@@ -54,6 +55,9 @@ def format_table(result: EvalResult) -> str:
         for s in [m.scores]
     ]
     table = render_table(title, header, rows)
+    waffle = waffle_summary(result)
+    if waffle is not None:
+        table += "\n" + format_waffle_summary(waffle)
     if result.ood is None:
         return table
     return table + "\n\n" + format_open_set_table(result)
@@ -110,6 +114,7 @@ def results_dict(result: EvalResult) -> dict:
             for m in result.methods
         },
         **({"ood": result.ood} if result.ood is not None else {}),
+        **({"waffle_seeds": waffle} if (waffle := waffle_summary(result)) is not None else {}),
     }
 
 
@@ -184,6 +189,11 @@ def write_chart(result: EvalResult, path: Path) -> Path:
                       ha="center", va="bottom", fontsize=9)
     crowded = len(labels) > 3
     axes.set_xticks(list(positions), labels, rotation=20 if crowded else 0, ha="right" if crowded else "center")
+    waffle = waffle_summary(result)
+    if waffle is not None:  # WaffleCLIP's figure: the mean over its seeds, across the chart
+        axes.axhline(100 * waffle["top1"]["mean"], color="#DD8452", linestyle="--", linewidth=1,
+                     label=f"waffle, mean of {len(waffle['seeds'])} seeds")
+        axes.legend(fontsize=8, loc="upper right")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title(

@@ -47,6 +47,7 @@ from gloss_gen.data.descriptions import (
 from gloss_gen.data.methods import METHODS, OFFLINE_METHODS, describe_offline
 from gloss_gen.data.pair_descriptions import PairDescriptionSet
 from gloss_gen.data.store import Store
+from gloss_gen.data.waffle_descriptors import describe_waffle
 from gloss_gen.evaluation.datasets import (
     DatasetError,
     LabelledImages,
@@ -83,40 +84,58 @@ FILE_METHODS = tuple(
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One entry of ``--methods``: ``classname``, ``wordnet``, ``vgloss:FILE`` or ``import:FILE``."""
+    """One entry of ``--methods``: ``classname``, ``wordnet``, ``waffle`` (``waffle:seed=S``; ``waffle:seeds=N``
+    is N entries), ``vgloss:FILE``, ``fudd:FILE`` or ``import:FILE``."""
 
     kind: str
     label: str
     path: Path | None = None
+    seed: int | None = None  # waffle: the seed of its random descriptors (None: its default, 0)
+
+
+WAFFLE_FORMS = "waffle, waffle:seed=S or waffle:seeds=N"
+
+
+def _waffle_seeds(option: str) -> list[int]:
+    """``seed=S`` -> [S]; ``seeds=N`` -> [0, ..., N-1] (WaffleCLIP's reps: seeds 0..N-1)."""
+    name, _, value = (part.strip() for part in option.partition("="))
+    if value.isdigit() and name == "seed":
+        return [int(value)]
+    if value.isdigit() and name == "seeds" and int(value) >= 1:
+        return list(range(int(value)))
+    raise EvalError(f"method 'waffle:{option}': use {WAFFLE_FORMS} (S a seed, N at least 1)")
 
 
 def parse_methods(text: str) -> list[MethodSpec]:
-    """Parse a comma-separated ``--methods`` value; labels are ``kind`` or ``kind:file-name``."""
+    """Parse a comma-separated ``--methods`` value; labels are ``kind``, ``kind:file-name`` or
+    ``waffle:seed=S``."""
     entries = [part.strip() for part in text.split(",") if part.strip()]
     if not entries:
         raise EvalError("--methods lists no method")
-    parsed: list[tuple[str, str, Path | None]] = []
+    parsed: list[tuple[str, str, Path | None, int | None]] = []
     for entry in entries:
         kind, sep, rest = entry.partition(":")
         if kind in OFFLINE_METHODS and not sep:
-            parsed.append((kind, kind, None))
+            parsed.append((kind, kind, None, None))
+        elif kind == "waffle":
+            parsed.extend((kind, f"waffle:seed={seed}", None, seed) for seed in _waffle_seeds(rest))
         elif kind in FILE_METHODS and rest.strip():
-            parsed.append((kind, entry, Path(rest.strip())))
+            parsed.append((kind, entry, Path(rest.strip()), None))
         elif kind in FILE_METHODS:
             what = {"vgloss": "a vgloss describe .jsonl output",
                     "fudd": "a pair file from vgloss describe --method fudd"}.get(kind, "a CuPL or DCLIP .json file")
             raise EvalError(f"method {kind!r} needs a file: {kind}:FILE ({what})")
         else:
             raise EvalError(
-                f"unknown method {entry!r}; use {', '.join(OFFLINE_METHODS)}, vgloss:FILE, fudd:FILE or import:FILE"
+                f"unknown method {entry!r}; use classname, wordnet, {WAFFLE_FORMS}, vgloss:FILE, fudd:FILE or import:FILE"
             )
-    if len({entry for _, entry, _ in parsed}) != len(parsed):
+    if len({entry for _, entry, _, _ in parsed}) != len(parsed):
         raise EvalError("--methods lists the same method twice")
-    short = [f"{kind}:{path.name}" if path else kind for kind, _, path in parsed]
+    short = [f"{kind}:{path.name}" if path else entry for kind, entry, path, _ in parsed]
     # Label by file name unless two files share one; then the path as given tells them apart.
     return [
-        MethodSpec(kind, short[i] if short.count(short[i]) == 1 else entry, path)
-        for i, (kind, entry, path) in enumerate(parsed)
+        MethodSpec(kind, short[i] if short.count(short[i]) == 1 else entry, path, seed)
+        for i, (kind, entry, path, seed) in enumerate(parsed)
     ]
 
 
@@ -130,6 +149,8 @@ class PreparedMethod:
 
 def prepare_method(spec: MethodSpec, class_set: ClassSet) -> PreparedMethod:
     """The method's description set for ``class_set``, with notes worth showing the user."""
+    if spec.kind == "waffle" and spec.seed is not None:
+        return PreparedMethod(spec, describe_waffle(class_set, seed=spec.seed))
     if spec.kind in OFFLINE_METHODS:
         descriptions, _ = describe_offline(class_set, spec.kind)
         missing = [r.class_id for r in descriptions.records if not r.descriptions]

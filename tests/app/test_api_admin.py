@@ -127,6 +127,22 @@ def test_classname_class_set_job_end_to_end(admin, jpeg_bytes):
     assert {p["label"] for p in body["results"][0]["predictions"]} == {"bicycle", "tractor", "canoe"}
 
 
+def test_waffle_class_set_job_end_to_end(admin, jpeg_bytes):
+    created = admin.post(
+        "/v1/class-sets",
+        json={"name": "vehicles", "classes": ["bicycle", "tractor", "canoe"], "method": "waffle"},
+        headers=bearer(ADMIN_KEY),
+    )
+    state = wait_for_job(admin, created.json()["job_id"])
+    assert state["state"] == "done" and state["method"] == "waffle"
+    detail = admin.get("/v1/class-sets/vehicles").json()
+    assert detail["ready"] and [len(c["descriptions"]) for c in detail["classes"]] == [30, 30, 30]
+    assert all(d.startswith(f"A photo of a {c['name']}, which ") for c in detail["classes"] for d in c["descriptions"])
+    body = admin.post("/v1/classify", **multipart(jpeg_bytes[:1], class_set="vehicles", explain=True)).json()
+    by_name = {c["name"]: c["descriptions"] for c in detail["classes"]}
+    assert all(p["evidence"] in by_name[p["label"]] for p in body["results"][0]["predictions"])
+
+
 def test_vgloss_class_set_job_with_a_local_llm(admin, jpeg_bytes, monkeypatch):
     pytest.importorskip("gloss_gen.describe.describe_job")
     from gloss_gen.testing import LLMStub

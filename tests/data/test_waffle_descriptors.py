@@ -21,6 +21,7 @@ from gloss_gen.data.waffle_descriptors import (
     waffle_sentences,
     wordnet_words,
 )
+from gloss_gen.data.wordnet import get_wordnet
 
 # A fixed word list: pronounceable made-up words of 2..11 letters, some starting with "a" (the
 # "which is" branch of make_descriptor_sentence) and one that contains a class name ("catalog").
@@ -158,6 +159,9 @@ def test_the_word_list_is_wordnets_single_words_sorted():
     assert list(words) == sorted(set(words)) and len(words) > 50_000
     assert all(w.isascii() and w.isalpha() for w in words)
     assert {"dog", "zebra", "umbrella"} <= set(words)
+    # The same words NLTK's reader lists.
+    from_nltk = {n for n in get_wordnet().all_lemma_names() if n.isascii() and n.isalpha()}
+    assert set(words) == from_nltk
 
 
 def test_cifar10_set_has_15_pairs_per_class_and_a_content_id_per_seed():
