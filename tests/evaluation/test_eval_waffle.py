@@ -1,6 +1,6 @@
 """``waffle`` as a user runs it: ``vgloss describe --method waffle`` writes the file, ``vgloss embed``
-builds it, and ``vgloss eval`` puts classname, waffle (a row per seed, their mean) and vgloss side
-by side, with the tiny model."""
+builds it, and ``vgloss eval`` puts classname, waffle (a row per seed, their mean), vgloss and fudd
+side by side, with the tiny model."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_rerank_cli import write_cifar10_pairs
 
 from gloss_gen.cli import main
 from gloss_gen.core.errors import EvalError
@@ -79,13 +80,15 @@ def test_describe_embed_and_eval_side_by_side(isolated_env: dict, three_class_fo
     assert "method waffle, prompts sentence" in capsys.readouterr().out
 
     out = tmp_path / "results"
-    methods = f"classname,waffle,waffle:seeds=2,vgloss:{vgloss_file(tmp_path / 'cifar10.vgloss.jsonl')}"
+    methods = (f"classname,waffle,waffle:seeds=2,vgloss:{vgloss_file(tmp_path / 'cifar10.vgloss.jsonl')},"
+               f"fudd:{write_cifar10_pairs(tmp_path / 'cifar10.fudd.jsonl')}")
     assert main(["eval", str(three_class_folder), "--class-set", "cifar10", "--methods", methods,
                  "--scoring", "mean-description", "--out", str(out)]) == 0
     table = capsys.readouterr().out.splitlines()
-    labels = ["classname", "waffle", "waffle:seed=0", "waffle:seed=1", "vgloss:cifar10.vgloss.jsonl"]
-    assert [row.split()[0] for row in table[3:8]] == labels
-    assert table[8].startswith("waffle, mean of 2 seeds (± standard deviation): top-1 ")
+    labels = ["classname", "waffle", "waffle:seed=0", "waffle:seed=1", "vgloss:cifar10.vgloss.jsonl",
+              "fudd:cifar10.fudd.jsonl"]
+    assert [row.split()[0] for row in table[3:9]] == labels
+    assert table[9].startswith("waffle, mean of 2 seeds (± standard deviation): top-1 ")
 
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == labels
@@ -99,5 +102,5 @@ def test_describe_embed_and_eval_side_by_side(isolated_env: dict, three_class_fo
     assert summary["seeds"] == [0, 1]
     assert summary["top1"]["mean"] == pytest.approx(np.mean(seeds))
     assert summary["top1"]["std"] == pytest.approx(np.std(seeds))
-    assert f"top-1 {100 * np.mean(seeds):.2f} ± {100 * np.std(seeds):.2f} %" in table[8]
+    assert f"top-1 {100 * np.mean(seeds):.2f} ± {100 * np.std(seeds):.2f} %" in table[9]
     assert (out / "top1.png").read_bytes()[:8] == PNG_MAGIC
