@@ -31,6 +31,7 @@ from gloss_gen.describe.llm import (
     LLMError,
     build_pair_messages,
     class_facts,
+    clip_token_count,
     endpoint_label,
     extract_contrasts,
     request_parsed,
@@ -72,7 +73,9 @@ def prepare_pairs(class_set: ClassSet, options: DescribeOptions, pairs_from: str
                   max_pairs: int | None = None) -> PairContext:
     """The pairs to describe: confusables (``options.k_confusables``) plus ``pairs_from``'s."""
     check_pair_method(options.method)
-    return PairContext(class_set, options, select_pairs(class_set, options.k_confusables, pairs_from, max_pairs))
+    context = PairContext(class_set, options, select_pairs(class_set, options.k_confusables, pairs_from, max_pairs))
+    clip_token_count("")  # load CLIP's tokenizer once here, not in every parsing thread at once
+    return context
 
 
 async def describe_pair(context: PairContext, pair: Pair, client=None) -> PairRecord:
