@@ -52,15 +52,17 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_job_writes_one_line_per_confusable_pair_readable_by_the_pair_loader(stub, cifar10, tmp_path):
+def test_job_writes_one_line_per_confusable_pair_readable_by_the_pair_loader(cifar10, tmp_path):
     out = tmp_path / "cifar10.fudd.jsonl"
-    summary = _run(cifar10, _options(stub), out)
+    with LLMStub(latency_ms=50) as stub:
+        summary = _run(cifar10, _options(stub), out)
     near = find_confusables(cifar10, 5)
     expected = {(min(i, j), max(i, j)) for i, js in enumerate(near) for j in js}
     assert summary.ok and summary.total == len(expected) == 29 and summary.described == 29
     assert "29/29 pairs described" in summary.lines()[0] and "29 pairs: 29 from confusables" in summary.lines()[1]
     lines = _lines(out)
     assert len(lines) == 29 == len(stub.requests) and {tuple(x["index"]) for x in lines} == expected
+    assert 1 < stub.max_in_flight <= 4  # concurrency=4
     for line in lines:
         (i, j), (a, b) = line["index"], line["names"]
         assert i < j and line["pair"] == [cifar10.classes[i].id, cifar10.classes[j].id] and line["method"] == "fudd"

@@ -7,7 +7,7 @@ import sys
 
 from gloss_gen.commands.verb_support import UserError
 
-HELP = "write descriptions for every class of a class set (one JSON line per class, resumable)"
+HELP = "write descriptions for every class of a class set (one JSON line per class, per pair for fudd; resumable)"
 DESCRIPTION = """\
 Write descriptions for every class of a class set: one JSON line per class, written as each
 class finishes. Re-running the same command skips finished classes (resume after a crash or
