@@ -78,6 +78,7 @@ HTTP_STATUS_BY_CODE = {
     "job_not_found": 404,
     "class_set_not_ready": 409,
     "no_examples": 409,
+    "no_pair_descriptions": 409,
     "too_many_jobs": 429,
     "invalid_name": 422,
 }

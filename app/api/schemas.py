@@ -10,6 +10,8 @@ from gloss_gen.classify.open_set import OPEN_SET_MODES
 from gloss_gen.core.names import NAME_MAX_CHARS, NAME_PATTERN
 
 TOP_K_MIN, TOP_K_MAX, TOP_K_DEFAULT = 1, 100, 5
+RERANK_METHODS = ("fudd", "none")
+RERANK_K_MIN, RERANK_K_MAX = 2, 100
 MAX_LABEL_CHARS = 300
 MAX_CLASSES_PER_SET = 10_000
 
@@ -42,6 +44,11 @@ class ClassifyJsonRequest(BaseModel):
         None, description="An image is unknown below this score (default: calibrated on the class set's examples, "
         "else the server's setting, else the method's default).", json_schema_extra={"minimum": 0, "maximum": 1},
     )
+    rerank: Literal["fudd", "none"] | None = Field(
+        None, description="Second look: fudd re-ranks the top rerank_k classes with the class set's pair "
+        "descriptions (default: the server's VGLOSS_RERANK, applied where the class set has pairs).",
+    )
+    rerank_k: int | None = Field(None, ge=RERANK_K_MIN, le=RERANK_K_MAX, description="Classes re-ranked (default: VGLOSS_RERANK_K).")
 
 
 class Prediction(BaseModel):
@@ -77,12 +84,19 @@ class OpenSetInfo(BaseModel):
     calibration: OpenSetCalibrationInfo | None = None
 
 
+class RerankInfo(BaseModel):
+    method: Literal["fudd"]
+    k: int = Field(description="Classes of the first pass re-ranked.")
+    pairs: str = Field(description="Key of the pair embeddings used.")
+
+
 class ClassifyResponse(BaseModel):
     model: str = Field(examples=["ViT-B-32/openai"])
     class_set: str = Field(examples=["imagenet1k"])
     descriptions: str = Field(description="Id (content hash) of the description set used.")
     adapter: str | None = Field(None, description="Key of the few-shot adapter applied (absent when none).")
     open_set: OpenSetInfo | None = Field(None, description="The open-set method applied (absent when off).")
+    rerank: RerankInfo | None = Field(None, description="The second look applied (absent when none).")
     results: list[ImageResult]
 
 

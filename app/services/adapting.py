@@ -136,7 +136,7 @@ class AdapterWork:
             raise AdaptError(f"classifier {spec.classifier} of class set {spec.class_set.name} is gone")
         model = self.registry.model
         record, result = await asyncio.to_thread(fit_tip_job, spec, self.store, model.clip, classifier, model.limits)
-        self.registry.install(classifier, record)
+        self.registry.install(classifier, record, loaded.pairs if loaded is not None else None)
         log.info("class set %s serves adapter %s", spec.class_set.name, record.key)
         return result
 

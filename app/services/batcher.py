@@ -42,6 +42,7 @@ class _Request:
     results: list[ImageScores | None]
     remaining: int
     open_set: OpenSetScorer | None = None
+    rerank_k: int = 0
 
 
 @dataclass
@@ -146,10 +147,10 @@ class InferenceBatcher:
 
     async def classify(
         self, images: list[torch.Tensor], head: ScoringHead, top_k: int, explain: bool,
-        open_set: OpenSetScorer | None = None,
+        open_set: OpenSetScorer | None = None, rerank_k: int = 0,
     ) -> list[ImageScores]:
         """Top-k predictions for each image, in order, scored against ``head`` (and with ``open_set``,
-        each image's open-set verdict)."""
+        each image's open-set verdict; with ``rerank_k``, the head's FuDD re-rank of that many)."""
         if self._worker is None:
             raise ShuttingDown()
         if not images:
@@ -163,6 +164,7 @@ class InferenceBatcher:
             results=[None] * len(images),
             remaining=len(images),
             open_set=open_set,
+            rerank_k=rerank_k,
         )
         now = loop.time()
         for position, pixels in enumerate(images):
@@ -235,19 +237,21 @@ class InferenceBatcher:
         self._images_per_second = rate if self._images_per_second == 0 else 0.8 * self._images_per_second + 0.2 * rate
 
     def _encode_and_score(self, batch: list[_QueuedImage]) -> list[ImageScores]:
-        """Runs on the inference thread: one model call, then one scoring call per (head, open-set scorer)."""
+        """Runs on the inference thread: one model call, then one scoring call per (head, open-set scorer, re-rank depth)."""
         with torch.inference_mode():
             embeddings = self._encode_images(torch.stack([item.pixels for item in batch]))
-            by_head: dict[tuple[int, int], list[int]] = {}
+            by_head: dict[tuple[int, int, int], list[int]] = {}
             for index, item in enumerate(batch):
-                by_head.setdefault((id(item.request.head), id(item.request.open_set)), []).append(index)
+                request = item.request
+                by_head.setdefault((id(request.head), id(request.open_set), request.rerank_k), []).append(index)
             outputs: list[ImageScores] = [ImageScores([]) for _ in batch]
             for indices in by_head.values():
                 requests = [batch[i].request for i in indices]
                 top_k = max(r.top_k for r in requests)
                 explain = any(r.explain for r in requests)
                 rows = embeddings[torch.tensor(indices)] if len(indices) != len(batch) else embeddings
-                scored = requests[0].head.score(rows, top_k=top_k, explain=explain, open_set=requests[0].open_set)
+                scored = requests[0].head.score(rows, top_k=top_k, explain=explain, open_set=requests[0].open_set,
+                                                rerank_k=requests[0].rerank_k)
                 for index, request, image in zip(indices, requests, scored):
                     outputs[index] = ImageScores(image.predictions[: request.top_k], image.open_set)
             return outputs

@@ -12,7 +12,7 @@ from app.services.decoding import ImageDecoder
 from app.services.model import ModelHolder
 from app.services.readiness import Readiness
 from app.services.registry import ClassifierRegistry, LoadedClassifier
-from app.services.service_errors import NoUsableImages
+from app.services.service_errors import NoPairDescriptions, NoUsableImages
 from gloss_gen.classify.results import ClassifyResult, ImageResult
 from gloss_gen.core.config import Settings
 from gloss_gen.imaging import ImageError
@@ -36,6 +36,8 @@ class ClassifyQuery:
     explain: bool = False
     open_set: str = "off"  # off, mcm or neglabel: the request's, or the server's default
     open_set_threshold: float | None = None
+    rerank: str | None = None  # fudd or none; None: the server's default where the class set has pairs
+    rerank_k: int | None = None  # None: the server's VGLOSS_RERANK_K
 
 
 class ClassifyService:
@@ -64,6 +66,7 @@ class ClassifyService:
         scorer = None
         if query.open_set != "off":  # before any decoding: a 503 while negatives build costs nothing
             scorer = await self.registry.open_sets.scorer_for(loaded, query.open_set, query.open_set_threshold)
+        rerank_k, rerank = self._rerank_for(query, loaded)
         uploads = query.images
         readable = [i for i, upload in enumerate(uploads) if upload.error is None]
         outcomes: list[torch.Tensor | ImageError | None] = [u.error for u in uploads]
@@ -82,7 +85,7 @@ class ClassifyService:
                 first = next(o for o in outcomes if isinstance(o, ImageError))
                 raise NoUsableImages(first, len(uploads))
             scored = await self.batcher.classify(
-                [outcomes[i] for i in good], loaded.head, query.top_k, query.explain, scorer
+                [outcomes[i] for i in good], loaded.head, query.top_k, query.explain, scorer, rerank_k
             )
         self.metrics.images_classified.inc(len(good))
         by_index = dict(zip(good, scored))
@@ -95,8 +98,22 @@ class ClassifyService:
         ]
         return ClassifyResult.for_classifier(
             loaded.classifier, results, query.explain, loaded.adapter.key if loaded.adapter is not None else None,
-            scorer.info() if scorer is not None else None,
+            scorer.info() if scorer is not None else None, rerank,
         )
+
+    def _rerank_for(self, query: ClassifyQuery, loaded) -> tuple[int, dict | None]:
+        """The re-rank depth and its description in the response (0 and None: first pass only)."""
+        method = query.rerank or self.settings.rerank
+        if method == "none":
+            return 0, None
+        if loaded.pairs is None:
+            if query.rerank == "fudd":  # asked for by name: say why it cannot be had
+                raise NoPairDescriptions(loaded.name)
+            return 0, None
+        k = min(query.rerank_k or self.settings.rerank_k, loaded.classifier.num_classes)
+        if k < 2:
+            return 0, None
+        return k, {"method": "fudd", "k": k, "pairs": loaded.pairs.key}
 
     async def _classifier_for(self, query: ClassifyQuery) -> LoadedClassifier:
         if query.labels is not None:

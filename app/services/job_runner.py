@@ -164,7 +164,8 @@ class ClassSetWork:
         if description_set.failed and len(description_set.failed) == len(description_set.records):
             raise RuntimeError("every class failed to be described; no classifier was built")
         classifier = await self.registry.build(description_set)
-        self.registry.install(classifier)
+        current = self.registry.loaded(class_set.name)
+        self.registry.install(classifier, pairs=current.pairs if current is not None else None)
         log.info("job %s done: class set %s serves descriptions %s", job.id, class_set.name, description_set.id)
         return {"classifier": classifier.key, "descriptions": description_set.id}
 

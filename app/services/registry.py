@@ -41,6 +41,8 @@ from app.services.service_errors import (
 )
 from app.services.text_work import TextWork
 from gloss_gen.classify.adapter_records import get_active_adapter
+from gloss_gen.classify.pair_embeddings import get_active_pair_embeddings
+from gloss_gen.classify.pair_rerank import PairRerankError
 from gloss_gen.classify.pipeline import build_and_store
 from gloss_gen.classify.scoring import ScoringHead
 from gloss_gen.core.config import Settings
@@ -72,6 +74,7 @@ class LoadedClassifier:
     classifier: Classifier
     head: ScoringHead
     adapter: object | None = None  # the gloss_gen.classify.adapter_records.AdapterRecord the head applies
+    pairs: object | None = None  # the gloss_gen.classify.pair_embeddings.PairEmbeddings the head re-ranks with
 
     @property
     def name(self) -> str:
@@ -146,9 +149,9 @@ class ClassifierRegistry:
 
     # ------------------------------------------------------------------ installing
 
-    def install(self, classifier: Classifier, adapter=None) -> LoadedClassifier:
-        """Serve ``classifier`` (with a few-shot ``adapter``) for its class set from now on; an adapter
-        that does not fit the classifier is logged and left out (zero-shot serves)."""
+    def install(self, classifier: Classifier, adapter=None, pairs=None) -> LoadedClassifier:
+        """Serve ``classifier`` (with a few-shot ``adapter`` and FuDD ``pairs``) for its class set from
+        now on; an adapter or pairs that do not fit the classifier are logged and left out."""
         try:
             head = ScoringHead(classifier, self.model.device, adapter)
         except Exception as exc:
@@ -158,7 +161,13 @@ class ClassifierRegistry:
                         classifier.class_set.name, adapter.key, exc)
             adapter = None
             head = ScoringHead(classifier, self.model.device, None)
-        loaded = LoadedClassifier(classifier, head, adapter)
+        if pairs is not None:
+            try:
+                head.attach_pairs(pairs)
+            except PairRerankError as exc:
+                log.warning("class set %s: %s; serving without the re-rank", classifier.class_set.name, exc.message)
+                pairs = None
+        loaded = LoadedClassifier(classifier, head, adapter, pairs)
         self._named[classifier.class_set.name] = _Slot(loaded, time.monotonic())
         return loaded
 
@@ -220,9 +229,21 @@ class ClassifierRegistry:
         if classifier is None:
             classifier = await self._build_builtin(name)
         adapter = await self._active_adapter(name, classifier)
-        log.info("serving class set %s (%d classes, descriptions %s, adapter %s)", name, classifier.num_classes,
-                 classifier.descriptions_id, adapter.key if adapter else None)
-        return self.install(classifier, adapter)
+        pairs = await self._active_pairs(name)
+        log.info("serving class set %s (%d classes, descriptions %s, adapter %s, pairs %s)", name,
+                 classifier.num_classes, classifier.descriptions_id, adapter.key if adapter else None,
+                 pairs.key if pairs else None)
+        return self.install(classifier, adapter, pairs)
+
+    async def _active_pairs(self, name: str):
+        try:
+            return await asyncio.to_thread(get_active_pair_embeddings, self.store, self.model.model_id, name)
+        except StoreError:
+            log.warning("could not read the pair embeddings of %s; serving without the re-rank", name)
+            return None
+        except CorruptDataError as exc:  # damaged pairs never keep the class set from serving
+            log.warning("class set %s: %s; serving without the re-rank", name, exc.message)
+            return None
 
     async def _active_adapter(self, name: str, classifier: Classifier):
 
@@ -277,14 +298,17 @@ class ClassifierRegistry:
             if key is not None and key != slot.loaded.classifier.key:
                 classifier = await asyncio.to_thread(self.store.get_classifier, key)
                 if classifier is not None:
-                    self.install(classifier, await self._active_adapter(name, classifier))
+                    self.install(classifier, await self._active_adapter(name, classifier), await self._active_pairs(name))
                     log.info("class set %s now served by classifier %s", name, key)
                     return
             adapter = await self._active_adapter(name, slot.loaded.classifier)
-            current = slot.loaded.adapter
-            if (adapter and adapter.key) != (current and current.key):
-                self.install(slot.loaded.classifier, adapter)
-                log.info("class set %s now served with adapter %s", name, adapter.key if adapter else None)
+            pairs = await self._active_pairs(name)
+            current = slot.loaded
+            if ((adapter and adapter.key) != (current.adapter and current.adapter.key)
+                    or (pairs and pairs.key) != (current.pairs and current.pairs.key)):
+                self.install(current.classifier, adapter, pairs)
+                log.info("class set %s now served with adapter %s, pairs %s", name, adapter.key if adapter else None,
+                         pairs.key if pairs else None)
                 return
             slot.checked_at = time.monotonic()
         except (StoreError, CorruptDataError) as exc:

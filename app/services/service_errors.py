@@ -104,6 +104,17 @@ class NoExamples(VglossError):
         super().__init__(f"Class set {name!r} has no examples yet; POST them to /v1/class-sets/{name}/examples.")
 
 
+class NoPairDescriptions(VglossError):
+    """``rerank: "fudd"`` asked for on a class set with no pair descriptions for this model."""
+
+    code = "no_pair_descriptions"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"Class set {name!r} has no pair descriptions to re-rank with; run `vgloss describe {name} "
+            f"--method fudd` and `vgloss embed` the file, or leave rerank out.")
+
+
 class InvalidClassSet(InputError):
     """A class set given over the API that cannot be built as given."""
 

@@ -49,11 +49,12 @@ class ClassifyResult:
     explain: bool = False
     adapter: str | None = None  # key of the few-shot adapter applied, if any
     open_set: dict | None = None  # OpenSetScorer.info() of the open-set method applied, if any
+    rerank: dict | None = None  # {"method": "fudd", "k": ..., "pairs": key} when the top-k was re-ranked
 
     @classmethod
     def for_classifier(
         cls, classifier: Classifier, results: list[ImageResult], explain: bool = False, adapter: str | None = None,
-        open_set: dict | None = None,
+        open_set: dict | None = None, rerank: dict | None = None,
     ) -> ClassifyResult:
         """The result of scoring with ``classifier``: its model, class set and descriptions are named."""
         return cls(
@@ -64,6 +65,7 @@ class ClassifyResult:
             explain=explain,
             adapter=adapter,
             open_set=open_set,
+            rerank=rerank,
         )
 
     def to_dict(self) -> dict:
@@ -76,5 +78,6 @@ class ClassifyResult:
             # only with an adapter, so a zero-shot body keeps its documented shape
             **({"adapter": self.adapter} if self.adapter is not None else {}),
             **({"open_set": self.open_set} if self.open_set is not None else {}),
+            **({"rerank": self.rerank} if self.rerank is not None else {}),
             "results": [result.to_dict(self.explain) for result in self.results],
         }

@@ -13,6 +13,14 @@ cosines as the predictions, and ``unknown`` when it falls below the scorer's thr
 A few-shot cache adapter (:class:`CacheModel`, fitted by :mod:`gloss_gen.adapt.tip`) may be attached: its cache logits are
 added to ``logit_scale · cos`` before the softmax, and ``explain`` then also names the labelled
 example of each predicted class nearest to the image.
+
+With pair embeddings attached (:meth:`ScoringHead.attach_pairs`, FuDD's differential descriptions)
+and ``rerank_k > 1``, the ``rerank_k`` most probable classes of that first pass are re-ranked by
+their pair descriptions (:mod:`gloss_gen.classify.pair_rerank`): they come first, in the new order,
+each with the cosine it was re-ranked by as ``similarity`` and as ``score`` its share of the
+first-pass probability of the ``rerank_k`` (``softmax(logit_scale · cos)`` over them), or for a
+sigmoid model ``sigmoid(logit_scale · cos + logit_bias)``; the classes after them keep the first
+pass's order and scores.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import numpy as np
 import torch
 
 from gloss_gen.classify.open_set import OpenSetDecision, OpenSetScorer
+from gloss_gen.classify.pair_rerank import PairReranker
 from gloss_gen.core.errors import AdaptError
 from gloss_gen.data.classifier import Classifier
 
@@ -85,6 +94,14 @@ class ScoringHead:
         self.adapter = None  # a CacheModel aligned with this class set
         if adapter is not None:
             self.attach(adapter)
+        self.reranker: PairReranker | None = None
+
+    def attach_pairs(self, pairs) -> None:
+        """Re-rank with these :class:`~gloss_gen.classify.pair_embeddings.PairEmbeddings` (``None``:
+        no re-rank); raises :class:`~gloss_gen.classify.pair_rerank.PairRerankError` when they
+        were built for other classes."""
+
+        self.reranker = None if pairs is None else PairReranker(pairs, self.ids, self.device)
 
     def attach(self, adapter) -> None:
         """Add a few-shot adapter record (or ``None`` to remove it) to this head's scores."""
@@ -148,20 +165,27 @@ class ScoringHead:
         explain: bool = False,
         mode: str = "prototype",
         open_set: OpenSetScorer | None = None,
+        rerank_k: int = 0,
     ) -> list[ImageScores]:
         """Top-k predictions for each image of a batch of unit embeddings (B, D), and with
-        ``open_set`` (which must have a threshold) its ``ood_score`` and ``unknown``."""
+        ``open_set`` (which must have a threshold) its ``ood_score`` and ``unknown``; with
+        attached pairs and ``rerank_k > 1``, the first pass's ``rerank_k`` best re-ranked."""
         cosine = self.similarities(image_emb, mode)
         probs = self.probabilities(cosine, image_emb)
         decisions = None
         if open_set is not None:
             decisions = open_set.decisions(self.open_set_scores(image_emb, open_set, mode, cosine))
         k = max(1, min(int(top_k), self.num_classes))
-        top_p, top_i = probs.topk(k, dim=-1)
+        reranked = min(int(rerank_k), self.num_classes) if self.reranker is not None else 0
+        top_p, top_i = probs.topk(max(k, reranked), dim=-1)
         top_cos = cosine.gather(1, top_i)
         best_rows = None
         if explain:
             best_rows = self._best_evidence_rows(image_emb, top_i)
+        pair_evidence = None
+        if reranked > 1:
+            top_p, top_i, top_cos, pair_evidence = self._rerank(image_emb, top_p, top_i, top_cos, reranked, explain)
+        top_p, top_i, top_cos = top_p[:, :k], top_i[:, :k], top_cos[:, :k]
         examples = None
         if explain and self.adapter is not None:
             examples = self.adapter.nearest_examples(image_emb.to(self.device, dtype=torch.float32), top_i)
@@ -171,7 +195,9 @@ class ScoringHead:
             preds = []
             for j, cls in enumerate(top_i[b]):
                 evidence = None
-                if best_rows is not None:
+                if pair_evidence is not None and j < reranked:
+                    evidence = pair_evidence[b][j]
+                elif best_rows is not None:
                     evidence = self.classifier.evidence_texts[best_rows[b][j]]
                 preds.append(
                     Prediction(
@@ -185,6 +211,22 @@ class ScoringHead:
                 )
             results.append(ImageScores(preds, None if decisions is None else decisions[b]))
         return results
+
+    def _rerank(self, image_emb, top_p, top_i, top_cos, reranked: int, explain: bool):
+        """The first ``reranked`` columns of a first pass re-ranked by the attached pairs."""
+        assert self.reranker is not None
+        cos, evidence = self.reranker.cosines(image_emb, top_i[:, :reranked], with_evidence=explain)
+        cos, order = cos.sort(dim=-1, descending=True, stable=True)
+        if self.logit_bias is not None:
+            probs = torch.sigmoid(self.logit_scale * cos + self.logit_bias)
+        else:
+            probs = top_p[:, :reranked].sum(-1, keepdim=True) * torch.softmax(self.logit_scale * cos, dim=-1)
+        top_i = torch.cat([top_i[:, :reranked].gather(1, order), top_i[:, reranked:]], dim=1)
+        top_p = torch.cat([probs, top_p[:, reranked:]], dim=1)
+        top_cos = torch.cat([cos, top_cos[:, reranked:]], dim=1)
+        if evidence is not None:
+            evidence = [[row[j] for j in o] for row, o in zip(evidence, order.tolist())]
+        return top_p, top_i, top_cos, evidence
 
     def _best_evidence_rows(self, image_emb: torch.Tensor, top_i: torch.Tensor) -> list[list[int]]:
         per_row = image_emb.to(self.device, dtype=torch.float32) @ self.evidence.T  # (B, N)

@@ -8,14 +8,17 @@ from gloss_gen.commands.verb_support import (
     UserError,
     add_model_arguments,
     add_open_set_arguments,
+    add_rerank_arguments,
     check_class_set_args,
     check_image_files,
     check_model_setup,
     check_open_set_args,
+    check_rerank_args,
     classifier_from_args,
     load_model,
     open_checked_store,
     open_set_scorer_from_args,
+    rerank_from_args,
     settings_from_args,
 )
 
@@ -40,6 +43,7 @@ Examples:
   vgloss classify photos/*.jpg --class-set cifar10 --top-k 3 --explain
   vgloss classify x.jpg --labels "a red car" "a blue bike" --json
   vgloss classify photos/*.jpg --class-set cifar10 --open-set neglabel
+  vgloss classify photos/*.jpg --class-set cifar10 --rerank fudd --rerank-k 5   # after describe/embed --method fudd
 """
 
 
@@ -51,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--explain", action="store_true", help="show the best-matching description")
     parser.add_argument("--json", action="store_true", help="print JSON like the REST API")
     add_open_set_arguments(parser)
+    add_rerank_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -60,6 +65,7 @@ def check_inputs(args: argparse.Namespace, settings, store) -> None:
     if not 1 <= args.top_k <= 100:
         raise UserError("--top-k must be between 1 and 100")
     check_open_set_args(args, settings)
+    check_rerank_args(args)
     check_image_files(args.images)
     check_class_set_args(args, settings, store)
 
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     preprocessor = Preprocessor.from_open_clip(model.model)
     limits = ImageLimits.from_settings(settings)
     scorer = open_set_scorer_from_args(args, settings, store, model, head)
+    rerank_k, rerank = rerank_from_args(args, settings, store, head)
 
     results, tensors, positions = [], [], []
     for index, path in enumerate(args.images):
@@ -97,14 +104,15 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
     for start in range(0, len(tensors), settings.max_batch):
         batch = torch.stack(tensors[start : start + settings.max_batch])
-        scored = head.score(model.encode_images(batch), top_k=args.top_k, explain=args.explain, open_set=scorer)
+        scored = head.score(model.encode_images(batch), top_k=args.top_k, explain=args.explain, open_set=scorer,
+                            rerank_k=rerank_k)
         for offset, image in enumerate(scored):
             results[positions[start + offset]].predictions = image.predictions
             results[positions[start + offset]].open_set = image.open_set
 
     if args.json:
         print(json.dumps(ClassifyResult.for_classifier(classifier, results, args.explain, adapter.key if adapter else None,
-                                                       scorer.info() if scorer else None).to_dict(), indent=2))
+                                                       scorer.info() if scorer else None, rerank).to_dict(), indent=2))
     else:
         for result in results:
             print(result.filename)

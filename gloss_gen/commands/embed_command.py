@@ -24,6 +24,10 @@ Examples:
   vgloss embed cifar10.vgloss.jsonl
   vgloss embed imagenet1k.wordnet.jsonl --model ViT-L-14 --pretrained openai
   vgloss embed cifar10 --method classname        # no file: an offline method on a class set
+  vgloss embed cifar10.fudd.jsonl                 # FuDD pair descriptions: the set's second look
+
+A pair file from `vgloss describe S --method fudd` is embedded into the pair embeddings the class
+set re-ranks its top-k with (`rerank: "fudd"`); its classifier stays the one it has.
 """
 
 
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from gloss_gen.data.classsets import load_class_set
     from gloss_gen.data.descriptions import load_description_set
     from gloss_gen.data.methods import describe_offline
+    from gloss_gen.data.pair_descriptions import is_pair_file, load_pair_description_set
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
@@ -74,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
                 "or a class set with --method classname|wordnet)"
             )
         class_set = load_class_set(args.class_set) if args.class_set else None
+        if is_pair_file(path):
+            return _embed_pairs(args, settings, load_pair_description_set(path, class_set))
         description_set = load_description_set(path, class_set)
         failed = description_set.failed
         if failed and not args.allow_missing:
@@ -95,5 +102,24 @@ def run(args: argparse.Namespace) -> int:
         f"{classifier.class_set.name}, {len(classifier.evidence_texts)} evidence rows, "
         f"method {classifier.method}, prompts {classifier.prompt_style}, model {classifier.model_id}, "
         f"built in {elapsed:.1f}s -> {store.describe()}"
+    )
+    return 0
+
+
+def _embed_pairs(args: argparse.Namespace, settings, pair_set) -> int:
+    from gloss_gen.classify.pair_embeddings import build_pair_embeddings, put_pair_embeddings
+
+    store = open_checked_store(settings)
+    check_model_setup(settings)
+    model = load_model(settings)
+    started = time.perf_counter()
+    pairs = build_pair_embeddings(model, pair_set, batch_size=args.batch_size, progress=True)
+    put_pair_embeddings(store, pairs, activate=not args.no_activate)
+    failed = len(pair_set.failed)
+    note = f"; {failed} failed pairs use the class-name prompt (re-run `vgloss describe` to retry them)" if failed else ""
+    print(
+        f"pair embeddings {pairs.key}: {pairs.num_pairs} pairs, {len(pairs.texts)} texts of "
+        f"{pair_set.class_set.name}, model {pairs.model_id}, built in {time.perf_counter() - started:.1f}s "
+        f"-> {store.describe()}{note}"
     )
     return 0

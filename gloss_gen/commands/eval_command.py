@@ -38,6 +38,8 @@ Methods (--methods, comma-separated):
                    CLIP's 18 CIFAR-10 / 2 STL-10 templates, its 80 ImageNet ones otherwise)
   wordnet          the WordNet gloss of each class's synset
   vgloss:FILE      descriptions written by `vgloss describe` (JSONL)
+  fudd:FILE        FuDD's second look: class-name prompts, then the top --rerank-k classes
+                   re-ranked by the pair descriptions of `vgloss describe --method fudd`
   import:FILE      a CuPL or DCLIP description JSON, embedded as its authors' code does:
                    CuPL sentences as written, repeats included; DCLIP descriptors as
                    "{name}, which is/has {descriptor}."
@@ -96,8 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         default="classname,wordnet",
-        help="comma-separated: classname, wordnet, vgloss:FILE, import:FILE (default: %(default)s)",
+        help="comma-separated: classname, wordnet, vgloss:FILE, fudd:FILE, import:FILE (default: %(default)s)",
     )
+    parser.add_argument("--rerank-k", type=int, metavar="K",
+                        help="fudd: classes of the first pass re-ranked (default: VGLOSS_RERANK_K, 10)")
     parser.add_argument(
         "--scoring",
         choices=SCORING_CHOICES,
@@ -174,6 +178,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--open-set measures detection of out-of-set images: give them with --ood OOD_DIR")
     if args.ood is not None and args.examples is not None:
         raise UserError("--ood does not combine with --examples; run them separately")
+    if args.examples is not None and any(m.kind == "fudd" for m in methods):
+        raise UserError("fudd does not combine with --examples (the re-rank is not adapted); run it separately")
+    if args.rerank_k is not None and not 2 <= args.rerank_k <= 100:
+        raise UserError(f"--rerank-k must be between 2 and 100, not {args.rerank_k}")
     open_set = parse_open_set_methods(args.open_set) if args.ood is not None else ()
     class_set = load_class_set(args.class_set or settings.default_class_set)
 
@@ -198,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         ood_layout=args.ood_layout,
         open_set=open_set,
         neglabel_max_candidates=settings.neglabel_max_candidates,
+        rerank_k=args.rerank_k if args.rerank_k is not None else settings.rerank_k,
         progress=True,  # a bar on a terminal; tqdm's plain updates in a log file, as describe and embed
     )
 

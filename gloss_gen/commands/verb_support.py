@@ -136,6 +136,42 @@ def classifier_from_args(args: argparse.Namespace, settings, store, model):
     return classifier, get_active_adapter(store, model.id, classifier.class_set.name, classifier.key)
 
 
+def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rerank", choices=("fudd", "none"),
+                        help="second look: fudd re-ranks the top --rerank-k classes with the class set's pair "
+                             "descriptions (default: VGLOSS_RERANK, applied where the set has them)")
+    parser.add_argument("--rerank-k", type=int, metavar="K", help="classes re-ranked (2-100, default: VGLOSS_RERANK_K)")
+
+
+def check_rerank_args(args: argparse.Namespace) -> None:
+    if args.rerank_k is not None and not 2 <= args.rerank_k <= 100:
+        raise UserError("--rerank-k must be between 2 and 100")
+    if args.rerank_k is not None and args.rerank == "none":
+        raise UserError("--rerank-k needs --rerank fudd (or leave --rerank out)")
+
+
+def rerank_from_args(args: argparse.Namespace, settings, store, head) -> tuple[int, dict | None]:
+    """Attach the class set's active pair embeddings to ``head`` when the re-rank applies; the depth
+    to re-rank and its description for the JSON output (0 and None: first pass only)."""
+    from gloss_gen.classify.pair_embeddings import get_active_pair_embeddings
+
+    method = args.rerank or settings.rerank
+    if method == "none" or getattr(args, "labels", None):
+        if args.rerank == "fudd":
+            raise UserError("--rerank fudd needs a class set with pair descriptions, not --labels")
+        return 0, None
+    name = head.classifier.class_set.name
+    pairs = get_active_pair_embeddings(store, head.classifier.model_id, name)
+    if pairs is None:
+        if args.rerank == "fudd":
+            raise UserError(f"class set {name} has no pair descriptions for {head.classifier.model_id}; run "
+                            f"`vgloss describe {name} --method fudd` and `vgloss embed` its file first")
+        return 0, None
+    head.attach_pairs(pairs)
+    k = min(args.rerank_k or settings.rerank_k, head.num_classes)
+    return (k, {"method": "fudd", "k": k, "pairs": pairs.key}) if k > 1 else (0, None)
+
+
 def add_open_set_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--open-set", metavar="MODE", help="off, mcm or neglabel (default: VGLOSS_OPEN_SET or off)")
     parser.add_argument("--open-set-threshold", metavar="T",

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         description="threshold of VGLOSS_OPEN_SET's method where a class set has no calibration (unset: the "
         "method's default; mcm has none and needs this)",
     )
+    rerank: Literal["fudd", "none"] = Field(
+        "fudd", description="second look when a request names none: fudd re-ranks the first pass's top rerank_k "
+        "classes with the class set's pair descriptions wherever it has them (docs/second-look.md); none = never",
+    )
+    rerank_k: int = Field(10, ge=2, le=100, description="classes of the first pass FuDD re-ranks (FuDD's k)")
     neglabel_max_candidates: int = Field(
         0, ge=0,
         description="WordNet candidates embedded to choose NegLabel's negatives from, evenly spread; 0 = all "

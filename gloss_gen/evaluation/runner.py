@@ -45,6 +45,7 @@ from gloss_gen.data.descriptions import (
     utc_now,
 )
 from gloss_gen.data.methods import METHODS, OFFLINE_METHODS, describe_offline
+from gloss_gen.data.pair_descriptions import PairDescriptionSet
 from gloss_gen.data.store import Store
 from gloss_gen.evaluation.datasets import (
     DatasetError,
@@ -55,6 +56,14 @@ from gloss_gen.evaluation.datasets import (
 )
 from gloss_gen.evaluation.metrics import Scores, score_predictions
 from gloss_gen.evaluation.open_set_eval import OpenSetOutcome, item_path, open_ood_images, score_open_set
+from gloss_gen.evaluation.second_look import (
+    DEFAULT_RERANK_K,
+    FIRST_PASS_METHOD,
+    PAIR_METHODS,
+    load_pairs,
+    pair_embeddings_for,
+    rank_with_rerank,
+)
 from gloss_gen.imaging import ImageLimits
 from gloss_gen.model.model_source import ModelSource
 
@@ -64,7 +73,9 @@ T = TypeVar("T")
 DEFAULT_SCORING = "prototype"
 TOP_K = 5
 # Methods eval reads from a file: the describe job's output (vgloss) or a published file (import).
-FILE_METHODS = tuple(name for name, m in METHODS.items() if m.needs_llm or m.needs_file)
+FILE_METHODS = tuple(
+    name for name, m in METHODS.items() if (m.needs_llm or m.needs_file) and name not in PAIR_METHODS
+) + PAIR_METHODS
 
 
 # --------------------------------------------------------------------------- methods
@@ -92,11 +103,12 @@ def parse_methods(text: str) -> list[MethodSpec]:
         elif kind in FILE_METHODS and rest.strip():
             parsed.append((kind, entry, Path(rest.strip())))
         elif kind in FILE_METHODS:
-            what = "a vgloss describe .jsonl output" if kind == "vgloss" else "a CuPL or DCLIP .json file"
+            what = {"vgloss": "a vgloss describe .jsonl output",
+                    "fudd": "a pair file from vgloss describe --method fudd"}.get(kind, "a CuPL or DCLIP .json file")
             raise EvalError(f"method {kind!r} needs a file: {kind}:FILE ({what})")
         else:
             raise EvalError(
-                f"unknown method {entry!r}; use classname, wordnet, vgloss:FILE or import:FILE"
+                f"unknown method {entry!r}; use {', '.join(OFFLINE_METHODS)}, vgloss:FILE, fudd:FILE or import:FILE"
             )
     if len({entry for _, entry, _ in parsed}) != len(parsed):
         raise EvalError("--methods lists the same method twice")
@@ -113,6 +125,7 @@ class PreparedMethod:
     spec: MethodSpec
     descriptions: DescriptionSet
     notes: list[str] = field(default_factory=list)
+    pairs: PairDescriptionSet | None = None  # fudd: the pair descriptions that re-rank the first pass
 
 
 def prepare_method(spec: MethodSpec, class_set: ClassSet) -> PreparedMethod:
@@ -125,6 +138,9 @@ def prepare_method(spec: MethodSpec, class_set: ClassSet) -> PreparedMethod:
             notes.append(f"{len(missing)} classes have no WordNet synset and use class-name prompts")
         return PreparedMethod(spec, descriptions, notes)
     assert spec.path is not None
+    if spec.kind in PAIR_METHODS:
+        pairs, notes = load_pairs(spec.label, spec.path, class_set)
+        return PreparedMethod(spec, describe_offline(class_set, FIRST_PASS_METHOD)[0], notes, pairs)
     if not spec.path.is_file():
         raise EvalError(f"{spec.label}: {spec.path} does not exist")
     if METHODS[spec.kind].needs_llm:
@@ -211,6 +227,7 @@ class EvalConfig:
     ood_layout: str = "auto"
     open_set: tuple[str, ...] = ()  # open-set methods to measure with --ood
     neglabel_max_candidates: int = 0
+    rerank_k: int = DEFAULT_RERANK_K  # fudd: classes of the first pass re-ranked
 
 
 @dataclass
@@ -310,7 +327,11 @@ def evaluate(
     for method in prepared:
         classifier, cached = classifier_for(method, models, store, template_set, config.progress)
         head = ScoringHead(classifier, config.scoring_device)
-        ranked = rank_classes(head, vectors, config.scoring, TOP_K)
+        if method.pairs is None:
+            ranked = rank_classes(head, vectors, config.scoring, TOP_K)
+        else:
+            head.attach_pairs(pair_embeddings_for(method.pairs, models, store, config.progress))
+            ranked = rank_with_rerank(head, vectors, config.scoring, TOP_K, config.rerank_k)
         scores = score_predictions(ranked, readable_truth, config.class_set, config.max_confusions)
         open_set = []
         if ood is not None:

@@ -15,6 +15,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from app.api.deps import ApiKey, RuntimeDep
 from app.api.schemas import (
     MAX_LABEL_CHARS,
+    RERANK_K_MAX,
+    RERANK_K_MIN,
+    RERANK_METHODS,
     TOP_K_DEFAULT,
     TOP_K_MAX,
     TOP_K_MIN,
@@ -51,6 +54,8 @@ _MULTIPART_SCHEMA = {
         "explain": {"type": "boolean", "default": False},
         "open_set": {"type": "string", "enum": list(OPEN_SET_MODES), "description": "default: VGLOSS_OPEN_SET"},
         "open_set_threshold": {"type": "number", "minimum": 0, "maximum": 1},
+        "rerank": {"type": "string", "enum": list(RERANK_METHODS), "description": "default: VGLOSS_RERANK"},
+        "rerank_k": {"type": "integer", "minimum": RERANK_K_MIN, "maximum": RERANK_K_MAX, "description": "default: VGLOSS_RERANK_K"},
     },
 }
 _OPENAPI_BODY = {
@@ -70,10 +75,10 @@ _ERRORS = {
         403: "The API key is wrong",
         404: "Unknown class set",
         408: "The body did not arrive in time (idle, or past its deadline)",
-        409: "The class set has no classifier for this model yet",
         413: "An image or the request is over a size or pixel limit",
         415: "Neither multipart/form-data nor application/json",
-        422: "Invalid fields (an unknown open_set, a threshold outside 0-1, mcm with no threshold)",
+        409: "The class set has no classifier for this model yet, or no pair descriptions for rerank fudd",
+        422: "Invalid fields (an unknown open_set or rerank, a threshold outside 0-1, mcm with no threshold)",
         503: "Not ready, queue or body budget full, store unavailable, or open-set negatives or calibration "
         "being prepared (see Retry-After)",
     }.items()
@@ -160,12 +165,16 @@ async def _read_multipart(request: Request, settings: Settings) -> ClassifyQuery
         explain_text = _single_text(form, "explain")
         open_set = _single_text(form, "open_set") or None
         threshold_text = _single_text(form, "open_set_threshold") or None
+        rerank = _single_text(form, "rerank") or None
+        rerank_k_text = _single_text(form, "rerank_k") or None
     finally:
         await form.close()
     top_k = TOP_K_DEFAULT if top_k_text is None else _parse_int("top_k", top_k_text)
     explain = False if explain_text is None else _parse_bool("explain", explain_text)
     threshold = None if threshold_text is None else _parse_float("open_set_threshold", threshold_text)
-    return _validated(images, class_set or None, labels, top_k, explain, settings, open_set, threshold)
+    rerank_k = None if rerank_k_text is None else _parse_int("rerank_k", rerank_k_text)
+    return _validated(images, class_set or None, labels, top_k, explain, settings, open_set, threshold,
+                      rerank, rerank_k)
 
 
 async def _read_upload(upload: UploadFile, settings: Settings) -> ImageUpload:
@@ -249,7 +258,7 @@ async def _read_json(request: Request, settings: Settings) -> ClassifyQuery:
         raise _too_many_images(settings)
     images = [_decode_base64(text, settings) for text in parsed.images]
     return _validated(images, parsed.class_set, parsed.labels, parsed.top_k, parsed.explain, settings,
-                      parsed.open_set, parsed.open_set_threshold)
+                      parsed.open_set, parsed.open_set_threshold, parsed.rerank, parsed.rerank_k)
 
 
 def _decode_base64(text: str, settings: Settings) -> ImageUpload:
@@ -277,6 +286,8 @@ def _validated(
     settings: Settings,
     open_set: str | None = None,
     open_set_threshold: float | None = None,
+    rerank: str | None = None,
+    rerank_k: int | None = None,
 ) -> ClassifyQuery:
     if not images:
         raise _no_images()
@@ -297,8 +308,12 @@ def _validated(
                                f"{exc.message}.") from None
     if open_set_threshold is not None and mode == "off":
         raise validation_error("Invalid open_set_threshold: it needs open_set mcm or neglabel.")
+    if rerank not in (None, *RERANK_METHODS):
+        raise validation_error(f"Invalid rerank: {str(rerank)[:40]!r} is not one of {', '.join(RERANK_METHODS)}.")
+    if rerank_k is not None and not RERANK_K_MIN <= rerank_k <= RERANK_K_MAX:
+        raise validation_error(f"Invalid rerank_k: {rerank_k} is not between {RERANK_K_MIN} and {RERANK_K_MAX}.")
     return ClassifyQuery(images=images, class_set=class_set, labels=labels, top_k=top_k, explain=explain,
-                         open_set=mode, open_set_threshold=open_set_threshold)
+                         open_set=mode, open_set_threshold=open_set_threshold, rerank=rerank, rerank_k=rerank_k)
 
 
 def _clean_labels(labels: list, settings: Settings) -> list[str]:
