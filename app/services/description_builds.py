@@ -10,8 +10,9 @@ from gloss_gen.data.descriptions import DescriptionError, DescriptionRecord, Des
 from gloss_gen.data.methods import METHODS
 from gloss_gen.describe.describe_job import DescribeOptions, generate_descriptions
 
-SERVER_METHODS = tuple(name for name, method in METHODS.items() if not method.needs_file)
-"""Methods a class set can be built with over HTTP (``import`` needs a file on the server)."""
+SERVER_METHODS = tuple(name for name, method in METHODS.items() if not (method.needs_file or method.writes_pairs))
+"""Methods a class set can be built with over HTTP (``import`` needs a file on the server; ``fudd``
+writes pair descriptions, not a classifier: `vgloss describe --method fudd` and `vgloss embed`)."""
 
 ProgressCallback = Callable[[DescriptionRecord, int, int], None]
 

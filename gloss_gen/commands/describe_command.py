@@ -7,7 +7,7 @@ import sys
 
 from gloss_gen.commands.verb_support import UserError
 
-HELP = "write descriptions for every class of a class set (one JSON line per class, resumable)"
+HELP = "write descriptions for every class of a class set (one JSON line per class, per pair for fudd; resumable)"
 DESCRIPTION = """\
 Write descriptions for every class of a class set: one JSON line per class, written as each
 class finishes. Re-running the same command skips finished classes (resume after a crash or
@@ -25,9 +25,14 @@ Methods:
              (--style): phrases (default; short phrases, embedded as "{class}, which has
              {phrase}.") or gloss (visual glosses that replace the WordNet definition, as in
              the V-GLOSS paper, embedded like the wordnet method's definitions)
+  fudd       FuDD's pairwise differential descriptions: for each pair of classes that can
+             meet in a top-k (each class with its --confusables K nearest, plus with
+             --pairs-from the pairs met in vgloss eval or vgloss label output), an LLM names
+             --descriptions N attributes (default 4) that differ, and each side becomes
+             "a photo of a {class}, with {phrase}."; one JSON line per pair
   import     a CuPL ({class: [sentences]}) or DCLIP ({class: [descriptors]}) JSON file
 
-The vgloss method talks to any OpenAI-compatible endpoint: OPENAI_API_KEY and OPENAI_BASE_URL
+The vgloss and fudd methods talk to any OpenAI-compatible endpoint: OPENAI_API_KEY and OPENAI_BASE_URL
 as for the openai client (a local endpoint needs no key). Defaults for --llm-model and
 --concurrency come from VGLOSS_LLM_MODEL and VGLOSS_LLM_CONCURRENCY.
 
@@ -39,6 +44,7 @@ Examples:
   vgloss describe imagenet1k --method import --import cupl_imagenet.json --out cupl.jsonl
   vgloss describe labels.txt --method vgloss --queue
   vgloss describe cifar10 --method vgloss --style gloss --descriptions 1   # cifar10.vgloss-gloss.jsonl
+  vgloss describe cifar10 --method fudd --pairs-from results/   # cifar10.fudd.jsonl
 """
 
 NO_WORKER_WARNING_S = 10  # two of arq's health checks: a live worker has refreshed its key by then
@@ -59,10 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-model", metavar="M", help="chat model (default: VGLOSS_LLM_MODEL)")
     parser.add_argument("--concurrency", type=int, metavar="N",
                         help="LLM requests in flight (default: VGLOSS_LLM_CONCURRENCY, 8)")
-    parser.add_argument("--descriptions", type=int, default=5, metavar="N",
-                        help="descriptions to ask for per class (default: 5)")
+    parser.add_argument("--descriptions", type=int, metavar="N",
+                        help="descriptions to ask for per class (default: 5); fudd: attributes per pair (default: 4)")
     parser.add_argument("--confusables", type=int, default=5, metavar="K",
-                        help="confusable classes named in each prompt (default: 5)")
+                        help="confusable classes named in each prompt (default: 5); fudd: each class is paired "
+                        "with its K nearest")
+    parser.add_argument("--pairs-from", metavar="PATH",
+                        help="fudd: also the pairs met in the top-k of a vgloss label output (folder or .parquet) "
+                        "or a vgloss eval output (folder or results.json)")
+    parser.add_argument("--max-pairs", type=int, metavar="N",
+                        help="fudd: of the --pairs-from pairs, the N met most often (default: all)")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="seconds per LLM request (default: VGLOSS_LLM_TIMEOUT_S, 60)")
     parser.add_argument("--max-retries", type=int, metavar="N",
@@ -76,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace, settings):
     from gloss_gen.describe.describe_job import DescribeOptions
+    from gloss_gen.describe.llm import DEFAULT_N_ATTRIBUTES
 
     return DescribeOptions.from_settings(
         args.method,
@@ -83,7 +96,8 @@ def _options(args: argparse.Namespace, settings):
         llm_model=args.llm_model,
         style=args.style,
         concurrency=args.concurrency,
-        n_descriptions=args.descriptions,
+        n_descriptions=(args.descriptions if args.descriptions is not None
+                        else DEFAULT_N_ATTRIBUTES if args.method == "fudd" else 5),
         k_confusables=args.confusables,
         import_file=args.import_file,
         import_format=args.import_format,
@@ -148,6 +162,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--method import needs --import FILE")
     if args.import_file and args.method != "import":
         raise UserError(f"--import is only read by --method import, not --method {args.method}")
+    if args.method != "fudd" and (args.pairs_from or args.max_pairs is not None):
+        raise UserError(f"--pairs-from and --max-pairs are only read by --method fudd, not --method {args.method}")
+    if args.method == "fudd" and args.queue:
+        raise UserError("--queue does not run --method fudd (its job writes pairs, the queue's classes); "
+                        "run it here, without --queue")
+    if args.max_pairs is not None and args.max_pairs < 0:
+        raise UserError("--max-pairs must be at least 0")
     settings = get_settings()
     options = _options(args, settings)
     class_set = load_class_set(args.class_set)
@@ -159,12 +180,18 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_file():
         raise UserError(f"--out {out} is not a file")
     try:
-        summary = asyncio.run(run_describe_job(class_set, options, out, progress=not args.no_progress))
+        if args.method == "fudd":
+            from gloss_gen.describe.pair_job import run_pair_job
+
+            summary = asyncio.run(run_pair_job(class_set, options, out, pairs_from=args.pairs_from,
+                                               max_pairs=args.max_pairs, progress=not args.no_progress))
+        else:
+            summary = asyncio.run(run_describe_job(class_set, options, out, progress=not args.no_progress))
     except KeyboardInterrupt:
-        print(f"interrupted; finished classes are in {out}; re-run the same command to resume",
-              file=sys.stderr)
+        print(f"interrupted; finished {'pairs' if args.method == 'fudd' else 'classes'} are in {out}; "
+              "re-run the same command to resume", file=sys.stderr)
         return 130
-    if summary.import_report is not None:
+    if getattr(summary, "import_report", None) is not None:
         for line in summary.import_report.lines():
             print(line)
     for line in summary.lines():

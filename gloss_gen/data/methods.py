@@ -5,7 +5,9 @@ A method is one of three kinds:
 
 - ``offline`` — computed here from the class set alone (``classname``, ``wordnet``, ``waffle``);
 - ``file`` — read from a published description file (``import``: CuPL or DCLIP JSON);
-- ``llm`` — written by an LLM, class by class (``vgloss``; see :mod:`gloss_gen.describe.describe_job`).
+- ``llm`` — written by an LLM, class by class (``vgloss``; see :mod:`gloss_gen.describe.describe_job`),
+  or pair by pair (``fudd``, ``writes_pairs``: differential texts for pairs of classes, a pair file
+  of :mod:`gloss_gen.data.pair_descriptions`; see :mod:`gloss_gen.describe.pair_job`).
 
 Offline and file methods produce the whole :class:`~gloss_gen.data.descriptions.DescriptionSet` at
 once through :func:`describe_offline`; the LLM method goes through the describe job.
@@ -32,6 +34,7 @@ class Method:
     kind: MethodKind
     summary: str
     describe: Callable[[ClassSet], DescriptionSet] | None = None  # offline methods only
+    writes_pairs: bool = False  # one line per pair of classes (PairRecord), not per class
 
     @property
     def needs_llm(self) -> bool:
@@ -52,6 +55,9 @@ METHODS: dict[str, Method] = {
                "same for every class (the honesty baseline: meaning must beat it)", describe_waffle),
         Method("vgloss", "llm", "an LLM writes short visual descriptions grounded in WordNet that tell each "
                "class apart from its most confusable classes in the same set"),
+        Method("fudd", "llm", "an LLM writes FuDD's pairwise differential descriptions: for each pair of classes "
+               "that can meet in a top-k, the visual attributes that tell exactly those two apart",
+               writes_pairs=True),
         Method("import", "file", "a CuPL ({class: [sentences]}) or DCLIP ({class: [descriptors]}) JSON file"),
     )
 }

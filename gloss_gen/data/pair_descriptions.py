@@ -174,7 +174,8 @@ class PairDescriptionSet:
 
 
 def read_pair_jsonl(path: Path) -> list[PairRecord]:
-    """Every readable line of a pair file; a torn last line (a crash mid-write) is skipped."""
+    """Every readable line of a pair file. A torn line (a crash mid-write: an object cut short) is
+    skipped, also once a resumed run has appended after it (JsonlWriter ends it with a newline)."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -187,7 +188,7 @@ def read_pair_jsonl(path: Path) -> list[PairRecord]:
         try:
             data = json.loads(line)
         except ValueError:
-            if number == len(lines):
+            if number == len(lines) or line.lstrip().startswith("{"):
                 continue
             raise DescriptionError(f"{path}:{number}: not a JSON line") from None
         try:

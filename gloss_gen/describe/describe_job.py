@@ -13,6 +13,9 @@ Public API (stable; queue workers and the REST server's class-set jobs call it):
   line succeeded (resume after a crash or Ctrl-C) and retries error lines.
 - :func:`generate_descriptions` — the whole set in memory, as a :class:`DescriptionSet`.
 
+Methods that write pairs (``fudd``) have their own job, :mod:`gloss_gen.describe.pair_job`, built on
+this one's client, retry policy, bounded concurrency (:func:`bounded_completed`) and callbacks.
+
 The LLM side (prompt, parsing, retries) is :mod:`gloss_gen.describe.llm`.
 """
 
@@ -27,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gloss_gen.core.config import get_settings
 from gloss_gen.data.classsets import ClassSet
@@ -61,6 +64,8 @@ log = logging.getLogger(__name__)
 IMPORT_FORMATS = ("auto", "cupl", "dclip")
 
 OnRecord = Callable[[DescriptionRecord, int, int], Awaitable[Any] | Any]
+Item = TypeVar("Item")
+Done = TypeVar("Done")
 
 
 @dataclass
@@ -174,6 +179,7 @@ class DescribeContext:
 def prepare(class_set: ClassSet, options: DescribeOptions) -> DescribeContext:
     """Per-class-set work done once: the confusables of every class (``vgloss``, vectorised
     Wu-Palmer, under a second for ImageNet-1k once WordNet is loaded) or the offline set."""
+    refuse_pair_method(options.method)
     if get_method(options.method).needs_llm:
 
         return DescribeContext(
@@ -188,7 +194,17 @@ def prepare(class_set: ClassSet, options: DescribeOptions) -> DescribeContext:
     return DescribeContext(class_set, options, offline.prompt_style, offline=offline, import_report=report)
 
 
-def _new_client(options: DescribeOptions):
+def refuse_pair_method(method: str) -> None:
+    """Pair methods (``fudd``) write pair lines through :mod:`gloss_gen.describe.pair_job`, not here."""
+    if get_method(method).writes_pairs:
+        raise DescriptionError(
+            f"method {method!r} writes pair descriptions, one line per pair of classes: "
+            f"run `vgloss describe CLASS_SET --method {method}` (gloss_gen.describe.pair_job)"
+        )
+
+
+def new_client(options: DescribeOptions):
+    """An OpenAI-compatible client for ``options`` (endpoint, key, timeout; no client retries)."""
 
     return make_client(base_url=options.base_url, api_key=options.api_key, timeout=options.timeout)
 
@@ -220,7 +236,7 @@ async def describe_one(context: DescribeContext, index: int, client=None) -> Des
     }
     own_client = client is None
     if own_client:
-        client = _new_client(options)
+        client = new_client(options)
     try:
         provenance["llm_endpoint"] = endpoint_label(client)
         answer = await request_descriptions(
@@ -258,22 +274,24 @@ async def _client_for(context: DescribeContext) -> AsyncIterator[Any]:
     if context.offline is not None:
         yield None
         return
-    client = _new_client(context.options)
+    client = new_client(context.options)
     try:
         yield client
     finally:
         await client.close()
 
 
-async def _describe_many(context: DescribeContext, indices: Iterable[int], client) -> AsyncIterator[DescriptionRecord]:
-    """Records in completion order, at most ``options.concurrency`` classes in flight."""
-    limit = asyncio.Semaphore(context.options.concurrency)
+async def bounded_completed(work: Callable[[Item], Awaitable[Done]], items: Iterable[Item],
+                            concurrency: int) -> AsyncIterator[Done]:
+    """``work(item)`` for every item, results in completion order, at most ``concurrency`` in
+    flight; leaving the loop early cancels what is still running."""
+    limit = asyncio.Semaphore(concurrency)
 
-    async def bounded(index: int) -> DescriptionRecord:
+    async def bounded(item: Item) -> Done:
         async with limit:
-            return await describe_one(context, index, client)
+            return await work(item)
 
-    tasks = [asyncio.ensure_future(bounded(i)) for i in indices]
+    tasks = [asyncio.ensure_future(bounded(item)) for item in items]
     try:
         for next_done in asyncio.as_completed(tasks):
             yield await next_done
@@ -283,7 +301,14 @@ async def _describe_many(context: DescribeContext, indices: Iterable[int], clien
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _notify(on_record: OnRecord | None, record: DescriptionRecord, done: int, total: int) -> None:
+def _describe_many(context: DescribeContext, indices: Iterable[int], client) -> AsyncIterator[DescriptionRecord]:
+    """Records in completion order, at most ``options.concurrency`` classes in flight."""
+    return bounded_completed(lambda index: describe_one(context, index, client), indices,
+                             context.options.concurrency)
+
+
+async def notify(on_record: Callable[[Any, int, int], Any] | None, record: Any, done: int, total: int) -> None:
+    """Call ``on_record(record, done, total)``, awaiting it when it is a coroutine function."""
     if on_record is not None:
         result = on_record(record, done, total)
         if inspect.isawaitable(result):
@@ -372,6 +397,7 @@ async def run_describe_job(
     """
     from tqdm.auto import tqdm
 
+    refuse_pair_method(options.method)
     started = time.monotonic()
     out_path = Path(out_path)
     previous = read_jsonl(out_path) if out_path.is_file() else []
@@ -405,7 +431,7 @@ async def run_describe_job(
                         bar.update(1)
                         bar.set_postfix(done=summary.skipped + summary.described, failed=summary.failed)
                         processed = summary.skipped + summary.described + summary.failed
-                        await _notify(on_record, record, processed, total)
+                        await notify(on_record, record, processed, total)
             finally:
                 bar.close()
     summary.elapsed_s = time.monotonic() - started
@@ -426,5 +452,5 @@ async def generate_descriptions(
     async with _client_for(context) as client:
         async for record in _describe_many(context, range(total), client):
             records.append(record)
-            await _notify(on_record, record, len(records), total)
+            await notify(on_record, record, len(records), total)
     return assemble(class_set, records, method=options.method, prompt_style=context.prompt_style)

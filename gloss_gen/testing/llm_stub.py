@@ -21,6 +21,10 @@ empty      an empty message
 A mode applies to the whole server, or per attempt: ``schedule=["429", "500"]`` answers every
 class's first attempt with 429, its second with 500 and later ones with ``mode``;
 ``class_modes={"cat": "500"}`` (or a list, a schedule for that class alone) overrides one class.
+A FuDD pair prompt (``First class:`` / ``Second class:`` lines,
+:func:`gloss_gen.describe.llm.build_pair_messages`) gets a JSON array of ``{"attribute", "first",
+"second"}`` contrasts (:mod:`gloss_gen.testing.stub_pairs`); its "class" is ``"first / second"``
+(``class_modes={"cat / dog": "500"}``).
 
 In-process::
 
@@ -54,8 +58,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 try:
+    from .stub_pairs import contrast_lines, pair_names, stub_contrasts
     from .stub_phrases import stub_descriptions
-except ImportError:  # started by file path: the sibling module (standard library only, like this one)
+except ImportError:  # started by file path: the sibling modules (standard library only, like this one)
+    from stub_pairs import contrast_lines, pair_names, stub_contrasts  # type: ignore[no-redef]
     from stub_phrases import stub_descriptions  # type: ignore[no-redef]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -248,7 +254,8 @@ class LLMStub:
         messages = body.get("messages") or []
         text = "\n".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
         match = _CLASS_RE.search(text)
-        class_name = match.group(1).strip().strip('"') if match else None
+        pair = pair_names(text)
+        class_name = match.group(1).strip().strip('"') if match else (" / ".join(pair) if pair else None)
         with self._lock:
             key = (class_name or "").lower()
             attempt = self._attempts.get(key, 0) + 1
@@ -299,7 +306,8 @@ class LLMStub:
         kind_of = _KIND_OF_RE.search(text)
         count = _COUNT_RE.search(text)
         name = record.class_name or "object"
-        descriptions = stub_descriptions(
+        pair = pair_names(text)
+        descriptions = stub_contrasts(*pair, int(count.group(1)) if count else 4) if pair else stub_descriptions(
             name, definition.group(1) if definition else None, int(count.group(1)) if count else 5,
             hypernyms=kind_of.group(1).split(" > ") if kind_of else (),
             style="gloss" if _GLOSS_STYLE_RE.search(text) else "phrases",
@@ -312,7 +320,8 @@ class LLMStub:
             content = full[: max(1, len(full) // 2)]
             finish = "length"
         elif mode == "chatty":
-            numbered = "\n".join(f"{i}. {d}" for i, d in enumerate(descriptions, 1))
+            numbered = (contrast_lines(descriptions) if pair
+                        else "\n".join(f"{i}. {d}" for i, d in enumerate(descriptions, 1)))
             content = (
                 f"Sure! Here are {len(descriptions)} visual descriptions of a {name}:\n\n{numbered}\n\n"
                 f"As JSON:\n```json\n{json.dumps(descriptions, indent=2)}\n```\n"

@@ -18,7 +18,9 @@ Every text is cut on a word boundary until its full prompt fits CLIP's 77-token 
 
 Modules: :mod:`.facts` (what the prompt says about a class), :mod:`.confusables` (Wu-Palmer
 neighbours), :mod:`.prompt`, :mod:`.parsing` (answer → descriptions, the 77-token cap) and
-:mod:`.client` (the OpenAI-compatible call and its retry policy). The job around this
+:mod:`.llm_client` (the OpenAI-compatible call and its retry policy). The ``fudd`` method's pair
+prompt and parsing (two classes, N contrasting attributes) are :mod:`.pair_prompt` and
+:mod:`.pair_parsing`. The job around this
 (concurrency, resume, error lines) lives in :mod:`gloss_gen.describe.describe_job`.
 """
 
@@ -33,6 +35,15 @@ from gloss_gen.describe.llm.llm_client import (
     make_client,
     parse_retry_after,
     request_descriptions,
+    request_parsed,
+)
+from gloss_gen.describe.llm.pair_parsing import clean_phrase, extract_contrasts, parse_pair_answer
+from gloss_gen.describe.llm.pair_prompt import (
+    DEFAULT_N_ATTRIBUTES,
+    PAIR_PROMPT_VERSION,
+    PAIR_PROMPT_VERSIONS,
+    build_pair_messages,
+    pair_sentence,
 )
 from gloss_gen.describe.llm.parsing import (
     CLIP_CONTEXT_LENGTH,
@@ -46,6 +57,9 @@ from gloss_gen.describe.llm.prompt import PROMPT_VERSION, PROMPT_VERSIONS, build
 
 __all__ = [
     "CLIP_CONTEXT_LENGTH",
+    "DEFAULT_N_ATTRIBUTES",
+    "PAIR_PROMPT_VERSION",
+    "PAIR_PROMPT_VERSIONS",
     "PLACEHOLDER_API_KEY",
     "PROMPT_VERSION",
     "PROMPT_VERSIONS",
@@ -54,16 +68,22 @@ __all__ = [
     "LLMError",
     "RetryPolicy",
     "build_messages",
+    "build_pair_messages",
     "class_facts",
     "clean_description",
+    "clean_phrase",
     "clip_token_count",
     "endpoint_label",
+    "extract_contrasts",
     "extract_descriptions",
     "find_confusables",
     "fit_clip_context",
     "make_client",
+    "pair_sentence",
+    "parse_pair_answer",
     "parse_descriptions",
     "parse_retry_after",
     "request_descriptions",
+    "request_parsed",
     "similarity_matrix",
 ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -138,7 +139,7 @@ def endpoint_label(client: Any) -> str:
 
 @dataclass
 class LLMAnswer:
-    descriptions: list[str]
+    descriptions: list  # what the parser gave: texts (vgloss) or contrasts (fudd)
     attempts: int
     response_model: str | None
     elapsed_s: float
@@ -165,6 +166,28 @@ async def request_descriptions(
     """Ask for descriptions, retrying 429/408/409/5xx, timeouts, connection errors and answers
     with nothing usable in them. Raises :class:`LLMError` once retries are spent, or at once for
     a request the endpoint rejects (400, 401, 403, 404...)."""
+    return await request_parsed(
+        client, model=model, messages=messages, label=class_name,
+        parse=functools.partial(extract_descriptions, class_name=class_name, n=n, style=style),
+        policy=policy, temperature=temperature, rng=rng, sleep=sleep,
+    )
+
+
+async def request_parsed(
+    client: AsyncOpenAI,
+    *,
+    model: str,
+    messages: list[dict[str, str]],
+    label: str,
+    parse: Callable[[str], list],
+    policy: RetryPolicy = RetryPolicy(),
+    temperature: float | None = None,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> LLMAnswer:
+    """One chat request under ``policy``, its answer put through ``parse`` (an empty list: nothing
+    usable, retried like a 5xx). The retry loop of every LLM method (vgloss descriptions, FuDD
+    pairs); ``label`` names the class or pair in log lines."""
     import openai
 
     started = time.monotonic()
@@ -192,7 +215,7 @@ async def request_descriptions(
             content = (choice.message.content if choice and choice.message else None) or ""
             cut_off = choice is not None and choice.finish_reason == "length"
             # parsing is CPU work on outside input: off the event loop
-            descriptions = await asyncio.to_thread(extract_descriptions, content, class_name, n, style)
+            descriptions = await asyncio.to_thread(parse, content)
             if descriptions and (not cut_off or last):
                 return LLMAnswer(descriptions, attempt + 1, getattr(response, "model", None),
                                  time.monotonic() - started)
@@ -205,6 +228,6 @@ async def request_descriptions(
         if last:
             break
         delay = policy.delay(attempt, retry_after, rng)
-        log.debug("%s: %s; retry %d in %.2fs", class_name, reason, attempt + 1, delay)
+        log.debug("%s: %s; retry %d in %.2fs", label, reason, attempt + 1, delay)
         await sleep(delay)
     raise LLMError(f"{reason} (gave up after {attempts} attempts)", attempts)

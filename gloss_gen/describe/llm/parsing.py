@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -131,13 +132,16 @@ def clip_token_count(text: str) -> int:
 
 
 def fit_clip_context(class_name: str, description: str,
-                     context_length: int = CLIP_CONTEXT_LENGTH, style: str = "phrases") -> str:
-    """``description``, cut on a word boundary so its prompt in the style's prompt form fits
-    ``context_length`` tokens; ``""`` when not even one word fits."""
-    prompt_style = VGLOSS_STYLES[style]
+                     context_length: int = CLIP_CONTEXT_LENGTH, style: str = "phrases",
+                     prompt_of: Callable[[str, str], str] | None = None) -> str:
+    """``description``, cut on a word boundary so its prompt in the style's prompt form (or the
+    sentence ``prompt_of(class_name, description)`` makes) fits ``context_length`` tokens; ``""``
+    when not even one word fits."""
+    if prompt_of is None:
+        prompt_style = VGLOSS_STYLES[style]
 
-    def prompt_of(name: str, text: str) -> str:
-        return build_prompts(name, [text], prompt_style)[0]
+        def prompt_of(name: str, text: str) -> str:
+            return build_prompts(name, [text], prompt_style)[0]
 
     if clip_token_count(prompt_of(class_name, description)) <= context_length:
         return description
