@@ -86,6 +86,7 @@ def reconcile_orphaned_jobs(store: Store) -> int:
 MAX_ACTIVE_JOBS = 16
 """Jobs (of every kind) one process holds queued or running; more are refused (429 too_many_jobs)."""
 
+
 class JobProgress(Protocol):
     """What a job's work gets from its runner: calling it has ``job.done``/``job.total`` written
     soon; :meth:`store_call` runs a blocking store call, retried through an outage while the job's
