@@ -156,7 +156,7 @@ class AdapterWork:
 
         try:
             return await asyncio.to_thread(
-                fit_clipfit_job, spec, self.store, self.registry.model.limits, self.settings.data_dir, job.id,
+                fit_clipfit_job, spec, self.store, self.registry.model.limits, self.settings.data_dir,
                 device=str(self.registry.model.device), cache_dir=self.settings.cache_dir, on_epoch=on_epoch,
                 stop=stop,
             )

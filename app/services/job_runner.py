@@ -8,10 +8,15 @@ Where a job runs is a :class:`JobBackend`, chosen once in ``ServerRuntime``: in 
 (:class:`QueuedJobs`).
 
 A job running in a server process holds a lease in its record (``owner``, ``lease_expires_at``)
-that the process renews while the job runs. A process killed mid-job stops renewing it: the next
-reader of the record, or the next server to start on the store, marks the job failed with the
-reason. A final state that cannot be written (the store is down when the job ends) is retried in
-the background until the store is back.
+that the process renews every :attr:`InProcessJobs.renew_every_s` while the job runs. A process
+killed mid-job stops renewing it: the next reader of the record, or the next server to start on
+the store, marks the job failed with the reason. A store outage is not a dead owner: a renewal
+that fails is retried at once and again every :data:`RENEW_RETRY_MAX_S`, the job keeps its work in
+memory, and a store write the job needs (its classifier) is retried while its stored lease holds,
+so an outage shorter than the lease (``3 x VGLOSS_QUEUE_LEASE_S``) does not fail a running job;
+the stored expiry includes that slack. A final state that cannot be written (the store is down
+when the job ends) is retried in the background until the store is back. A job a reader has
+already marked failed (its lease really ran out) stays failed: its owner does not rewrite it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Protocol
 from app.services.description_builds import describe
 from app.services.registry import ClassifierRegistry
 from app.services.service_errors import JobNotFound, StoreUnavailable, TooManyJobs
+from gloss_gen.classify.pipeline import store_classifier
 from gloss_gen.core.config import Settings
 from gloss_gen.data.classsets import ClassSet
 from gloss_gen.data.descriptions import DescriptionRecord, utc_now
@@ -45,6 +51,10 @@ LEASED_KINDS = (JOB_KIND, ADAPTER_JOB_KIND)
 ON_QUEUE = "queue"
 """``runner`` of an adapter job handed to the workers: arq's lease covers it, not the record's."""
 FINAL_WRITE_RETRY_MAX_S = 5.0
+RENEW_EVERY_MAX_S = 1.0
+"""A running job's lease is renewed this often at most (every third of the lease if that is shorter)."""
+RENEW_RETRY_MAX_S = 0.25
+"""A renewal the store refused is retried this often (with back-off from 50 ms) until it succeeds."""
 FINAL_WRITE_RETRY_FOR_S = 3600.0
 ORPHANED = "the server running this job stopped before it finished; submit it again"
 
@@ -76,7 +86,18 @@ def reconcile_orphaned_jobs(store: Store) -> int:
 MAX_ACTIVE_JOBS = 16
 """Jobs (of every kind) one process holds queued or running; more are refused (429 too_many_jobs)."""
 
-Work = Callable[[JobRecord, dict, Callable[[], None]], Awaitable[dict]]
+
+class JobProgress(Protocol):
+    """What a job's work gets from its runner: calling it has ``job.done``/``job.total`` written
+    soon; :meth:`store_call` runs a blocking store call, retried through an outage while the job's
+    lease holds."""
+
+    def __call__(self) -> None: ...
+
+    async def store_call(self, fn: Callable, *args): ...
+
+
+Work = Callable[[JobRecord, dict, JobProgress], Awaitable[dict]]
 """One kind's job run in this process: ``work(job, spec, progress)`` does it, moving ``job.done``
 and ``job.total`` (``progress()`` has them written soon), and returns the fields of its ``done``
 record; raising fails the job with the message."""
@@ -146,7 +167,7 @@ class ClassSetWork:
         self.settings = settings
         self.registry = registry
 
-    async def __call__(self, job: JobRecord, spec: dict, progress: Callable[[], None]) -> dict:
+    async def __call__(self, job: JobRecord, spec: dict, progress: JobProgress) -> dict:
         class_set, method = ClassSet.from_dict(spec["class_set"]), spec["method"]
         last_write = 0.0
 
@@ -163,7 +184,10 @@ class ClassSetWork:
         job.done = len(description_set.records)
         if description_set.failed and len(description_set.failed) == len(description_set.records):
             raise RuntimeError("every class failed to be described; no classifier was built")
-        classifier = await self.registry.build(description_set)
+        # embedded without the store, then written while the lease holds: a store outage during
+        # the job does not lose the embedding
+        classifier = await self.registry.build(description_set, write=False)
+        await progress.store_call(store_classifier, self.registry.store, description_set, classifier)
         current = self.registry.loaded(class_set.name)
         self.registry.install(classifier, pairs=current.pairs if current is not None else None)
         log.info("job %s done: class set %s serves descriptions %s", job.id, class_set.name, description_set.id)
@@ -213,6 +237,8 @@ class InProcessJobs:
         self._final_writes: set[asyncio.Task] = set()
         self.owner = uuid.uuid4().hex
         self.lease_s = max(3.0 * settings.queue_lease_s, 1.0)
+        self.renew_every_s = min(self.lease_s / 3, RENEW_EVERY_MAX_S)
+        self._held_until: dict[str, float] = {}  # job id -> the lease expiry last written
         self._submitting = 0
         # one writer thread keeps progress writes in order without blocking the event loop
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vgloss-job-state")
@@ -227,6 +253,7 @@ class InProcessJobs:
             await asyncio.to_thread(self.store.put_job, job)
         finally:
             self._submitting -= 1
+        self._held_until[job.id] = job.extra["lease_expires_at"]
         task = asyncio.create_task(self._run(job, spec, work), name=f"vgloss-job-{job.id}")
         self._tasks[job.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
@@ -239,7 +266,7 @@ class InProcessJobs:
             async with self._one_at_a_time:
                 job.mark("running", started_at=utc_now())
                 await self._write(job)
-                result = await work(job, spec, lambda: self._write_soon(job))
+                result = await work(job, spec, _Progress(self, job))
                 job.mark("done", finished_at=utc_now(), **result)
         except asyncio.CancelledError:
             heartbeat.cancel()
@@ -252,15 +279,48 @@ class InProcessJobs:
             job.mark("failed", error=message, finished_at=utc_now())
         heartbeat.cancel()
         await self._write_final(job)
+        self._held_until.pop(job.id, None)
 
     def _renew(self, job: JobRecord) -> None:
-        job.mark(owner=self.owner, lease_expires_at=time.time() + self.lease_s)
+        # the slack covers the wait for the next renewal and its retry, so an outage shorter than
+        # the lease ends before the stored expiry
+        slack = self.renew_every_s + RENEW_RETRY_MAX_S
+        job.mark(owner=self.owner, lease_expires_at=time.time() + self.lease_s + slack)
 
     async def _heartbeat(self, job: JobRecord) -> None:
+        """Renew the lease; a renewal the store refuses is retried with back-off, not given up."""
+        delay = self.renew_every_s
         while True:
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(delay)
             self._renew(job)
-            self._write_soon(job)
+            try:
+                await self._write(job)
+            except StoreError as exc:
+                if delay >= self.renew_every_s:
+                    log.warning("job %s: lease not renewed (%s); retrying", job.id, exc)
+                    delay = 0.05
+                else:
+                    delay = min(delay * 2, RENEW_RETRY_MAX_S)
+                continue
+            if delay < self.renew_every_s:
+                log.info("job %s: lease renewed after a store outage", job.id)
+            delay = self.renew_every_s
+
+    async def store_call(self, job: JobRecord, fn: Callable, *args):
+        """``fn(*args)`` in a thread; a :class:`StoreError` is retried with back-off while the job's
+        stored lease holds (the outage may be shorter than the lease), then raised."""
+        delay = 0.05
+        while True:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except StoreError as exc:
+                if time.time() + delay >= self._held_until.get(job.id, 0.0):
+                    raise
+                if delay == 0.05:
+                    log.warning("job %s: the store is unavailable (%s); retrying while the lease holds",
+                                job.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RENEW_RETRY_MAX_S)
 
     async def _write_final(self, job: JobRecord) -> None:
         """The final state, retried in the background while the store is down, so the record
@@ -287,15 +347,22 @@ class InProcessJobs:
             return
         log.error("job %s: final state %s never saved; its lease will expire", job.id, job.state)
 
+    def _store(self, job_id: str, change: Callable[[JobRecord], None], expires: object) -> None:
+        """Blocking, on the writer thread: write the record and note the lease expiry it carries."""
+        self.store.update_job(job_id, change)
+        if isinstance(expires, (int, float)) and job_id in self._held_until:
+            self._held_until[job_id] = max(self._held_until[job_id], expires)
+
     def _write_soon(self, job: JobRecord) -> None:
-        future = self._writer.submit(self.store.update_job, job.id, _becomes(job))
+        future = self._writer.submit(self._store, job.id, _becomes(job), job.extra.get("lease_expires_at"))
         future.add_done_callback(lambda f: f.exception() and log.warning("job %s: progress not saved: %s",
                                                                           job.id, f.exception()))
 
     async def _write(self, job: JobRecord, quiet: bool = False) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._writer, self.store.update_job, job.id, _becomes(job))
+            await loop.run_in_executor(self._writer, self._store, job.id, _becomes(job),
+                                       job.extra.get("lease_expires_at"))
         except StoreError:
             if not quiet:
                 raise
@@ -314,6 +381,21 @@ def _becomes(job: JobRecord) -> Callable[[JobRecord], None]:
     snapshot = copy.deepcopy(job)
 
     def change(stored: JobRecord) -> None:
+        if stored.state == "failed" and stored.extra.get("error") == ORPHANED:
+            return  # a reader found the lease run out and told the client so: that verdict stands
         vars(stored).update(copy.deepcopy(vars(snapshot)))
 
     return change
+
+
+class _Progress:
+    """A job's :class:`JobProgress` in this process."""
+
+    def __init__(self, jobs: InProcessJobs, job: JobRecord) -> None:
+        self.jobs, self.job = jobs, job
+
+    def __call__(self) -> None:
+        self.jobs._write_soon(self.job)
+
+    async def store_call(self, fn: Callable, *args):
+        return await self.jobs.store_call(self.job, fn, *args)

@@ -158,6 +158,7 @@ class FitResult:
             "kept_epoch": self.best_epoch,
             "kept": self.kept,
             "epochs_run": len(self.history),
+            "resumed_from": self.resumed_from,
             "notes": self.notes,
         }
 

@@ -11,12 +11,15 @@ in the job's record, so a worker on another host runs exactly what was asked.
   never touched) and write the delta to ``<data dir>/clipfit/<class set>-<hash16>.safetensors``.
   A delta changes the image tower for every class set, so it is not swapped into a running
   server: serving it is a deployment decision (``VGLOSS_PRETRAINED=BASE+DELTA``), and the job's
-  result says exactly what to set. A re-run of the same job (a worker died) resumes from the
-  last finished epoch's checkpoint.
+  result says exactly what to set. A re-run of the same fit (a worker died, or a new job for the
+  same spec and examples after one failed) resumes from the last finished epoch's checkpoint.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,7 +103,14 @@ def serving_note(settings_model: str, pretrained: str) -> str:
             f"built-ins are then rebuilt under the new model id with POST /v1/class-sets.")
 
 
-def fit_clipfit_job(spec: AdapterJobSpec, store, limits, data_dir: Path, job_id: str, *, device: str = "cpu",
+def fit_key(spec: AdapterJobSpec, source) -> str:
+    """What one ClipFit fit is: the spec (class set, base model, shots, epochs, lr) and the stored
+    examples it trains on. Two jobs with the same key train the same delta."""
+    payload = json.dumps([spec.to_dict(), source.dataset.fingerprint()], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def fit_clipfit_job(spec: AdapterJobSpec, store, limits, data_dir: Path, *, device: str = "cpu",
                     cache_dir=None, on_epoch=lambda log: None, stop=None) -> dict:
     """Train ClipFit on the stored examples and write the delta; the job's result fields."""
 
@@ -110,11 +120,17 @@ def fit_clipfit_job(spec: AdapterJobSpec, store, limits, data_dir: Path, job_id:
     # a private fp32 copy: training changes the model in place, and the shared one serves requests
     model = load_clip(spec.model, spec.pretrained, device, "fp32", cache_dir)
     folder = Path(data_dir).resolve() / CLIPFIT_DIR
-    running = folder / f"job-{job_id}.safetensors"  # its checkpoint beside it lets a re-run resume
-    result = fit_clipfit(model, source, running, spec.fit_config(), limits, resume=True, on_epoch=on_epoch,
-                         stop=stop)
-    delta = folder / f"{spec.class_set.name}-{result.delta.hash[:16]}.safetensors"
-    os.replace(running, delta)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Named by what is fitted, not by the job: its checkpoint beside it lets any re-run of the same
+    # fit resume (the same job's task run again, or a new job after one failed). The lock keeps
+    # two runs of the same fit from training into the same files at once: the second waits.
+    running = folder / f"fit-{fit_key(spec, source)}.safetensors"
+    with open(running.with_name(f".{running.name}.lock"), "ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = fit_clipfit(model, source, running, spec.fit_config(), limits, resume=True,
+                             on_epoch=on_epoch, stop=stop)
+        delta = folder / f"{spec.class_set.name}-{result.delta.hash[:16]}.safetensors"
+        os.replace(running, delta)
     pretrained = f"{spec.pretrained}+{delta}"
     return result.summary(delta, pretrained) | {
         "adapted_model": delta_model_id(model.id, delta),

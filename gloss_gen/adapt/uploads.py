@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,11 +21,15 @@ import numpy as np
 from gloss_gen.adapt import AdaptError
 from gloss_gen.adapt.examples import ExampleSource
 from gloss_gen.data.classsets import ClassSet
+from gloss_gen.data.store import StoreError
 from gloss_gen.evaluation.datasets import DatasetError, LabelledImages, resolve_labels
 from gloss_gen.imaging import ImageError, decode_image, load_tensor
 
 IMAGE_KIND = "example-image"
 INDEX_KIND = "examples"
+READ_RETRY_S = 60.0
+"""How long a fit waits for the store to come back when an example image cannot be read (a Redis
+outage mid-fit must not end a ClipFit run); then the store's error is raised."""
 
 
 @dataclass
@@ -134,9 +139,22 @@ class StoredImages(LabelledImages):
             digest.update(f"{item['sha256']}\0{item['class_id']}\n".encode())
         return digest.hexdigest()
 
+    def _read(self, sha256: str) -> bytes | None:
+        """The image's bytes, retried with back-off through a store outage of up to
+        :data:`READ_RETRY_S`."""
+        deadline, delay = time.monotonic() + READ_RETRY_S, 0.1
+        while True:
+            try:
+                return self.store.get_bytes(IMAGE_KIND, sha256)
+            except StoreError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def load_tensor(self, index, preprocessor, limits):
 
-        data = self.store.get_bytes(IMAGE_KIND, self.items[index]["sha256"])
+        data = self._read(self.items[index]["sha256"])
         if data is None:
             raise OSError(f"example image {self.items[index]['sha256'][:12]} is missing from the store")
         return load_tensor(data, limits, preprocessor)

@@ -53,14 +53,21 @@ def build_and_store(
     if store is None:
         return classifier
     try:
-        store.put_descriptions(description_set)
-        store.put_classifier(classifier, activate=activate)
+        store_classifier(store, description_set, classifier, activate=activate)
     except StoreError:
         if not keep_on_store_error:
             raise
         log.warning("built classifier %s for %s but could not write it to the store; keeping it in memory",
                     classifier.key, classifier.class_set.name, exc_info=True)
     return classifier
+
+
+def store_classifier(store: Store, description_set: DescriptionSet, classifier: Classifier, *,
+                     activate: bool = True) -> None:
+    """Write the descriptions and the classifier built from them (and make it the active one);
+    raises :class:`StoreError`. Idempotent: a retry after an outage writes the same keys."""
+    store.put_descriptions(description_set)
+    store.put_classifier(classifier, activate=activate)
 
 
 def get_or_build_classifier(

@@ -11,7 +11,9 @@ HELP = "write descriptions for every class of a class set (one JSON line per cla
 DESCRIPTION = """\
 Write descriptions for every class of a class set: one JSON line per class, written as each
 class finishes. Re-running the same command skips finished classes (resume after a crash or
-Ctrl-C) and retries the classes that failed. Exit status 1 when any class failed.
+Ctrl-C) and retries the classes that failed. Exit status 1 when any class failed. With --queue,
+re-running the same command while its job is unfinished reattaches to that job, and the wait
+rides out a Redis outage of up to 5 minutes.
 
 Methods:
   classname  no descriptions; the class name in prompt templates (the CLIP baseline)
@@ -48,6 +50,7 @@ Examples:
 """
 
 NO_WORKER_WARNING_S = 10  # two of arq's health checks: a live worker has refreshed its key by then
+QUEUE_OUTAGE_LIMIT_S = 300.0  # how long --queue waits through a Redis outage before it gives up
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE.jsonl",
                         help="output file (default: <class_set>.<method>.jsonl in the current directory)")
     parser.add_argument("--queue", action="store_true",
-                        help="run the job on the worker queue (vgloss worker) and wait for it")
+                        help="run the job on the worker queue (vgloss worker) and wait for it; re-running "
+                             "the same command while it runs reattaches to it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -113,8 +117,9 @@ def _run_queued(args: argparse.Namespace, class_set, options, settings) -> int:
         raise UserError(f"the queue is not available: {exc}") from None
     extra = options.to_dict()
     extra.pop("method")
-    job_id = queue.enqueue_describe_job(class_set, args.method, settings=settings, out=args.out, **extra)
-    print(f"queued job {job_id}", file=sys.stderr)
+    job_id, attached = queue.enqueue_or_attach_describe_job(class_set, args.method, settings=settings,
+                                                            out=args.out, **extra)
+    print(f"attached to running job {job_id}" if attached else f"queued job {job_id}", file=sys.stderr)
     job = _follow(queue, job_id, settings, progress=not args.no_progress)
     print(f"job {job_id}: {job.state}, {job.done}/{job.total} classes done, {job.failed} failed")
     for error in job.errors:
@@ -126,11 +131,18 @@ def _follow(queue, job_id: str, settings, progress: bool):
     """Wait for the queued job, with a bar of classes done; say so when no worker serves the queue."""
     import time
 
+    from gloss_gen.data.store import StoreError
+
     bar = None
     started = time.monotonic()
     warned = False
+
+    def on_outage(exc) -> None:
+        print(f"Redis unreachable, retrying for up to {QUEUE_OUTAGE_LIMIT_S:.0f}s ({exc}); "
+              f"job {job_id} goes on on the workers", file=sys.stderr)
+
     try:
-        for job in queue.watch_job(job_id, settings):
+        for job in queue.watch_job(job_id, settings, ride_out_s=QUEUE_OUTAGE_LIMIT_S, on_outage=on_outage):
             if progress:
                 if bar is None:
                     from tqdm.auto import tqdm
@@ -140,10 +152,13 @@ def _follow(queue, job_id: str, settings, progress: bool):
                 bar.set_postfix(failed=job.failed, state=job.state, refresh=False)
                 bar.refresh()
             if (not warned and not job.finished and time.monotonic() - started > NO_WORKER_WARNING_S
-                    and not queue.worker_serving(settings)):
+                    and queue.worker_serving(settings) is False):
                 warned = True
                 print(f"no worker is serving queue {settings.queue_name!r} yet; "
                       "start one with `vgloss worker` (same VGLOSS_REDIS_URL)", file=sys.stderr)
+    except StoreError:
+        raise UserError(f"Redis unreachable for {QUEUE_OUTAGE_LIMIT_S:.0f}s; gave up waiting for job {job_id}, "
+                        "which goes on on the workers: re-run the same command to reattach to it") from None
     finally:
         if bar is not None:
             bar.close()

@@ -7,7 +7,9 @@ Its JSON form is ``{"id", "kind", "state", "class_set", "method", "total", "done
 "errors": [{class_id, name, error}, ...], "created_at", "updated_at", ...}``; extra fields such as
 ``model``, ``classifier``, ``descriptions``, ``error``, ``started_at`` and ``finished_at`` follow
 (an adapter job's result: ``adapter``, ``validation``, ``notes``; for ClipFit ``delta``,
-``adapted_model``, ``pretrained``, ``serving``, ...).
+``adapted_model``, ``pretrained``, ``serving``, ``resumed_from``, ...). A job a server runs in
+process also holds a lease: ``owner`` and ``lease_expires_at`` (epoch seconds), renewed while it
+runs; only once that has passed may a reader mark the job failed (see ``app.services.job_runner``).
 ``state`` goes ``queued`` → ``running`` (→ ``embedding`` on the queue) → ``done`` or ``failed``.
 ``done`` counts classes with a result, failures included; ``failed`` counts those with an error.
 Every write goes through :meth:`gloss_gen.data.store.Store.update_job`.

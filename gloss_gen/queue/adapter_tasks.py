@@ -4,7 +4,9 @@ The job's record and :class:`gloss_gen.adapt.fitting.AdapterJobSpec` are in the 
 :func:`.client.submit_adapter_job`); the fit itself is :mod:`gloss_gen.adapt.fitting`, the same
 pipeline a server runs in process. A worker that dies mid-fit loses the task's arq lease, so
 another worker runs it again (a cache is refitted from scratch; ClipFit resumes from its last
-epoch checkpoint if the data directory is shared, else starts over).
+epoch checkpoint if the data directory is shared, else starts over). The checkpoint is named by the
+fit, not the job, so a new job for the same fit resumes it too. A Redis outage mid-fit does not end
+it: epoch progress that cannot be recorded is logged, and example images are read with retries.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from gloss_gen.adapt import AdaptError
 from gloss_gen.adapt.fitting import AdapterJobSpec, fit_clipfit_job, fit_tip_job
 from gloss_gen.data.descriptions import utc_now
 from gloss_gen.data.job_records import JobRecord
-from gloss_gen.data.store import Store
+from gloss_gen.data.store import Store, StoreError
 from gloss_gen.imaging import ImageLimits
 from gloss_gen.model.clip_models import get_model
 from gloss_gen.queue.tasks import run_job_step
@@ -56,10 +58,13 @@ def _fit(ctx: dict, job_id: str, raw_spec: dict) -> dict:
     limits = ImageLimits.from_settings(settings)
     if spec.method == "clipfit":
         def on_epoch(log_line) -> None:
-            store.update_job(job_id, lambda job: job.mark(epochs_done=log_line.epoch, loss=log_line.loss,
-                                                          val_accuracy=log_line.val_accuracy))
+            try:
+                store.update_job(job_id, lambda job: job.mark(epochs_done=log_line.epoch, loss=log_line.loss,
+                                                              val_accuracy=log_line.val_accuracy))
+            except StoreError as exc:  # progress only: a Redis outage must not end the fit
+                log.warning("job %s: epoch %d not recorded (%s)", job_id, log_line.epoch, exc)
 
-        return fit_clipfit_job(spec, store, limits, settings.data_dir, job_id, device=settings.resolved_device(),
+        return fit_clipfit_job(spec, store, limits, settings.data_dir, device=settings.resolved_device(),
                                cache_dir=settings.cache_dir, on_epoch=on_epoch)
     classifier = store.get_classifier(spec.classifier)
     if classifier is None:

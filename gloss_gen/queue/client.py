@@ -1,13 +1,20 @@
-"""The enqueue side of the describe queue: submit a job, then follow its record in the store."""
+"""The enqueue side of the describe queue: submit a job, then follow its record in the store.
+
+``vgloss describe --queue`` asks for a job by what it does (:func:`describe_run_key`: class set,
+method, options, model, ``out``): while a job for the same run is unfinished, a re-run reattaches
+to it instead of queueing a duplicate (the store's ``describe-run`` pointer names the last job
+queued for each run). Following a job rides out Redis outages up to a limit.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,10 @@ log = logging.getLogger(__name__)
 
 HEALTH_CHECK_S = 5
 ENQUEUE_BATCH = 64
+OUTAGE_RETRY_MAX_S = 2.0
+"""A follower retries a store it cannot read at most this far apart."""
+RUN_KIND = "describe-run"
+"""Store key kind: ``describe-run:{describe_run_key}`` holds the id of the last job queued for that run."""
 
 
 class QueueError(StoreError):
@@ -111,13 +122,52 @@ async def submit_describe_job(
     are not described again. The job goes into ``store`` (default: the settings' store, which
     the workers must share).
     """
+    job_id, _ = await _submit_describe_job(class_set, method, settings=settings, out=out, job_id=job_id,
+                                           store=store, attach=False, **options)
+    return job_id
+
+
+def describe_run_key(spec: dict) -> str:
+    """What a describe job does, as a key: its class set, method, options, model and ``out``."""
+    what = {k: spec[k] for k in ("class_set", "method", "options", "model", "pretrained", "out")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
+
+
+def _claim_run(store: Store, run_key: str, job_id: str) -> str | None:
+    """Blocking: point the run at ``job_id``, unless it points at a job that is still unfinished
+    (compare-and-set, so two clients starting together agree); that job's id, or ``None``."""
+    running: list[str] = []
+
+    def change(raw: bytes | None) -> bytes | None:
+        running.clear()
+        if raw is not None:
+            job = store.get_job(raw.decode())
+            if job is not None and not job.finished:
+                running.append(job.id)
+                return None
+        return job_id.encode()
+
+    store.update_bytes(RUN_KIND, run_key, change)
+    return running[0] if running else None
+
+
+async def _submit_describe_job(
+    class_set: ClassSet,
+    method: str,
+    *,
+    settings: Settings | None,
+    out: str | Path | None,
+    job_id: str | None,
+    store: Store | None,
+    attach: bool,
+    **options: Any,
+) -> tuple[str, bool]:
     settings = settings or get_settings()
     require_redis(settings)
+    store = store or open_store(settings)
     opts = _options_for_spec(method, options, settings)
     job_id = job_id or uuid.uuid4().hex
     out_path = Path(out).resolve() if out else None
-    seeded = _resumable_records(out_path, class_set, method) if out_path else []
-    seeded_ids = {r.class_id for r in seeded}
     spec = {
         "id": job_id,
         "class_set": class_set.to_dict(),
@@ -127,9 +177,16 @@ async def submit_describe_job(
         "pretrained": settings.pretrained,
         "out": str(out_path) if out_path else None,
     }
+    if attach:
+        running = await asyncio.to_thread(_claim_run, store, describe_run_key(spec), job_id)
+        if running is not None:
+            log.info("describe job %s for %s is still running; attached to it", running, class_set.name)
+            return running, True
+    seeded = _resumable_records(out_path, class_set, method) if out_path else []
+    seeded_ids = {r.class_id for r in seeded}
     job = JobRecord.new(job_id, "describe", class_set, method, done=len(seeded))
     # The job goes into the store before its tasks: a worker may take the first one at once.
-    await asyncio.to_thread((store or open_store(settings)).create_job, job, spec, seeded)
+    await asyncio.to_thread(store.create_job, job, spec, seeded)
     pool = await _arq_pool(settings)
     try:
         todo = [c.id for c in class_set.classes if c.id not in seeded_ids]
@@ -144,7 +201,7 @@ async def submit_describe_job(
         await pool.aclose()
     log.info("queued describe job %s: %d tasks for %s on %s%s", job_id, len(todo), class_set.name,
              settings.queue_name, f" ({len(seeded)} classes already in {out_path})" if seeded else "")
-    return job_id
+    return job_id, False
 
 
 async def submit_adapter_job(job: JobRecord, spec: dict, *, settings: Settings | None = None,
@@ -176,17 +233,61 @@ def enqueue_describe_job(
     return asyncio.run(submit_describe_job(class_set, method, settings=settings, out=out, **options))
 
 
+def enqueue_or_attach_describe_job(
+    class_set: ClassSet,
+    method: str,
+    *,
+    settings: Settings | None = None,
+    out: str | Path | None = None,
+    **options: Any,
+) -> tuple[str, bool]:
+    """Blocking, for ``vgloss describe --queue``: the id of the unfinished job that does exactly
+    this (same class set, method, options, model and ``out``) and ``True``, so a re-run reattaches
+    to it; else a new job's id (see :func:`submit_describe_job`) and ``False``."""
+    return asyncio.run(_submit_describe_job(class_set, method, settings=settings, out=out, job_id=None,
+                                            store=None, attach=True, **options))
+
+
 def watch_job(
     job_id: str,
     settings: Settings | None = None,
     *,
     poll_s: float = 0.5,
     timeout_s: float | None = None,
+    ride_out_s: float = 0.0,
+    on_outage: Callable[[StoreError], None] | None = None,
 ) -> Iterator[JobRecord]:
     """The job's record every ``poll_s`` until it is ``done`` or ``failed`` (the last one yielded).
-    Raises :class:`QueueError` for an unknown job, ``TimeoutError`` after ``timeout_s``."""
+    Raises :class:`QueueError` for an unknown job, ``TimeoutError`` after ``timeout_s``.
+
+    A store that cannot be read is tried again with back-off for up to ``ride_out_s`` seconds
+    (``on_outage(error)`` is called once as each outage starts) before its :class:`StoreError`
+    is raised; the job goes on running on the workers meanwhile."""
     store = open_store(settings or get_settings())
-    job = store.get_job(job_id)
+    outage_since: float | None = None
+
+    def read() -> JobRecord | None:
+        nonlocal outage_since
+        delay = poll_s
+        while True:
+            try:
+                job = store.get_job(job_id)
+            except StoreError as exc:
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                    if on_outage is not None:
+                        on_outage(exc)
+                left = ride_out_s - (now - outage_since)
+                if left <= 0:
+                    raise
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, OUTAGE_RETRY_MAX_S)
+                continue
+            outage_since = None
+            return job
+
+    job = read()
     if job is None:
         raise QueueError(f"no job {job_id!r} in {store.describe()}")
     started = time.monotonic()
@@ -197,7 +298,7 @@ def watch_job(
         if timeout_s is not None and time.monotonic() - started > timeout_s:
             raise TimeoutError(f"job {job_id} still {job.state} after {timeout_s:.0f}s")
         time.sleep(poll_s)
-        job = store.get_job(job_id) or job
+        job = read() or job
 
 
 def wait_for_job(job_id: str, settings: Settings | None = None, *, poll_s: float = 0.5,
@@ -208,13 +309,16 @@ def wait_for_job(job_id: str, settings: Settings | None = None, *, poll_s: float
     return job
 
 
-def worker_serving(settings: Settings | None = None) -> bool:
-    """Whether any ``vgloss worker`` serves the settings' queue (arq's health-check key is set)."""
+def worker_serving(settings: Settings | None = None) -> bool | None:
+    """Whether any ``vgloss worker`` serves the settings' queue (arq's health-check key is set);
+    ``None`` when Redis cannot be asked."""
     import redis
 
     settings = settings or get_settings()
-    client = redis.Redis.from_url(require_redis(settings))
+    client = redis.Redis.from_url(require_redis(settings), socket_connect_timeout=5, socket_timeout=5)
     try:
         return bool(client.exists(settings.queue_name + ":health-check"))
+    except redis.RedisError:
+        return None
     finally:
         client.close()

@@ -133,7 +133,7 @@ def test_clipfit_job_writes_a_delta_and_says_how_to_serve_it(app_factory, tmp_pa
 
     delta = tmp_path / "data" / "clipfit" / f"cifar10-{state['content_hash'][:16]}.safetensors"
     assert state["delta"] == str(delta) and delta.is_file()
-    assert not list(delta.parent.glob("job-*"))  # no checkpoint or half-named file left behind
+    assert not list(delta.parent.glob("fit-*"))  # no checkpoint or half-named file left behind
     assert state["adapted_model"] == f"vgloss-tiny/none+clipfit-{state['content_hash'][:16]}"
     assert state["pretrained"] == f"none+{delta}"
     assert f"VGLOSS_PRETRAINED={state['pretrained']}" in state["serving"]

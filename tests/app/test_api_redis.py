@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -19,8 +20,12 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 class RedisProcess:
-    def __init__(self, port: int) -> None:
+    """A redis-server on ``port``; with ``data_dir``, :meth:`stop` with ``keep_data`` saves the
+    database there and the next :meth:`start` loads it (an outage that loses nothing)."""
+
+    def __init__(self, port: int, data_dir: Path | None = None) -> None:
         self.port = port
+        self.data_dir = data_dir
         self.process: subprocess.Popen | None = None
 
     @property
@@ -29,7 +34,8 @@ class RedisProcess:
 
     def start(self) -> RedisProcess:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             *(["--dir", str(self.data_dir)] if self.data_dir else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -44,9 +50,12 @@ class RedisProcess:
                     raise AssertionError("redis-server did not start") from None
                 time.sleep(0.05)
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            if keep_data:
+                redis.Redis(port=self.port).shutdown(save=True)
+            else:
+                self.process.terminate()
             self.process.wait(10)
         self.process = None
 

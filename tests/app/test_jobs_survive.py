@@ -69,7 +69,7 @@ def test_a_job_of_a_killed_server_is_failed_with_a_reason_after_restart(tmp_path
         finally:
             server.send_signal(signal.SIGKILL)
             server.wait(30)
-        time.sleep(2.0)  # past the 1.5 s lease (3 x VGLOSS_QUEUE_LEASE_S)
+        time.sleep(2.5)  # past the stored lease: 1.5 s (3 x VGLOSS_QUEUE_LEASE_S) + 0.75 s renewal slack
         port = free_port()
         server = _serve(tmp_path, port, "second.log", stub.url)
         try:
@@ -156,7 +156,7 @@ def test_an_adapter_job_of_a_killed_server_is_failed_with_a_reason_after_restart
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait(30)
-    time.sleep(2.0)  # past the 1.5 s lease (3 x VGLOSS_QUEUE_LEASE_S)
+    time.sleep(2.5)  # past the stored lease: 1.5 s (3 x VGLOSS_QUEUE_LEASE_S) + 0.75 s renewal slack
     # the next server on the same data directory (in this process: a second subprocess adds ~10 s)
     with TestClient(create_app(make_settings(tmp_path / "data", admin_keys=[ADMIN]))) as restarted:
         wait_ready(restarted)
