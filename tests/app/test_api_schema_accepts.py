@@ -60,6 +60,13 @@ def test_the_four_refused_requests_are_outside_the_schema(server: LiveServer, op
             assert _allows(classify, body), body
             assert http.post("/v1/classify", json=body).status_code == 200, body
 
+        multipart = _body_schema(openapi, "post", "/v1/classify", "multipart/form-data")
+        assert not _allows(multipart, {"images": ["x"], "labels": [" "]})
+        assert _allows(multipart, {"images": ["x"], "labels": ["cat"]})
+        answer = http.post("/v1/classify", files=[("images", ("a.jpg", jpeg_bytes[0], "image/jpeg"))],
+                           data={"labels": " "})
+        assert answer.status_code == 422, answer.text
+
         for body in ({"name": "pets", "classes": None}, {"name": "pets"}, {"name": "pets", "classes": []},
                      {"name": "cifar10", "classes": None}, {"name": "cifar10", "classes": ["cat"]}):
             assert not _allows(create, body), body
@@ -75,6 +82,7 @@ def test_an_examples_upload_documents_its_body(server: LiveServer, openapi: dict
     assert not _allows(examples, {})  # the request with no body schemathesis sent
     assert not _allows(examples, {"images": ["x"], "labels": []})
     assert _allows(examples, {"images": ["x"], "labels": ["cat"]})
+    assert _allows(examples, {"images": ["x", "y"], "labels": "cat"})  # one field for every image
     with httpx.Client(base_url=server.url, timeout=60, headers=ADMIN) as http:
         assert http.post("/v1/class-sets/cifar10/examples").status_code == 422
         answer = http.post("/v1/class-sets/cifar10/examples", files=[("images", ("a.jpg", jpeg_bytes[1], "image/jpeg"))],

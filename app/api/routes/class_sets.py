@@ -50,7 +50,8 @@ _EXAMPLES_BODY = {
             "required": ["images", "labels"],
             "properties": {
                 "images": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}},
-                "labels": {"type": "array", "minItems": 1, "items": LABEL_SCHEMA,
+                # one field (a single value reads as a string or a one-item list) or one per image
+                "labels": {"anyOf": [LABEL_SCHEMA, {"type": "array", "minItems": 1, "items": LABEL_SCHEMA}],
                            "description": "The class (name or id) of each image, in order; or one for them all."},
             },
         }}},

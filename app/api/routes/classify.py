@@ -14,6 +14,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.api.deps import ApiKey, RuntimeDep
 from app.api.schemas import (
+    LABEL_SCHEMA,
     MAX_LABEL_CHARS,
     RERANK_K_MAX,
     RERANK_K_MIN,
@@ -47,7 +48,8 @@ _MULTIPART_SCHEMA = {
         "class_set": {"type": "string"},
         "labels": {
             "type": "array",
-            "items": {"type": "string"},
+            "minItems": 1,
+            "items": LABEL_SCHEMA,
             "description": "Repeat the field, or send one JSON list.",
         },
         "top_k": {"type": "integer", "minimum": TOP_K_MIN, "maximum": TOP_K_MAX, "default": TOP_K_DEFAULT},
