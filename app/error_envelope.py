@@ -9,6 +9,7 @@ with no internals in the message).
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,7 @@ from gloss_gen.core.errors import (
 )
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=BaseException)
 
 STATUS_CODES = {
     400: "bad_request",
@@ -120,6 +122,16 @@ class ApiError(VglossError):
         self.headers = headers or {}
 
 
+def detached(error: E) -> E:
+    """``error`` without its traceback and chained causes, to be kept as a result (a per-image
+    error): a caught exception kept with its traceback holds the frames that raised it, and their
+    locals (the image's bytes and base64 text, the parsed body), until the cyclic garbage collector
+    happens to run, since those frames also hold the exception."""
+    error.__traceback__ = None
+    error.__cause__ = error.__context__ = None
+    return error
+
+
 def validation_error(message: str) -> ApiError:
     return ApiError("validation_error", message)
 
@@ -165,6 +177,10 @@ def allowed_methods(request: Request) -> list[str]:
 
 def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, VglossError):
+        # FastAPI answers any error while it reads a body as 400 "error parsing the body"; the body
+        # limits and timeouts of the middleware raise there, and their own answer is the right one
+        return _vgloss_error(request, exc.__cause__)
     code = STATUS_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else None
     headers = dict(exc.headers or {})

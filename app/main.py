@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -22,14 +23,22 @@ from gloss_gen.core.config import Settings, get_settings
 from gloss_gen.data.store import Store
 
 FORM_OVERHEAD_BYTES = 1024 * 1024  # boundaries, part headers and the text fields of a form
+SMALL_BODY_BYTES = 32 * 1024 * 1024
+"""The body limit of every route but classify and examples: a class-set creation of 10,000 classes
+(the most one may have) of 300-character names fits, a stray upload is refused as it arrives."""
+IMAGE_BODY_PATHS = re.compile(r"^(/v1)?/classify$|^/v1/class-sets/[^/]+/examples$")
+"""The routes whose bodies carry images; every other route takes at most SMALL_BODY_BYTES."""
 
 
-def body_limits(settings: Settings):
-    """The largest request body by media type: every allowed image at the byte limit, plus room for
-    base64 (4/3) in JSON and for the form around the files in multipart."""
+def body_limits(settings: Settings) -> Callable[[str, str], int]:
+    """The largest request body by path and media type: for the routes that take images, every
+    allowed image at the byte limit, plus room for base64 (4/3) in JSON and for the form around the
+    files in multipart; SMALL_BODY_BYTES for the others (JSON fields only)."""
     images = settings.max_images_per_request * settings.max_image_bytes
 
-    def limit(media_type: str) -> int:
+    def limit(path: str, media_type: str) -> int:
+        if not IMAGE_BODY_PATHS.match(path):
+            return SMALL_BODY_BYTES
         if media_type == "application/json" or media_type.endswith("+json"):
             return 4 * math.ceil(images / 3) + FORM_OVERHEAD_BYTES
         return images + FORM_OVERHEAD_BYTES
@@ -90,7 +99,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.runtime = runtime
     app.state.body_budget = BodyBudget(
-        settings.max_body_bytes_in_flight or max(body_limits(settings)(t) for t in ("application/json", ""))
+        settings.max_body_bytes_in_flight or max(body_limits(settings)("/v1/classify", t) for t in ("application/json", ""))
     )
     install_exception_handlers(app)
     app.add_middleware(

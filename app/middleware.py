@@ -79,13 +79,13 @@ class _BodyState:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, body_limit: Callable[[str], int],
+    def __init__(self, app: ASGIApp, metrics: Metrics, body_limit: Callable[[str, str], int],
                  body_idle_timeout_s: float | None = None, body_timeout_s: float | None = None,
                  body_budget: BodyBudget | None = None,
                  refuse_unauthenticated: Callable[[str], ApiError | None] | None = None) -> None:
         self.app = app
         self.metrics = metrics
-        self.body_limit = body_limit  # media type -> bytes
+        self.body_limit = body_limit  # (path, media type) -> bytes
         self.body_idle_timeout_s = body_idle_timeout_s
         self.body_timeout_s = body_timeout_s
         self.body_budget = body_budget
@@ -121,7 +121,7 @@ class RequestContextMiddleware:
 
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         budget = self.body_budget
-        limit = self.body_limit(media_type)
+        limit = self.body_limit(scope["path"], media_type)
         if budget is not None:
             limit = min(limit, budget.capacity)  # a larger body could never be received
         try:

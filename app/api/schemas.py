@@ -8,12 +8,15 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from gloss_gen.classify.open_set import OPEN_SET_MODES
 from gloss_gen.core.names import NAME_MAX_CHARS, NAME_PATTERN
+from gloss_gen.data.classsets import BUILTIN_CLASS_SETS
 
 TOP_K_MIN, TOP_K_MAX, TOP_K_DEFAULT = 1, 100, 5
 RERANK_METHODS = ("fudd", "none")
 RERANK_K_MIN, RERANK_K_MAX = 2, 100
 MAX_LABEL_CHARS = 300
 MAX_CLASSES_PER_SET = 10_000
+LABEL_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_CHARS, "pattern": r"\S"}
+"""A label (or class name) as the server takes it: 1-300 characters, not only whitespace."""
 
 
 class ErrorDetail(BaseModel):
@@ -30,10 +33,14 @@ class ClassifyJsonRequest(BaseModel):
 
     images: list[str] = Field(
         description="Base64-encoded image files; a 'data:image/...;base64,' prefix is accepted.",
-        json_schema_extra={"minItems": 1},  # documented; the route answers an empty list itself (422)
+        # documented; the route answers an empty list itself (422), an empty image per item (400 if alone)
+        json_schema_extra={"minItems": 1, "items": {"type": "string", "minLength": 1}},
     )
     class_set: str | None = Field(None, description="Class set name (default: the server's default).")
-    labels: list[str] | None = Field(None, description="Ad-hoc labels instead of a class set.")
+    labels: list[str] | None = Field(
+        None, description="Ad-hoc labels instead of a class set.",  # the route checks them (422)
+        json_schema_extra={"anyOf": [{"type": "array", "minItems": 1, "items": LABEL_SCHEMA}, {"type": "null"}]},
+    )
     top_k: int = Field(TOP_K_DEFAULT, ge=TOP_K_MIN, le=TOP_K_MAX)
     explain: bool = Field(False, description="Add the best-matching description to each prediction.")
     open_set: str | None = Field(
@@ -178,20 +185,27 @@ class ExamplesAdded(BaseModel):
 class ClassEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
+    name: str = Field(min_length=1, max_length=MAX_LABEL_CHARS, json_schema_extra={"pattern": r"\S"})
     synset: str | None = Field(None, description="WordNet 3.0 synset, 'n01440764' or 'tench.n.01'.")
     id: str | None = None
 
 
 class CreateClassSetRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # 'classes' for a new set; none for a built-in set, which is rebuilt (the catalog answers 422 otherwise)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"properties": {"name": {"enum": list(BUILTIN_CLASS_SETS)}}, "not": {"required": ["classes"]}},
+        {"properties": {"name": {"not": {"enum": list(BUILTIN_CLASS_SETS)}}}, "required": ["classes"]},
+    ]})
 
     # the pattern is documented here and enforced by the catalog, whose 422 names the rule
     name: str = Field(examples=["pets"], json_schema_extra={"pattern": NAME_PATTERN, "maxLength": NAME_MAX_CHARS})
-    classes: list[str | ClassEntry] | None = Field(
-        None,
+    classes: list[Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS, json_schema_extra={"pattern": r"\S"})]
+                  | ClassEntry] = Field(
+        None,  # absent, never null: required for a new set, left out to rebuild a built-in one
+        min_length=1,
         max_length=MAX_CLASSES_PER_SET,
         description="Labels or {name, synset?, id?}; omit to rebuild a built-in set.",
+        json_schema_extra=lambda schema: schema.pop("default", None),
     )
     method: Literal["classname", "wordnet", "waffle", "vgloss"] | None = Field(
         None, description="How to describe the classes (default: the server's default method)."

@@ -89,6 +89,11 @@ class AdapterService:
         """Check the request and start an adapter job; the job id."""
 
         class_set = await self._blocking(self._class_set, name)
+        # the cheap precondition first: no classifier is built (1000 classes for imagenet1k) for a set
+        # that has nothing to adapt on
+        counts = await self._blocking(example_counts, self.store, class_set)
+        if not any(counts.values()):
+            raise NoExamples(name)
         clip = self.registry.model.clip
         if method == "clipfit":
             base = split_pretrained(clip.pretrained)[0] or "none"
@@ -102,9 +107,6 @@ class AdapterService:
                                   **fields, **clipfit)
         except AdaptError as exc:
             raise InvalidClassSet(exc.message) from None
-        counts = await self._blocking(example_counts, self.store, class_set)
-        if not any(counts.values()):
-            raise NoExamples(name)
         return await self.jobs.submit(ADAPTER_JOB_KIND, class_set, method, spec.to_dict(),
                                       model=self.registry.model.model_id, shots=shots)
 

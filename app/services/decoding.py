@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from app.error_envelope import detached
 from gloss_gen.imaging import ImageError, ImageLimits, Preprocessor, load_tensor
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def _decode_one(data: bytes, limits: ImageLimits, preprocessor: Preprocessor) ->
     try:
         return load_tensor(data, limits, preprocessor)
     except ImageError as exc:
-        return exc
+        return detached(exc)  # not the frames that decoded it (and their pixels)
     except Exception:  # a decoder bug must never become a 5xx for what is still a bad upload
         log.warning("unexpected error while decoding an upload", exc_info=True)
         return ImageError("invalid_image", "The file could not be decoded as an image.")

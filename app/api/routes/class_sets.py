@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import AdminKey, ApiKey, RuntimeDep
 from app.api.schemas import (
+    LABEL_SCHEMA,
     ClassSetDetail,
     ClassSetSummary,
     ClipFitAdapterRequest,
@@ -39,6 +40,22 @@ _ADMIN_ROUTE_ERRORS = {
     422: {"model": ErrorResponse, "description": "Invalid fields, name or examples"},
     429: {"model": ErrorResponse, "description": "Too many jobs queued or running (see Retry-After)"},
     **_KEY_ERRORS,
+}
+
+_EXAMPLES_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "required": ["images", "labels"],
+            "properties": {
+                "images": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}},
+                # one field (a single value reads as a string or a one-item list) or one per image
+                "labels": {"anyOf": [LABEL_SCHEMA, {"type": "array", "minItems": 1, "items": LABEL_SCHEMA}],
+                           "description": "The class (name or id) of each image, in order; or one for them all."},
+            },
+        }}},
+    }
 }
 
 
@@ -91,6 +108,7 @@ async def create_class_set(body: CreateClassSetRequest, runtime: RuntimeDep, res
     response_model=ExamplesAdded,
     responses=_ADMIN_ROUTE_ERRORS,
     dependencies=[AdminKey],
+    openapi_extra=_EXAMPLES_BODY,
     summary="Add labelled example images (multipart: 'images' files, one 'labels' field per image)",
 )
 async def add_examples(name: ClassSetName, request: Request, runtime: RuntimeDep) -> JSONResponse:

@@ -14,6 +14,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.api.deps import ApiKey, RuntimeDep
 from app.api.schemas import (
+    LABEL_SCHEMA,
     MAX_LABEL_CHARS,
     RERANK_K_MAX,
     RERANK_K_MIN,
@@ -25,7 +26,7 @@ from app.api.schemas import (
     ClassifyResponse,
     ErrorResponse,
 )
-from app.error_envelope import ApiError, describe_validation_error, validation_error
+from app.error_envelope import ApiError, describe_validation_error, detached, validation_error
 from app.services.classification import ClassifyQuery, ImageUpload
 from gloss_gen.classify.open_set import OPEN_SET_MODES, OpenSetError, check_open_set_mode, check_threshold
 from gloss_gen.core.config import Settings
@@ -47,7 +48,8 @@ _MULTIPART_SCHEMA = {
         "class_set": {"type": "string"},
         "labels": {
             "type": "array",
-            "items": {"type": "string"},
+            "minItems": 1,
+            "items": LABEL_SCHEMA,
             "description": "Repeat the field, or send one JSON list.",
         },
         "top_k": {"type": "integer", "minimum": TOP_K_MIN, "maximum": TOP_K_MAX, "default": TOP_K_DEFAULT},
@@ -182,7 +184,7 @@ async def _read_upload(upload: UploadFile, settings: Settings) -> ImageUpload:
         if upload.size is not None:
             check_image_bytes(upload.size, settings.max_image_bytes)
     except ImageError as error:
-        return ImageUpload(upload.filename, error=error)
+        return ImageUpload(upload.filename, error=detached(error))
     return ImageUpload(upload.filename, data=await upload.read())
 
 
@@ -267,7 +269,7 @@ def _decode_base64(text: str, settings: Settings) -> ImageUpload:
     try:
         check_image_bytes(decoded_size, settings.max_image_bytes, estimated=True)
     except ImageError as error:
-        return ImageUpload(None, error=error)
+        return ImageUpload(None, error=detached(error))
     try:
         return ImageUpload(None, data=base64.b64decode(data, validate=True))
     except (binascii.Error, ValueError):
