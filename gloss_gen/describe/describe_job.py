@@ -316,8 +316,8 @@ async def notify(on_record: Callable[[Any, int, int], Any] | None, record: Any, 
 
 
 @dataclass
-class DescribeSummary:
-    """The outcome of :func:`run_describe_job`."""
+class JobSummary:
+    """The outcome of a describe job, per unit (classes, or pairs for :mod:`.pair_job`)."""
 
     class_set: str
     method: str
@@ -325,9 +325,9 @@ class DescribeSummary:
     total: int
     skipped: int = 0  # finished by an earlier run
     described: int = 0  # finished by this run
-    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (class id, name, reason)
     elapsed_s: float = 0.0
-    import_report: ImportReport | None = None
+
+    unit = "classes"  # what the job describes; subclasses add ``failures``, one tuple a failure
 
     @property
     def failed(self) -> int:
@@ -341,23 +341,37 @@ class DescribeSummary:
     def exit_code(self) -> int:
         return 0 if self.ok else 1
 
+    def detail_lines(self) -> list[str]:
+        """Lines between the count and the failures."""
+        return []
+
+    def failure_line(self, failure: tuple) -> str:
+        raise NotImplementedError
+
     def lines(self, max_failures: int = 10) -> list[str]:
         done = self.skipped + self.described
         where = f" -> {self.out_path}" if self.out_path else ""
-        out = [
-            (
-                f"{self.class_set} ({self.method}): {done}/{self.total} classes described "
-                f"({self.described} in this run, {self.skipped} already done), {self.failed} failed, "
-                f"{self.elapsed_s:.1f}s{where}"
-            )
-        ]
-        for class_id, name, reason in self.failures[:max_failures]:
-            out.append(f"  failed: {name} ({class_id}): {reason}")
+        out = [f"{self.class_set} ({self.method}): {done}/{self.total} {self.unit} described ({self.described} in "
+               f"this run, {self.skipped} already done), {self.failed} failed, {self.elapsed_s:.1f}s{where}"]
+        out += self.detail_lines()
+        out += [self.failure_line(failure) for failure in self.failures[:max_failures]]
         if self.failed > max_failures:
             out.append(f"  ... and {self.failed - max_failures} more")
         if self.failures:
-            out.append("Re-run the same command to retry the failed classes.")
+            out.append(f"Re-run the same command to retry the failed {self.unit}.")
         return out
+
+
+@dataclass
+class DescribeSummary(JobSummary):
+    """The outcome of :func:`run_describe_job`."""
+
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (class id, name, reason)
+    import_report: ImportReport | None = None
+
+    def failure_line(self, failure: tuple) -> str:
+        class_id, name, reason = failure
+        return f"  failed: {name} ({class_id}): {reason}"
 
 
 def finished_class_ids(records: Iterable[DescriptionRecord], class_set: ClassSet, method: str) -> set[str]:

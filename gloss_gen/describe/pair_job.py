@@ -25,7 +25,14 @@ from gloss_gen.data.classsets import ClassSet
 from gloss_gen.data.descriptions import DescriptionError, JsonlWriter, utc_now
 from gloss_gen.data.methods import get_method
 from gloss_gen.data.pair_descriptions import Pair, PairRecord, read_pair_jsonl
-from gloss_gen.describe.describe_job import DescribeOptions, OnRecord, bounded_completed, new_client, notify
+from gloss_gen.describe.describe_job import (
+    DescribeOptions,
+    JobSummary,
+    OnRecord,
+    bounded_completed,
+    new_client,
+    notify,
+)
 from gloss_gen.describe.llm import (
     PAIR_PROMPT_VERSION,
     LLMError,
@@ -126,44 +133,19 @@ async def describe_pair(context: PairContext, pair: Pair, client=None) -> PairRe
 
 
 @dataclass
-class PairSummary:
+class PairSummary(JobSummary):
     """The outcome of :func:`run_pair_job`."""
 
-    class_set: str
-    method: str
-    out_path: Path | None
-    total: int
+    unit = "pairs"
     selection: PairSelection | None = None
-    skipped: int = 0  # finished by an earlier run
-    described: int = 0  # finished by this run
     failures: list[tuple[str, str]] = field(default_factory=list)  # ("a / b" names, reason)
-    elapsed_s: float = 0.0
 
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
+    def detail_lines(self) -> list[str]:
+        return [f"  {self.selection.line()}"] if self.selection is not None else []
 
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.ok else 1
-
-    def lines(self, max_failures: int = 10) -> list[str]:
-        done = self.skipped + self.described
-        where = f" -> {self.out_path}" if self.out_path else ""
-        out = [f"{self.class_set} ({self.method}): {done}/{self.total} pairs described ({self.described} in this "
-               f"run, {self.skipped} already done), {self.failed} failed, {self.elapsed_s:.1f}s{where}"]
-        if self.selection is not None:
-            out.append(f"  {self.selection.line()}")
-        out += [f"  failed: {names}: {reason}" for names, reason in self.failures[:max_failures]]
-        if self.failed > max_failures:
-            out.append(f"  ... and {self.failed - max_failures} more")
-        if self.failures:
-            out.append("Re-run the same command to retry the failed pairs.")
-        return out
+    def failure_line(self, failure: tuple) -> str:
+        names, reason = failure
+        return f"  failed: {names}: {reason}"
 
 
 def finished_pairs(records: list[PairRecord], class_set: ClassSet, method: str, path: Path) -> set[Pair]:
