@@ -74,7 +74,9 @@ def test_a_dripped_request_head_is_answered_408_and_closed(live_server_factory):
             good.join()
         assert answer.startswith(b"HTTP/1.1 408"), (protocol, answer[:200])
         assert b'"request_timeout"' in answer
-        assert HEADER_TIMEOUT_S <= closed_after < HEADER_TIMEOUT_S + 2, closed_after
+        # the server's clock starts at accept, the client's just before connect; asyncio may also fire a
+        # timer up to its clock resolution early (0.9999 s seen for 1 s)
+        assert HEADER_TIMEOUT_S - 0.05 <= closed_after < HEADER_TIMEOUT_S + 2, closed_after
         assert silent == b"" and silent_closed_after < HEADER_TIMEOUT_S + 2  # sent nothing: just closed
         assert statuses and set(statuses) == {200}
 
