@@ -194,7 +194,7 @@ def test_stub_answers_are_grammatical_phrases_from_the_classs_gloss(stub_answers
 def test_stub_answers_read_as_english(stub_answers):
     dog, ship = stub_answers[("cifar10", "dog")], stub_answers[("cifar10", "ship")]
     assert dog["phrases"][2][:2] == ["dog, which is a member of the genus Canis.",
-                                     "dog, which is a kind of domestic animal."]
+                                     "dog, which is a kind of canine."]
     assert ship["phrases"][2][0] == "ship, which is a vessel that carries passengers or freight."
     assert ship["gloss"][1][0].startswith("a vessel that carries passengers or freight, typically seen ")
     frog = stub_answers[("cifar10", "frog")]["phrases"][1]

@@ -243,14 +243,16 @@ def display_name(synset) -> str:
 
 
 def hypernym_chain(synset, levels: int = 2) -> list:
-    """The first hypernym path upwards, ``levels`` steps (instance hypernyms count)."""
+    """The first hypernym path upwards, ``levels`` steps (instance hypernyms count); of several
+    parents the first by name, since NLTK lists them in an order that changes with ``PYTHONHASHSEED``
+    (dog: canine or domestic animal), which would make prompts differ between processes."""
     chain = []
     current = synset
     for _ in range(levels):
         parents = current.hypernyms() or current.instance_hypernyms()
         if not parents:
             break
-        current = parents[0]
+        current = min(parents, key=lambda parent: parent.name())
         chain.append(current)
     return chain
 
