@@ -177,24 +177,16 @@ def get_adapter(store, key: str) -> AdapterRecord | None:
 
 def set_active_adapter(store, model_id: str, class_set: str, key: str | None) -> None:
     """Make ``key`` the adapter served for the class set (``None``: serve zero-shot)."""
-    if key is None:
-        store.delete_bytes(ACTIVE_KIND, model_id, class_set)
-    else:
-        store.put_bytes(ACTIVE_KIND, f"{model_id}:{class_set}", json.dumps({"key": key}).encode())
+    store.set_pointer(ACTIVE_KIND, model_id, class_set, key)
 
 
 def get_active_adapter(store, model_id: str, class_set: str, classifier_key: str | None = None):
     """The active adapter of a class set, if any (and if given, only one fitted on that classifier)."""
-    raw = store.get_bytes(ACTIVE_KIND, model_id, class_set)
-    if raw is None:
+    key = store.get_pointer(ACTIVE_KIND, model_id, class_set, lambda: AdapterRecordDamagedError(
+        f"the active-adapter pointer of class set {class_set} is damaged"))
+    if key is None:
         return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = None
-    if not (isinstance(value, dict) and isinstance(value.get("key"), str)):
-        raise AdapterRecordDamagedError(f"the active-adapter pointer of class set {class_set} is damaged")
-    record = get_adapter(store, value["key"])
+    record = get_adapter(store, key)
     if record is None or (classifier_key is not None and record.classifier_key != classifier_key):
         return None
     return record

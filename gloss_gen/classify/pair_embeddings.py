@@ -212,21 +212,11 @@ def get_pair_embeddings(store, key: str) -> PairEmbeddings | None:
 
 def set_active_pair_embeddings(store, model_id: str, class_set: str, key: str | None) -> None:
     """Make ``key`` the pairs the class set re-ranks with (``None``: no re-rank)."""
-    if key is None:
-        store.delete_bytes(ACTIVE_KIND, model_id, class_set)
-    else:
-        store.put_bytes(ACTIVE_KIND, f"{model_id}:{class_set}", json.dumps({"key": key}).encode())
+    store.set_pointer(ACTIVE_KIND, model_id, class_set, key)
 
 
 def get_active_pair_embeddings(store, model_id: str, class_set: str) -> PairEmbeddings | None:
     """The pair embeddings a class set re-ranks with under a model, if it has any."""
-    raw = store.get_bytes(ACTIVE_KIND, model_id, class_set)
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = None
-    if not (isinstance(value, dict) and isinstance(value.get("key"), str)):
-        raise PairEmbeddingsDamagedError(f"the active-pairs pointer of class set {class_set} is damaged")
-    return get_pair_embeddings(store, value["key"])
+    key = store.get_pointer(ACTIVE_KIND, model_id, class_set, lambda: PairEmbeddingsDamagedError(
+        f"the active-pairs pointer of class set {class_set} is damaged"))
+    return None if key is None else get_pair_embeddings(store, key)

@@ -251,6 +251,25 @@ class Store:
         what it raises propagates). Whether anything was written."""
         return self.backend.update(self._k(kind, key), change)
 
+    def set_pointer(self, kind: str, model_id: str, class_set: str, key: str | None) -> None:
+        """Name ``key`` as the class set's ``kind`` record under a model (``None``: name none); the
+        pointers of adapters and pair embeddings (the active classifier has its own, above)."""
+        if key is None:
+            self.delete_bytes(kind, model_id, class_set)
+        else:
+            self.put_bytes(kind, f"{model_id}:{class_set}", json.dumps({"key": key}).encode())
+
+    def get_pointer(self, kind: str, model_id: str, class_set: str, damaged: Callable[[], Exception]) -> str | None:
+        """The key a :meth:`set_pointer` pointer names, ``None`` without one; ``damaged()`` is raised
+        when its bytes are not ``{"key": "<text>"}``."""
+        raw = self.get_bytes(kind, model_id, class_set)
+        if raw is None:
+            return None
+        key = _pointer_key(raw)
+        if key is None:
+            raise damaged()
+        return key
+
     def get_bytes(self, kind: str, *parts: str) -> bytes | None:
         return self.backend.get(self._k(kind, *parts))
 
