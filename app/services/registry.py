@@ -235,9 +235,9 @@ class ClassifierRegistry:
                  pairs.key if pairs else None)
         return self.install(classifier, adapter, pairs)
 
-    async def _active_pairs(self, name: str):
+    async def _active_pairs(self, name: str, loaded=None):
         try:
-            return await asyncio.to_thread(get_active_pair_embeddings, self.store, self.model.model_id, name)
+            return await asyncio.to_thread(get_active_pair_embeddings, self.store, self.model.model_id, name, loaded)
         except StoreError:
             log.warning("could not read the pair embeddings of %s; serving without the re-rank", name)
             return None
@@ -302,8 +302,8 @@ class ClassifierRegistry:
                     log.info("class set %s now served by classifier %s", name, key)
                     return
             adapter = await self._active_adapter(name, slot.loaded.classifier)
-            pairs = await self._active_pairs(name)
             current = slot.loaded
+            pairs = await self._active_pairs(name, current.pairs)
             if ((adapter and adapter.key) != (current.adapter and current.adapter.key)
                     or (pairs and pairs.key) != (current.pairs and current.pairs.key)):
                 self.install(current.classifier, adapter, pairs)

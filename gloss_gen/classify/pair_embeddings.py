@@ -215,8 +215,12 @@ def set_active_pair_embeddings(store, model_id: str, class_set: str, key: str | 
     store.set_pointer(ACTIVE_KIND, model_id, class_set, key)
 
 
-def get_active_pair_embeddings(store, model_id: str, class_set: str) -> PairEmbeddings | None:
-    """The pair embeddings a class set re-ranks with under a model, if it has any."""
+def get_active_pair_embeddings(store, model_id: str, class_set: str,
+                               loaded: PairEmbeddings | None = None) -> PairEmbeddings | None:
+    """The pair embeddings a class set re-ranks with under a model, if it has any; ``loaded`` is
+    returned as it is while the pointer still names it (a refresh reads the pointer, not the rows)."""
     key = store.get_pointer(ACTIVE_KIND, model_id, class_set, lambda: PairEmbeddingsDamagedError(
         f"the active-pairs pointer of class set {class_set} is damaged"))
-    return None if key is None else get_pair_embeddings(store, key)
+    if key is None:
+        return None
+    return loaded if loaded is not None and loaded.key == key else get_pair_embeddings(store, key)

@@ -208,6 +208,7 @@ def test_store_round_trip_and_damage(setup, tmp_path):
     loaded = get_active_pair_embeddings(store, pairs.model_id, "pets8")
     assert loaded.key == pairs.key and np.array_equal(loaded.embeddings, pairs.embeddings)
     assert loaded.sides() == pairs.sides()
+    assert get_active_pair_embeddings(store, pairs.model_id, "pets8", loaded) is loaded  # no re-read
     raw = bytearray(pairs.to_bytes())
     raw[-5] ^= 0xFF  # one flipped byte in the arrays
     with pytest.raises(PairEmbeddingsDamagedError, match="checksum"):
